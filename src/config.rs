@@ -1,0 +1,335 @@
+//! Configuration: typed settings from defaults, an optional TOML file and
+//! `FLASHGATE_<SECTION>__<KEY>` environment variables (in that order of precedence),
+//! validated once at start-up with every problem reported together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::{SaleDefinition, SaleId, SaleSpec};
+use crate::store::{RedisTarget, RedisTimeouts};
+
+/// Everything the gateway can be told.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub admin: AdminSettings,
+    pub database: DatabaseSettings,
+    pub stock: StockSettings,
+    /// Sales created (or updated, when not live) at start.
+    pub sales: Vec<SaleConfig>,
+}
+
+/// The HTTP listener and request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 4096,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Where Redis is. With neither `url` nor `cluster_urls`, the gateway starts its own
+/// redis-server (`embedded_binary`) with data in `embedded_dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Option<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub cluster_urls: Vec<String>,
+    pub key_prefix: String,
+    pub response_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub embedded_binary: String,
+    pub embedded_dir: PathBuf,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            cluster_urls: Vec::new(),
+            key_prefix: "fg".into(),
+            response_timeout_ms: 500,
+            connect_timeout_ms: 500,
+            embedded_binary: "redis-server".into(),
+            embedded_dir: PathBuf::from("data/redis"),
+        }
+    }
+}
+
+impl RedisSettings {
+    /// The configured Redis, or `None` for the embedded default.
+    pub fn target(&self) -> Option<RedisTarget> {
+        if !self.cluster_urls.is_empty() {
+            return Some(RedisTarget::Cluster(self.cluster_urls.clone()));
+        }
+        self.url
+            .as_ref()
+            .filter(|u| !u.is_empty())
+            .map(|u| RedisTarget::Single(u.clone()))
+    }
+
+    /// Call and connection time limits.
+    pub fn timeouts(&self) -> RedisTimeouts {
+        RedisTimeouts {
+            response: Duration::from_millis(self.response_timeout_ms),
+            connect: Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+}
+
+/// Buyer authentication.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret shared with the site's login service.
+    pub jwt_secret: String,
+}
+
+/// Operator authentication.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin/*`.
+    pub token: String,
+}
+
+/// The order database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://…`.
+    pub url: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/flashgate.db".into(),
+        }
+    }
+}
+
+/// Stock engine housekeeping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StockSettings {
+    /// How often sale definitions and remaining-stock figures are re-read from Redis.
+    pub refresh_interval_ms: u64,
+    /// How often abandoned stock loans are looked for.
+    pub recovery_interval_ms: u64,
+    /// Age after which a loan counts as abandoned by its borrower.
+    pub loan_grace_ms: u64,
+}
+
+impl Default for StockSettings {
+    fn default() -> Self {
+        Self {
+            refresh_interval_ms: 1000,
+            recovery_interval_ms: 2000,
+            loan_grace_ms: 5000,
+        }
+    }
+}
+
+/// A `[[sales]]` table: an id plus a sale definition.
+#[derive(Debug, Clone)]
+pub struct SaleConfig {
+    pub id: SaleId,
+    pub definition: SaleDefinition,
+}
+
+impl<'de> Deserialize<'de> for SaleConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let id = table
+            .remove("id")
+            .ok_or_else(|| D::Error::missing_field("id"))?;
+        let id = SaleId::deserialize(id).map_err(D::Error::custom)?;
+        let definition = SaleDefinition::deserialize(serde_json::Value::Object(table))
+            .map_err(D::Error::custom)?;
+        Ok(Self { id, definition })
+    }
+}
+
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("cannot read configuration")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Defaults, then `file` (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("FLASHGATE_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks everything that types alone cannot, reporting every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.auth.jwt_secret.len() < 16 {
+            problems.push("auth.jwt_secret must be at least 16 bytes".to_owned());
+        }
+        if self.admin.token.len() < 16 {
+            problems.push("admin.token must be at least 16 bytes".to_owned());
+        }
+        if self.http.body_limit_bytes < 64 {
+            problems.push("http.body_limit_bytes must be at least 64".to_owned());
+        }
+        if self.http.request_timeout_ms == 0 {
+            problems.push("http.request_timeout_ms must be positive".to_owned());
+        }
+        if self.redis.response_timeout_ms == 0
+            || self.redis.response_timeout_ms >= self.http.request_timeout_ms
+        {
+            problems.push(
+                "redis.response_timeout_ms must be positive and below http.request_timeout_ms"
+                    .to_owned(),
+            );
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
+            problems.push("redis.key_prefix must be non-empty without braces".to_owned());
+        }
+        for sale in &self.sales {
+            if let Err(e) = SaleSpec::try_from(sale.definition.clone()) {
+                problems.push(format!("sales[{}]: {e}", sale.id));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Settings {
+        let mut s = Settings::default();
+        s.auth.jwt_secret = "0123456789abcdef".into();
+        s.admin.token = "fedcba9876543210".into();
+        s
+    }
+
+    #[test]
+    fn defaults_with_secrets_are_valid() {
+        assert!(valid().validate().is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut s = Settings::default();
+        s.http.body_limit_bytes = 1;
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn sales_tables_parse_with_their_id() {
+        let toml = r#"
+            [auth]
+            jwt_secret = "0123456789abcdef"
+            [[sales]]
+            id = "phone"
+            name = "Phone"
+            stock = 10
+            shards = 4
+            starts_at = "2026-11-21T12:00:00Z"
+            ends_at = "2026-11-21T13:00:00Z"
+            per_user_limit = 1
+            max_per_order = 1
+        "#;
+        let s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+        assert_eq!(s.sales[0].id.as_str(), "phone");
+        assert_eq!(s.sales[0].definition.shards, 4);
+    }
+
+    #[test]
+    fn unknown_sale_fields_are_refused() {
+        let toml = r#"
+            [[sales]]
+            id = "phone"
+            name = "Phone"
+            stock = 10
+            starts_at = "2026-11-21T12:00:00Z"
+            ends_at = "2026-11-21T13:00:00Z"
+            per_user_limit = 1
+            max_per_order = 1
+            pow_dificulty = 3
+        "#;
+        assert!(
+            Figment::from(Toml::string(toml))
+                .extract::<Settings>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn cluster_urls_accept_a_comma_separated_string() {
+        let s: Settings = Figment::from(Toml::string(
+            "[redis]\ncluster_urls = \"redis://a:1, redis://b:2\"",
+        ))
+        .extract()
+        .unwrap();
+        assert_eq!(s.redis.cluster_urls, ["redis://a:1", "redis://b:2"]);
+    }
+}

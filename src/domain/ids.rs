@@ -1,0 +1,256 @@
+//! Identifier newtypes: parsed once at the edge, valid by construction afterwards.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Why a piece of input is not a valid identifier or quantity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{what} must be 1..={max} characters of [A-Za-z0-9_-], got {len} characters")]
+    BadToken {
+        what: &'static str,
+        max: usize,
+        len: usize,
+    },
+    #[error("Idempotency-Key must be 1..=64 visible ASCII characters")]
+    BadIdempotencyKey,
+    #[error("order id is malformed")]
+    BadOrderId,
+    #[error("quantity must be at least 1")]
+    ZeroQuantity,
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn parse_token(what: &'static str, s: &str) -> Result<(), IdError> {
+    const MAX: usize = 64;
+    if (1..=MAX).contains(&s.len()) && s.chars().all(is_token_char) {
+        Ok(())
+    } else {
+        Err(IdError::BadToken {
+            what,
+            max: MAX,
+            len: s.len(),
+        })
+    }
+}
+
+macro_rules! token_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses `s`: 1..=64 characters of `[A-Za-z0-9_-]`.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                parse_token($what, s).map(|()| Self(s.to_owned()))
+            }
+
+            /// The identifier as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+token_id!(
+    /// A sale's identifier, chosen by the operator.
+    SaleId,
+    "sale id"
+);
+token_id!(
+    /// A buyer's identifier: the `sub` claim of their JWT.
+    UserId,
+    "user id"
+);
+
+/// The client's `Idempotency-Key`: 1..=64 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Parses a header value.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let visible = s.bytes().all(|b| b.is_ascii_graphic());
+        if (1..=64).contains(&s.len()) && visible {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::BadIdempotencyKey)
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A number of units in one order; never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Quantity(NonZeroU32);
+
+impl Quantity {
+    /// One unit.
+    pub const ONE: Quantity = Quantity(NonZeroU32::MIN);
+
+    /// A non-zero quantity.
+    pub fn new(n: u32) -> Result<Self, IdError> {
+        NonZeroU32::new(n).map(Self).ok_or(IdError::ZeroQuantity)
+    }
+
+    /// The number of units.
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+/// An order's identifier. It names the sale and the stock shard that holds the order's
+/// pending record, so an order can be found from its id alone:
+/// `<sale_id>.<shard>.<uuid v7, 32 hex digits>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderId {
+    sale: SaleId,
+    shard: u32,
+    uuid: Uuid,
+}
+
+impl OrderId {
+    /// A fresh, time-ordered order id for a purchase on `shard` of `sale`.
+    pub fn generate(sale: &SaleId, shard: u32) -> Self {
+        Self {
+            sale: sale.clone(),
+            shard,
+            uuid: Uuid::now_v7(),
+        }
+    }
+
+    /// Parses the text form produced by `Display`.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let mut parts = s.split('.');
+        let (Some(sale), Some(shard), Some(uuid), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(IdError::BadOrderId);
+        };
+        let sale = SaleId::parse(sale).map_err(|_| IdError::BadOrderId)?;
+        let shard_ok =
+            !shard.is_empty() && shard.len() <= 5 && shard.bytes().all(|b| b.is_ascii_digit());
+        let shard = shard_ok
+            .then(|| shard.parse::<u32>().ok())
+            .flatten()
+            .ok_or(IdError::BadOrderId)?;
+        if uuid.len() != 32 {
+            return Err(IdError::BadOrderId);
+        }
+        let uuid = Uuid::try_parse(uuid).map_err(|_| IdError::BadOrderId)?;
+        Ok(Self { sale, shard, uuid })
+    }
+
+    /// The sale this order belongs to.
+    pub fn sale(&self) -> &SaleId {
+        &self.sale
+    }
+
+    /// The shard whose stream and pending table hold this order.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.sale, self.shard, self.uuid.simple())
+    }
+}
+
+impl Serialize for OrderId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sale_id_rejects_empty_long_and_odd_characters() {
+        assert!(SaleId::parse("").is_err());
+        assert!(SaleId::parse(&"a".repeat(65)).is_err());
+        assert!(SaleId::parse("a.b").is_err());
+        assert!(SaleId::parse("a{b}").is_err());
+        assert!(SaleId::parse("Sale_2026-11").is_ok());
+    }
+
+    #[test]
+    fn idempotency_key_accepts_visible_ascii_only() {
+        assert!(IdempotencyKey::parse("k-1:2/3").is_ok());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(65)).is_err());
+        assert!(IdempotencyKey::parse("ключ").is_err());
+    }
+
+    #[test]
+    fn quantity_zero_is_unrepresentable() {
+        assert_eq!(Quantity::new(0), Err(IdError::ZeroQuantity));
+        assert_eq!(Quantity::new(3).map(Quantity::get), Ok(3));
+    }
+
+    #[test]
+    fn order_id_rejects_garbage() {
+        for bad in [
+            "",
+            "a.b",
+            "a.1.xyz",
+            "a..0190",
+            "a.1.2.3",
+            "a.-1.0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(OrderId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn order_id_round_trips(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024) {
+            let sale = SaleId::parse(&sale).unwrap();
+            let id = OrderId::generate(&sale, shard);
+            let parsed = OrderId::parse(&id.to_string()).unwrap();
+            prop_assert_eq!(parsed, id);
+        }
+
+        #[test]
+        fn user_id_parse_accepts_exactly_the_alphabet(s in "\\PC{0,70}") {
+            let ok = (1..=64).contains(&s.len()) && s.chars().all(is_token_char);
+            prop_assert_eq!(UserId::parse(&s).is_ok(), ok);
+        }
+    }
+}

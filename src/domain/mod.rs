@@ -1,0 +1,7 @@
+//! The domain vocabulary: identifiers, quantities and sales, all valid by construction.
+
+pub mod ids;
+pub mod sale;
+
+pub use ids::{IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
+pub use sale::{Sale, SaleDefinition, SaleSpec, SaleSpecError, SaleState, Window};

@@ -1,0 +1,258 @@
+//! What a sale is: its validated definition and the state it is in at a given moment.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ids::{Quantity, SaleId};
+
+/// Most shards a sale may be split over.
+pub const MAX_SHARDS: u32 = 1024;
+/// Highest proof-of-work difficulty, in leading zero bits.
+pub const MAX_POW_DIFFICULTY: u8 = 32;
+
+/// A sale definition as operators write it (admin API body or a `[[sales]]` config table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleDefinition {
+    /// Display name.
+    pub name: String,
+    /// Units for sale.
+    pub stock: u64,
+    /// Number of Redis shard keys the stock is split over.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Opening instant (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    /// Closing instant (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    /// Most units one buyer may hold.
+    pub per_user_limit: u32,
+    /// Most units in one order.
+    pub max_per_order: u32,
+    /// Proof-of-work difficulty for purchase tokens (0 = off).
+    #[serde(default)]
+    pub pow_difficulty: u8,
+}
+
+fn default_shards() -> u32 {
+    1
+}
+
+/// Why a sale definition is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaleSpecError {
+    #[error("name must be 1..=200 characters")]
+    Name,
+    #[error("shards must be 1..={MAX_SHARDS}")]
+    Shards,
+    #[error("ends_at must be after starts_at")]
+    Window,
+    #[error("per_user_limit must be at least 1")]
+    PerUserLimit,
+    #[error("max_per_order must be 1..=per_user_limit")]
+    MaxPerOrder,
+    #[error("pow_difficulty must be 0..={MAX_POW_DIFFICULTY}")]
+    PowDifficulty,
+}
+
+/// A validated sale definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleSpec {
+    def: SaleDefinition,
+}
+
+impl TryFrom<SaleDefinition> for SaleSpec {
+    type Error = SaleSpecError;
+
+    fn try_from(def: SaleDefinition) -> Result<Self, Self::Error> {
+        if def.name.is_empty() || def.name.chars().count() > 200 {
+            return Err(SaleSpecError::Name);
+        }
+        if !(1..=MAX_SHARDS).contains(&def.shards) {
+            return Err(SaleSpecError::Shards);
+        }
+        if def.ends_at <= def.starts_at {
+            return Err(SaleSpecError::Window);
+        }
+        if def.per_user_limit == 0 {
+            return Err(SaleSpecError::PerUserLimit);
+        }
+        if def.max_per_order == 0 || def.max_per_order > def.per_user_limit {
+            return Err(SaleSpecError::MaxPerOrder);
+        }
+        if def.pow_difficulty > MAX_POW_DIFFICULTY {
+            return Err(SaleSpecError::PowDifficulty);
+        }
+        Ok(Self { def })
+    }
+}
+
+impl SaleSpec {
+    /// The definition this spec was validated from.
+    pub fn definition(&self) -> &SaleDefinition {
+        &self.def
+    }
+
+    /// Display name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Units the sale was created with.
+    pub fn stock(&self) -> u64 {
+        self.def.stock
+    }
+
+    /// Number of stock shards (at least 1).
+    pub fn shards(&self) -> u32 {
+        self.def.shards
+    }
+
+    /// Opening instant.
+    pub fn starts_at(&self) -> OffsetDateTime {
+        self.def.starts_at
+    }
+
+    /// Closing instant.
+    pub fn ends_at(&self) -> OffsetDateTime {
+        self.def.ends_at
+    }
+
+    /// Most units one buyer may hold.
+    pub fn per_user_limit(&self) -> u32 {
+        self.def.per_user_limit
+    }
+
+    /// Most units in one order.
+    pub fn max_per_order(&self) -> u32 {
+        self.def.max_per_order
+    }
+
+    /// Proof-of-work difficulty in leading zero bits.
+    pub fn pow_difficulty(&self) -> u8 {
+        self.def.pow_difficulty
+    }
+
+    /// Whether `quantity` is allowed in one order.
+    pub fn allows_order_of(&self, quantity: Quantity) -> bool {
+        quantity.get() <= self.def.max_per_order
+    }
+
+    /// Where the sale's clock stands at `now`, ignoring stock and the kill switch.
+    pub fn window(&self, now: OffsetDateTime) -> Window {
+        if now < self.def.starts_at {
+            Window::Before
+        } else if now >= self.def.ends_at {
+            Window::After
+        } else {
+            Window::Open
+        }
+    }
+}
+
+/// A sale's position in its time window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Before `starts_at`.
+    Before,
+    /// Between `starts_at` (inclusive) and `ends_at` (exclusive).
+    Open,
+    /// At or after `ends_at`.
+    After,
+}
+
+/// The state a buyer sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    Upcoming,
+    Live,
+    SoldOut,
+    Ended,
+    Paused,
+}
+
+impl SaleState {
+    /// Combines the time window, the kill switch and whether any stock remains.
+    pub fn of(window: Window, paused: bool, remaining: u64) -> Self {
+        match window {
+            Window::Before => Self::Upcoming,
+            Window::After => Self::Ended,
+            Window::Open if paused => Self::Paused,
+            Window::Open if remaining == 0 => Self::SoldOut,
+            Window::Open => Self::Live,
+        }
+    }
+}
+
+/// A sale's identity together with its validated definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    /// The sale id.
+    pub id: SaleId,
+    /// Its definition.
+    pub spec: SaleSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn def() -> SaleDefinition {
+        SaleDefinition {
+            name: "Phone".into(),
+            stock: 100,
+            shards: 8,
+            starts_at: datetime!(2026-11-21 12:00 UTC),
+            ends_at: datetime!(2026-11-21 13:00 UTC),
+            per_user_limit: 2,
+            max_per_order: 2,
+            pow_difficulty: 0,
+        }
+    }
+
+    #[test]
+    fn valid_definition_is_accepted() {
+        assert!(SaleSpec::try_from(def()).is_ok());
+    }
+
+    #[test]
+    fn inconsistent_definitions_are_refused() {
+        type Mutation = fn(&mut SaleDefinition);
+        let cases: [(Mutation, SaleSpecError); 5] = [
+            (|d| d.shards = 0, SaleSpecError::Shards),
+            (|d| d.ends_at = d.starts_at, SaleSpecError::Window),
+            (|d| d.per_user_limit = 0, SaleSpecError::PerUserLimit),
+            (|d| d.max_per_order = 3, SaleSpecError::MaxPerOrder),
+            (|d| d.pow_difficulty = 33, SaleSpecError::PowDifficulty),
+        ];
+        for (mutate, expected) in cases {
+            let mut d = def();
+            mutate(&mut d);
+            assert_eq!(SaleSpec::try_from(d), Err(expected));
+        }
+    }
+
+    #[test]
+    fn window_boundaries_follow_starts_at_inclusive_ends_at_exclusive() {
+        let spec = SaleSpec::try_from(def()).unwrap();
+        assert_eq!(
+            spec.window(datetime!(2026-11-21 11:59:59.999 UTC)),
+            Window::Before
+        );
+        assert_eq!(spec.window(datetime!(2026-11-21 12:00 UTC)), Window::Open);
+        assert_eq!(spec.window(datetime!(2026-11-21 13:00 UTC)), Window::After);
+    }
+
+    #[test]
+    fn state_prefers_window_then_pause_then_stock() {
+        assert_eq!(SaleState::of(Window::Before, true, 0), SaleState::Upcoming);
+        assert_eq!(SaleState::of(Window::Open, true, 0), SaleState::Paused);
+        assert_eq!(SaleState::of(Window::Open, false, 0), SaleState::SoldOut);
+        assert_eq!(SaleState::of(Window::Open, false, 1), SaleState::Live);
+        assert_eq!(SaleState::of(Window::After, false, 5), SaleState::Ended);
+    }
+}

@@ -1,0 +1,212 @@
+//! Buyer endpoints: sale information, purchase, and order status.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
+use super::guards;
+use super::state::AppState;
+use crate::domain::{OrderId, Quantity, SaleId, SaleState};
+use crate::orders::{self, OrderStatus};
+use crate::sales::{Rejection, SaleRuntime};
+use crate::stock::{PurchaseOutcome, PurchaseRequest};
+
+/// Buyer routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sales/{sale_id}", get(get_sale))
+        .route("/api/v1/sales/{sale_id}/purchase", post(purchase))
+        .route("/api/v1/orders/{order_id}", get(get_order))
+}
+
+/// A sale as buyers see it.
+#[derive(Debug, Serialize)]
+pub struct SaleView {
+    sale_id: SaleId,
+    name: String,
+    state: SaleState,
+    #[serde(with = "time::serde::rfc3339")]
+    starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    ends_at: OffsetDateTime,
+    stock_total: u64,
+    remaining: u64,
+    per_user_limit: u32,
+    max_per_order: u32,
+    pow_difficulty: u8,
+    #[serde(with = "time::serde::rfc3339")]
+    server_time: OffsetDateTime,
+}
+
+impl SaleView {
+    /// The view of `rt` at `now`.
+    pub fn of(rt: &SaleRuntime, now: OffsetDateTime) -> Self {
+        let spec = &rt.sale.spec;
+        let remaining = rt.remaining();
+        Self {
+            sale_id: rt.sale.id.clone(),
+            name: spec.name().to_owned(),
+            state: SaleState::of(spec.window(now), rt.paused, remaining),
+            starts_at: spec.starts_at(),
+            ends_at: spec.ends_at(),
+            stock_total: spec.stock(),
+            remaining,
+            per_user_limit: spec.per_user_limit(),
+            max_per_order: spec.max_per_order(),
+            pow_difficulty: spec.pow_difficulty(),
+            server_time: now,
+        }
+    }
+}
+
+async fn get_sale(
+    State(state): State<AppState>,
+    SalePath(id): SalePath,
+) -> Result<Json<SaleView>, ApiError> {
+    let rt = state
+        .sales
+        .get(&id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    Ok(Json(SaleView::of(&rt, state.clock.now())))
+}
+
+/// The purchase body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseBody {
+    quantity: u32,
+    #[serde(default)]
+    purchase_token: Option<String>,
+}
+
+impl PurchaseBody {
+    /// A digest of the body's meaning (not its bytes): a retry that re-serialises the same
+    /// request matches; a different quantity or token does not.
+    fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.quantity.to_be_bytes());
+        hash.update(self.purchase_token.as_deref().unwrap_or("").as_bytes());
+        hash.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The answer to an accepted purchase.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    order_id: OrderId,
+    sale_id: SaleId,
+    quantity: Quantity,
+    status: OrderStatus,
+}
+
+async fn purchase(
+    State(state): State<AppState>,
+    Buyer(user): Buyer,
+    SalePath(sale_id): SalePath,
+    IdemKey(key): IdemKey,
+    ApiJson(body): ApiJson<PurchaseBody>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let quantity = Quantity::new(body.quantity).map_err(|e| ApiError::Validation(e.to_string()))?;
+    let rt = state
+        .sales
+        .get(&sale_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    guards::quantity_is_allowed(&rt, quantity)?;
+    guards::sale_is_open(&rt, state.clock.now())?;
+    let fingerprint = body.fingerprint();
+    let request = PurchaseRequest {
+        user: &user,
+        quantity,
+        key: &key,
+        fingerprint: &fingerprint,
+        now_ms: state.clock.now_ms(),
+    };
+    let outcome = state.stock.purchase(&rt, &request).await.inspect_err(|_| {
+        rt.stats.record(Rejection::Unavailable);
+    })?;
+    let (order_id, quantity) = accepted_or_refusal(&rt, outcome)?;
+    let answer = Accepted {
+        order_id,
+        sale_id,
+        quantity,
+        status: OrderStatus::Pending,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// Maps a purchase outcome to the accepted order or the refusal, counting refusals.
+fn accepted_or_refusal(
+    rt: &SaleRuntime,
+    outcome: PurchaseOutcome,
+) -> Result<(OrderId, Quantity), ApiError> {
+    let (reason, error) = match outcome {
+        PurchaseOutcome::Accepted {
+            order_id, quantity, ..
+        } => return Ok((order_id, quantity)),
+        PurchaseOutcome::SoldOut => (Rejection::SoldOut, ApiError::SoldOut),
+        PurchaseOutcome::Insufficient { remaining } => (
+            Rejection::Insufficient,
+            ApiError::Insufficient { remaining },
+        ),
+        PurchaseOutcome::LimitReached { held } => (
+            Rejection::LimitReached,
+            ApiError::LimitReached {
+                held,
+                limit: rt.sale.spec.per_user_limit(),
+            },
+        ),
+        PurchaseOutcome::IdempotencyConflict => (
+            Rejection::IdempotencyConflict,
+            ApiError::IdempotencyConflict,
+        ),
+        PurchaseOutcome::Contended => (
+            Rejection::Contended,
+            ApiError::Overloaded("stock is moving between shards; retry shortly"),
+        ),
+    };
+    rt.stats.record(reason);
+    Err(error)
+}
+
+/// An order as its buyer sees it.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    order_id: OrderId,
+    sale_id: SaleId,
+    quantity: Quantity,
+    status: OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    Buyer(user): Buyer,
+    OrderPath(order_id): OrderPath,
+) -> Result<Json<OrderView>, ApiError> {
+    let record = orders::find_pending(&state.stock, &order_id)
+        .await?
+        .filter(|r| r.user == user)
+        .ok_or(ApiError::NotFound("no such order"))?;
+    let created_at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.created_ms) * 1_000_000)
+            .map_err(|_| ApiError::NotFound("no such order"))?;
+    Ok(Json(OrderView {
+        sale_id: record.order_id.sale().clone(),
+        order_id: record.order_id,
+        quantity: record.quantity,
+        status: record.status,
+        created_at,
+    }))
+}

@@ -1,0 +1,203 @@
+//! The one error type of the HTTP edge: every non-2xx answer is RFC 9457 problem+json.
+//! Server-side failures are logged once here and never described to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// Everything the API can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Validation(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("the sale opens at {starts_at}")]
+    SaleNotStarted { starts_at: OffsetDateTime },
+    #[error("the sale has ended")]
+    SaleEnded,
+    #[error("the sale is paused by an operator")]
+    SalePaused,
+    #[error("no stock left")]
+    SoldOut,
+    #[error("only {remaining} units left")]
+    Insufficient { remaining: u64 },
+    #[error("this buyer already holds {held} of at most {limit} units")]
+    LimitReached { held: u32, limit: u32 },
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyConflict,
+    #[error("{0}")]
+    SaleLive(String),
+    #[error("{0}")]
+    SaleHasOrders(String),
+    #[error("{0}")]
+    Overloaded(&'static str),
+    #[error("stock store unavailable")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// The HTTP status of this answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::SaleEnded | Self::SalePaused => StatusCode::GONE,
+            Self::SaleNotStarted { .. }
+            | Self::SoldOut
+            | Self::Insufficient { .. }
+            | Self::LimitReached { .. }
+            | Self::SaleLive(_)
+            | Self::SaleHasOrders(_) => StatusCode::CONFLICT,
+            Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(StoreError::Redis(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type slug (`/problems/<slug>`).
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Validation(_) => "validation",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::NotFound(_) => "not-found",
+            Self::SaleNotStarted { .. } => "sale-not-started",
+            Self::SaleEnded | Self::SalePaused => "sale-ended",
+            Self::SoldOut => "sold-out",
+            Self::Insufficient { .. } => "insufficient-stock",
+            Self::LimitReached { .. } => "limit-reached",
+            Self::IdempotencyConflict => "idempotency-conflict",
+            Self::SaleLive(_) => "sale-live",
+            Self::SaleHasOrders(_) => "sale-has-orders",
+            Self::Overloaded(_) | Self::Store(StoreError::Redis(_)) => "overloaded",
+            Self::Store(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self.slug() {
+            "unauthorized" => "Unauthorized",
+            "validation" => "Invalid request",
+            "payload-too-large" => "Payload too large",
+            "not-found" => "Not found",
+            "sale-not-started" => "Sale not started",
+            "sale-ended" => "Sale ended",
+            "sold-out" => "Sold out",
+            "insufficient-stock" => "Not enough stock",
+            "limit-reached" => "Per-buyer limit reached",
+            "idempotency-conflict" => "Idempotency key conflict",
+            "sale-live" => "Sale is live",
+            "sale-has-orders" => "Sale has orders",
+            "overloaded" => "Service overloaded",
+            _ => "Internal error",
+        }
+    }
+
+    /// Fields beyond the standard five.
+    fn extras(&self) -> Map<String, Value> {
+        let mut extras = Map::new();
+        match self {
+            Self::SaleNotStarted { starts_at } => {
+                let at = starts_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                extras.insert("starts_at".into(), json!(at));
+            }
+            Self::Insufficient { remaining } => {
+                extras.insert("remaining".into(), json!(remaining));
+            }
+            Self::LimitReached { held, limit } => {
+                extras.insert("held".into(), json!(held));
+                extras.insert("per_user_limit".into(), json!(limit));
+            }
+            Self::PayloadTooLarge { limit } => {
+                extras.insert("limit_bytes".into(), json!(limit));
+            }
+            _ => {}
+        }
+        extras
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Store(StoreError::Redis(_)) => "stock store unavailable, retry shortly".into(),
+            Self::Store(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut body = self.extras();
+        body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
+        body.insert("title".into(), json!(self.title()));
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        problem_response(status, Value::Object(body))
+    }
+}
+
+/// A problem+json response; 503s carry `Retry-After`.
+pub fn problem_response(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_outage_is_503_with_retry_after_and_no_internals() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "secret detail");
+        let err = ApiError::Store(StoreError::Redis(redis::RedisError::from(io)));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.slug(), "overloaded");
+        let response = err.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+
+    #[test]
+    fn every_variant_has_a_title() {
+        let errors = [
+            ApiError::SoldOut,
+            ApiError::SaleEnded,
+            ApiError::IdempotencyConflict,
+            ApiError::Validation("x".into()),
+        ];
+        for e in errors {
+            assert_ne!(e.title(), "Internal error", "{e:?}");
+        }
+    }
+}

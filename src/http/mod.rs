@@ -1,0 +1,37 @@
+//! The HTTP edge: routes, extractors, errors and the middleware every request passes.
+
+pub mod admin;
+pub mod buyer;
+pub mod error;
+pub mod extract;
+pub mod guards;
+pub mod health;
+pub mod middleware;
+pub mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// The whole application: every resource router merged, wrapped in the edge middleware.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.settings.http.body_limit_bytes;
+    Router::new()
+        .merge(buyer::router())
+        .merge(admin::router())
+        .merge(health::router())
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

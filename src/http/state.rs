@@ -1,0 +1,24 @@
+//! The state every handler shares: cheap to clone, no globals.
+
+use std::sync::Arc;
+
+use crate::auth::JwtKeys;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::sales::SaleRegistry;
+use crate::stock::StockEngine;
+
+/// Pools, caches and keys, shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub settings: Arc<Settings>,
+    /// Sale definitions and per-sale hints.
+    pub sales: SaleRegistry,
+    /// The stock engine (Redis).
+    pub stock: StockEngine,
+    /// Buyer token verification.
+    pub jwt: JwtKeys,
+    /// The time source.
+    pub clock: Clock,
+}

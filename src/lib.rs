@@ -1,0 +1,16 @@
+//! flashgate: a flash-sale gateway. Buyers' purchases take stock atomically from sharded
+//! Redis keys (Lua), and every accepted order is durably recorded in the same step.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod orders;
+pub mod sales;
+pub mod startup;
+pub mod stock;
+pub mod store;
+pub mod workers;

@@ -1,0 +1,108 @@
+//! The gateway's local, per-sale view: the definition plus hints learnt from Redis replies
+//! (which shards are empty, whether the sale is sold out, roughly how much remains).
+//!
+//! Hints only ever save round trips; every decision that could refuse a buyer is either
+//! taken by a Lua script or backed by a consistent snapshot (see `stock::verdict`). A new
+//! sale epoch (any operator change) replaces the runtime and with it every hint.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::stats::RejectionStats;
+use crate::domain::{Sale, UserId};
+use crate::stock::verdict::VerdictCache;
+
+/// A sale as this gateway instance sees it.
+#[derive(Debug)]
+pub struct SaleRuntime {
+    /// Id and definition.
+    pub sale: Sale,
+    /// The operator's kill switch.
+    pub paused: bool,
+    /// Bumped by every operator change; a different epoch means a fresh runtime.
+    pub epoch: u64,
+    /// Refusal counters; shared by every runtime of the same sale id.
+    pub stats: Arc<RejectionStats>,
+    empty: Box<[AtomicBool]>,
+    sold_out: AtomicBool,
+    buyers: RwLock<HashSet<UserId>>,
+    remaining: AtomicU64,
+    pub(crate) verdicts: VerdictCache,
+}
+
+impl SaleRuntime {
+    /// A runtime with no hints yet.
+    pub fn new(sale: Sale, paused: bool, epoch: u64, stats: Arc<RejectionStats>) -> Self {
+        let shards = sale.spec.shards() as usize;
+        let remaining = sale.spec.stock();
+        Self {
+            sale,
+            paused,
+            epoch,
+            stats,
+            empty: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            sold_out: AtomicBool::new(false),
+            buyers: RwLock::new(HashSet::new()),
+            remaining: AtomicU64::new(remaining),
+            verdicts: VerdictCache::default(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> u32 {
+        self.sale.spec.shards()
+    }
+
+    /// Records what a reply said about a shard's stock.
+    pub fn observe_shard(&self, shard: u32, stock: u64) {
+        if let Some(flag) = self.empty.get(shard as usize) {
+            flag.store(stock == 0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `shard` was last seen empty.
+    pub fn shard_seems_empty(&self, shard: u32) -> bool {
+        self.empty
+            .get(shard as usize)
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Marks the sale sold out, as established by a consistent snapshot, with the set of
+    /// buyers who hold units (only they can have an earlier order to replay).
+    pub fn mark_sold_out(&self, buyers: HashSet<UserId>) {
+        *self.buyers.write().unwrap_or_else(|e| e.into_inner()) = buyers;
+        self.remaining.store(0, Ordering::Relaxed);
+        self.sold_out.store(true, Ordering::Release);
+    }
+
+    /// Whether the sale is known to be sold out.
+    pub fn is_sold_out(&self) -> bool {
+        self.sold_out.load(Ordering::Acquire)
+    }
+
+    /// Whether a purchase by `user` can be answered "sold out" without asking Redis: the
+    /// sale is sold out and `user` holds nothing, so there is no earlier order to replay.
+    pub fn sold_out_for(&self, user: &UserId) -> bool {
+        self.is_sold_out()
+            && !self
+                .buyers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(user)
+    }
+
+    /// Units believed to remain (may lag by a refresh interval; never negative).
+    pub fn remaining(&self) -> u64 {
+        if self.is_sold_out() {
+            0
+        } else {
+            self.remaining.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Updates the estimate of remaining units.
+    pub fn set_remaining(&self, units: u64) {
+        self.remaining.store(units, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,170 @@
+//! Building and running the gateway: bind first (so tests can use port 0), connect to
+//! Redis (starting the embedded one if none is configured), apply configured sales, start
+//! background workers, then serve until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::JwtKeys;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::SaleSpec;
+use crate::http::{self, AppState};
+use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
+use crate::stock::StockEngine;
+use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
+use crate::store::{Keys, RedisConn, RedisTarget, StoreError};
+use crate::workers::Workers;
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the embedded redis-server")]
+    EmbeddedRedis(#[from] EmbeddedRedisError),
+    #[error("cannot connect to redis")]
+    Redis(#[source] redis::RedisError),
+    #[error("cannot apply configured sale {sale}")]
+    ConfiguredSale {
+        sale: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    embedded: Option<EmbeddedRedis>,
+}
+
+impl Application {
+    /// Binds the listener, connects to Redis and applies the configured sales.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let addr = settings.http.addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let (target, embedded) = match settings.redis.target() {
+            Some(target) => (target, None),
+            None => {
+                let server = EmbeddedRedis::start(
+                    &settings.redis.embedded_binary,
+                    &settings.redis.embedded_dir,
+                )
+                .await?;
+                tracing::info!(url = %server.url(), "started embedded redis-server");
+                (RedisTarget::Single(server.url()), Some(server))
+            }
+        };
+        let conn = RedisConn::connect(&target, settings.redis.timeouts())
+            .await
+            .map_err(StartupError::Redis)?;
+        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
+        let state = AppState {
+            sales: SaleRegistry::new(stock.clone()),
+            stock,
+            jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
+            clock: Clock::default(),
+            settings: Arc::new(settings),
+        };
+        apply_configured_sales(&state).await?;
+        Ok(Self {
+            listener,
+            state,
+            embedded,
+        })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state (for tests and tools).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and stops workers.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let workers = Workers::start(
+            self.state.sales.clone(),
+            self.state.clock.clone(),
+            &self.state.settings.stock,
+        );
+        let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
+        tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
+        let app = http::app(self.state.clone());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StartupError::Serve);
+        workers.stop().await;
+        if let Some(redis) = self.embedded {
+            redis.stop().await;
+        }
+        tracing::info!("flashgate stopped");
+        served
+    }
+}
+
+async fn apply_configured_sales(state: &AppState) -> Result<(), StartupError> {
+    let now = state.clock.now();
+    for sale in &state.settings.sales {
+        let spec =
+            SaleSpec::try_from(sale.definition.clone()).expect("validated with the settings");
+        match state.sales.put(&sale.id, spec, now).await {
+            Ok(PutOutcome::Created) => tracing::info!(sale = %sale.id, "created configured sale"),
+            Ok(PutOutcome::Replaced) => tracing::info!(sale = %sale.id, "updated configured sale"),
+            Ok(PutOutcome::Unchanged) => {}
+            Err(e @ (PutSaleError::Live(_) | PutSaleError::HasOrders(_))) => {
+                tracing::warn!(sale = %sale.id, reason = %e, "configured sale differs from the stored one; keeping the stored one");
+            }
+            Err(PutSaleError::Store(source)) => {
+                return Err(StartupError::ConfiguredSale {
+                    sale: sale.id.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

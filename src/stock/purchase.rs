@@ -1,0 +1,207 @@
+//! The purchase path: one `purchase.lua` call on the buyer's home shard in the common case;
+//! loans from other shards when home runs short; a consistent snapshot before "sold out".
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+
+use super::StockEngine;
+use super::ops::{self, Loan, PurchaseCall, PurchaseReply};
+use super::shard::home_shard;
+use crate::domain::{IdempotencyKey, OrderId, Quantity, UserId};
+use crate::sales::SaleRuntime;
+use crate::store::StoreError;
+
+/// Most borrow-and-retry rounds before answering "contended, retry".
+const MAX_ROUNDS: usize = 6;
+
+/// One buyer's purchase attempt, already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct PurchaseRequest<'a> {
+    /// The buyer.
+    pub user: &'a UserId,
+    /// Units wanted (within the sale's `max_per_order`).
+    pub quantity: Quantity,
+    /// The client's idempotency key.
+    pub key: &'a IdempotencyKey,
+    /// A digest of the request body; a key reused with another digest is a conflict.
+    pub fingerprint: &'a str,
+    /// The current time, unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// What became of a purchase attempt. Every variant but `Accepted` took no stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    /// The order holds stock and is durably recorded; `replayed` if this is an earlier
+    /// answer returned again for the same idempotency key and body.
+    Accepted {
+        order_id: OrderId,
+        quantity: Quantity,
+        replayed: bool,
+    },
+    /// No unit is left anywhere.
+    SoldOut,
+    /// Fewer units than asked remain (`remaining`, at least 1).
+    Insufficient { remaining: u64 },
+    /// The buyer holds `held` units; this order would exceed the per-user limit.
+    LimitReached { held: u32 },
+    /// The idempotency key was used before with another body.
+    IdempotencyConflict,
+    /// Stock kept moving under this request; the client should retry shortly.
+    Contended,
+}
+
+/// What a consistent snapshot says about a request for some units.
+enum Judgement {
+    SoldOut,
+    Insufficient(u64),
+    /// Enough stock exists (or the snapshot was not consistent): `home_stock` is on the
+    /// buyer's home shard.
+    TryAgain {
+        home_stock: u64,
+    },
+}
+
+impl StockEngine {
+    /// Takes `req.quantity` units of the sale for `req.user`, or says why not.
+    pub async fn purchase(
+        &self,
+        rt: &SaleRuntime,
+        req: &PurchaseRequest<'_>,
+    ) -> Result<PurchaseOutcome, StoreError> {
+        if rt.sold_out_for(req.user) {
+            return Ok(PurchaseOutcome::SoldOut);
+        }
+        let home = home_shard(req.user, rt.shards());
+        let order_id = OrderId::generate(&rt.sale.id, home);
+        let idem_field = format!("{}:{}", req.user, req.key.as_str());
+        let qty = u64::from(req.quantity.get());
+        // Known-empty home: borrow first instead of asking home to say "short".
+        let mut need = if rt.shard_seems_empty(home) && !rt.is_sold_out() {
+            qty
+        } else {
+            0
+        };
+        for _ in 0..MAX_ROUNDS {
+            let mut credits = Vec::new();
+            if need > 0 {
+                credits = self.borrow_for(rt, home, need, req.now_ms).await?;
+                if credits.is_empty() {
+                    match self.judge(rt, home, qty).await? {
+                        Judgement::SoldOut => return Ok(PurchaseOutcome::SoldOut),
+                        Judgement::Insufficient(remaining) => {
+                            return Ok(PurchaseOutcome::Insufficient { remaining });
+                        }
+                        Judgement::TryAgain { home_stock } => {
+                            need = qty.saturating_sub(home_stock);
+                            if need > 0 {
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            let call = PurchaseCall {
+                user: req.user,
+                quantity: req.quantity.get(),
+                limit: rt.sale.spec.per_user_limit(),
+                idem_field: &idem_field,
+                fingerprint: req.fingerprint,
+                order_id: &order_id,
+                now_ms: req.now_ms,
+                shard: home,
+                credits: &credits,
+            };
+            let keys = self.keys.shard(&rt.sale.id, home);
+            // On error the credits' fate is unknown; their loan records let recovery finish them.
+            let reply = ops::purchase(&mut self.conn.clone(), &keys, &call).await?;
+            if let PurchaseReply::Accepted { stock_left, .. } = &reply {
+                rt.observe_shard(home, *stock_left);
+                self.settle_in_background(rt, credits);
+                return Ok(PurchaseOutcome::Accepted {
+                    order_id,
+                    quantity: req.quantity,
+                    replayed: false,
+                });
+            }
+            self.settle_loans(&rt.sale.id, &credits).await;
+            match reply {
+                PurchaseReply::Accepted { .. } => unreachable!("handled above"),
+                PurchaseReply::Replay { order_id, quantity } => return replay(&order_id, quantity),
+                PurchaseReply::Conflict => return Ok(PurchaseOutcome::IdempotencyConflict),
+                PurchaseReply::Limit { held } => return Ok(PurchaseOutcome::LimitReached { held }),
+                PurchaseReply::Short { stock } => {
+                    rt.observe_shard(home, stock);
+                    // A sold-out mark came from a consistent snapshot; only an operator
+                    // change (a new runtime) brings stock back.
+                    if rt.is_sold_out() {
+                        return Ok(PurchaseOutcome::SoldOut);
+                    }
+                    need = qty - stock;
+                }
+            }
+        }
+        Ok(PurchaseOutcome::Contended)
+    }
+
+    fn settle_in_background(&self, rt: &SaleRuntime, credits: Vec<Loan>) {
+        if credits.is_empty() {
+            return;
+        }
+        let engine = self.clone();
+        let sale = rt.sale.id.clone();
+        tokio::spawn(async move { engine.settle_loans(&sale, &credits).await });
+    }
+
+    /// Takes a snapshot made after this moment and judges a request for `qty` units.
+    async fn judge(&self, rt: &SaleRuntime, home: u32, qty: u64) -> Result<Judgement, StoreError> {
+        let snap = self.snapshot_after(rt, Instant::now()).await?;
+        let home_stock = snap.shards.get(home as usize).map_or(0, |c| c.stock);
+        let unsold = snap.unsold();
+        if !snap.consistent || unsold >= qty {
+            return Ok(Judgement::TryAgain { home_stock });
+        }
+        if unsold > 0 {
+            return Ok(Judgement::Insufficient(unsold));
+        }
+        if !rt.is_sold_out() {
+            let buyers = self.buyers(rt).await?;
+            rt.mark_sold_out(buyers);
+        }
+        Ok(Judgement::SoldOut)
+    }
+
+    /// Everyone who holds units of the sale (union of the home shards' `held` tables).
+    async fn buyers(&self, rt: &SaleRuntime) -> Result<HashSet<UserId>, StoreError> {
+        let reads = (0..rt.shards()).map(|shard| {
+            let mut conn = self.conn.clone();
+            let key = self.keys.shard(&rt.sale.id, shard).held;
+            async move {
+                redis::cmd("HKEYS")
+                    .arg(key)
+                    .query_async::<Vec<String>>(&mut conn)
+                    .await
+            }
+        });
+        let per_shard = try_join_all(reads).await?;
+        Ok(per_shard
+            .into_iter()
+            .flatten()
+            .filter_map(|user| UserId::parse(&user).ok())
+            .collect())
+    }
+}
+
+fn replay(order_id: &str, quantity: u32) -> Result<PurchaseOutcome, StoreError> {
+    let order_id = OrderId::parse(order_id)
+        .map_err(|_| StoreError::unexpected("idempotency record", &order_id))?;
+    let quantity = Quantity::new(quantity)
+        .map_err(|_| StoreError::unexpected("idempotency record", &quantity))?;
+    Ok(PurchaseOutcome::Accepted {
+        order_id,
+        quantity,
+        replayed: true,
+    })
+}

@@ -1,0 +1,83 @@
+//! Deciding "sold out" (or "not enough left") without a false answer.
+//!
+//! Stock moves between shards (loans), so reading the shards one after another could miss
+//! units travelling from an unread shard to an already-read one. Every unit is always counted
+//! in some shard's `stock` or `lent`, and every change bumps that shard's `ver`; two collects
+//! that return the same versions for every shard therefore saw one instant at which all the
+//! values held together (the double-collect snapshot). Only such a consistent snapshot may
+//! say "sold out". Concurrent requests share one snapshot taken after they asked (single
+//! flight), so a burst at sell-out costs Redis a few snapshots, not one per request.
+
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+use tokio::sync::Mutex;
+
+use super::StockEngine;
+use super::ops::{self, ShardCounters};
+use crate::sales::SaleRuntime;
+use crate::store::StoreError;
+
+/// A double-collect snapshot of every shard of a sale.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When the first collect started.
+    pub started: Instant,
+    /// Whether both collects saw identical versions (the values held at one instant).
+    pub consistent: bool,
+    /// The second collect, shard by shard.
+    pub shards: Vec<ShardCounters>,
+}
+
+impl Snapshot {
+    /// Units not yet sold: on shelves plus in flight between shards.
+    pub fn unsold(&self) -> u64 {
+        self.shards.iter().map(|c| c.stock + c.lent).sum()
+    }
+}
+
+/// The latest snapshot of a sale, shared by the requests waiting on it.
+#[derive(Debug, Default)]
+pub struct VerdictCache {
+    latest: Mutex<Option<Snapshot>>,
+}
+
+impl StockEngine {
+    /// A consistent-or-not snapshot taken entirely after `since`, reusing a concurrent
+    /// request's snapshot when it qualifies.
+    pub(crate) async fn snapshot_after(
+        &self,
+        rt: &SaleRuntime,
+        since: Instant,
+    ) -> Result<Snapshot, StoreError> {
+        let mut latest = rt.verdicts.latest.lock().await;
+        if let Some(snap) = latest.as_ref().filter(|s| s.started >= since) {
+            return Ok(snap.clone());
+        }
+        let started = Instant::now();
+        let first = self.collect(rt).await?;
+        let second = self.collect(rt).await?;
+        let consistent = first.iter().zip(&second).all(|(a, b)| a.ver == b.ver);
+        let snap = Snapshot {
+            started,
+            consistent,
+            shards: second,
+        };
+        for (shard, counters) in (0..).zip(&snap.shards) {
+            rt.observe_shard(shard, counters.stock);
+        }
+        rt.set_remaining(snap.unsold());
+        *latest = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// Reads every shard's counters, concurrently.
+    pub(crate) async fn collect(&self, rt: &SaleRuntime) -> Result<Vec<ShardCounters>, StoreError> {
+        let reads = (0..rt.shards()).map(|shard| {
+            let mut conn = self.conn.clone();
+            let keys = self.keys.shard(&rt.sale.id, shard);
+            async move { ops::read_counters(&mut conn, &keys).await }
+        });
+        try_join_all(reads).await
+    }
+}

@@ -1,0 +1,97 @@
+//! The connection to Redis, single node or cluster, chosen at start-up.
+//!
+//! Both variants are multiplexed: one socket per node carries every concurrent request,
+//! pipelined, so the purchase path never waits for a pool checkout. The single-node manager
+//! reconnects by itself after an outage; the cluster connection refreshes its slot map.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// Where Redis is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One Redis server.
+    Single(String),
+    /// A Redis Cluster, given by some of its nodes.
+    Cluster(Vec<String>),
+}
+
+/// Time limits for Redis calls.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisTimeouts {
+    /// Most time to wait for one answer.
+    pub response: Duration,
+    /// Most time to wait for a TCP connection.
+    pub connect: Duration,
+}
+
+/// A cheap-to-clone handle on Redis.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// A single node, reconnecting by itself.
+    Single(ConnectionManager),
+    /// A cluster.
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// Connects to `target`. A single node may be down at this point: the manager connects
+    /// lazily and retries, so the gateway can start (and report not-ready) during an outage.
+    pub async fn connect(
+        target: &RedisTarget,
+        timeouts: RedisTimeouts,
+    ) -> redis::RedisResult<Self> {
+        match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(timeouts.response))
+                    .set_connection_timeout(Some(timeouts.connect))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+                Ok(Self::Single(manager))
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = ClusterClientBuilder::new(urls.clone())
+                    .response_timeout(timeouts.response)
+                    .connection_timeout(timeouts.connect)
+                    .retries(2)
+                    .build()?;
+                Ok(Self::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Every Redis key flashgate uses is built here, so the slot layout is decided in one place.
+//!
+//! A sale's shard `i` owns the hash tag `{<sale>:<i>}`: all keys one script touches share it,
+//! so they live in one cluster slot, while the shards of one sale spread over many slots.
+//! Sale ids cannot contain `:`, `{` or `}`, so tags of different sales never collide.
+
+use std::sync::Arc;
+
+use crate::domain::SaleId;
+
+/// Builds keys under a configurable prefix (tests isolate themselves with their own prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+/// The keys of one stock shard; all share one hash tag and so one cluster slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardKeys {
+    /// Hash: `stock`, `lent`, `sold`, `pending_units`, `ver`.
+    pub shard: String,
+    /// Hash: user -> units held (for buyers whose home is this shard).
+    pub held: String,
+    /// Hash: `<user>:<idempotency key>` -> `<order id>|<quantity>|<fingerprint>`.
+    pub idem: String,
+    /// Stream: durable order records.
+    pub orders: String,
+    /// Hash: order id -> `<user>|<quantity>|<created ms>` until the order is persisted.
+    pub pending: String,
+    /// Set: ids of loans credited to this shard.
+    pub credited: String,
+    /// Hash: loans this shard made to others and that are not settled yet.
+    pub loans: String,
+}
+
+impl ShardKeys {
+    /// Every key of the shard, for deletion.
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.shard,
+            &self.held,
+            &self.idem,
+            &self.orders,
+            &self.pending,
+            &self.credited,
+            &self.loans,
+        ]
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix` (e.g. `fg`).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The keys of shard `shard` of `sale`.
+    pub fn shard(&self, sale: &SaleId, shard: u32) -> ShardKeys {
+        let base = format!("{}:{{{}:{}}}", self.prefix, sale, shard);
+        ShardKeys {
+            shard: format!("{base}:stock"),
+            held: format!("{base}:held"),
+            idem: format!("{base}:idem"),
+            orders: format!("{base}:orders"),
+            pending: format!("{base}:pending"),
+            credited: format!("{base}:credited"),
+            loans: format!("{base}:loans"),
+        }
+    }
+
+    /// Hash holding a sale's definition (`def`, JSON), kill switch (`paused`) and `epoch`.
+    pub fn sale_meta(&self, sale: &SaleId) -> String {
+        format!("{}:sale:{{{}}}", self.prefix, sale)
+    }
+
+    /// Set of all sale ids.
+    pub fn sale_index(&self) -> String {
+        format!("{}:sales", self.prefix)
+    }
+}
+
+/// The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, modulo 16384).
+pub fn hash_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(bytes)) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &byte| {
+        (0..8).fold(crc ^ (u16::from(byte) << 8), |c, _| {
+            if c & 0x8000 != 0 {
+                (c << 1) ^ 0x1021
+            } else {
+                c << 1
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hash_slot_matches_redis_reference_values() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(hash_slot("123456789"), 0x31C3);
+        assert_eq!(hash_slot("foo"), 12182);
+        assert_eq!(hash_slot("{user1000}.following"), hash_slot("user1000"));
+        assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
+        assert_ne!(hash_slot("foo{}{bar}"), hash_slot("bar"));
+    }
+
+    #[test]
+    fn shards_of_one_sale_spread_over_slots() {
+        let keys = Keys::new("fg");
+        let sale = SaleId::parse("s").unwrap();
+        let slots: std::collections::HashSet<u16> = (0..64)
+            .map(|i| hash_slot(&keys.shard(&sale, i).shard))
+            .collect();
+        assert!(slots.len() > 60, "only {} distinct slots", slots.len());
+    }
+
+    proptest! {
+        #[test]
+        fn all_keys_of_a_shard_share_one_slot(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024, prefix in "[a-z]{1,8}") {
+            let keys = Keys::new(&prefix);
+            let sale = SaleId::parse(&sale).unwrap();
+            let shard_keys = keys.shard(&sale, shard);
+            let slot = hash_slot(&shard_keys.shard);
+            for key in shard_keys.all() {
+                prop_assert_eq!(hash_slot(key), slot);
+            }
+        }
+
+        #[test]
+        fn different_shards_never_share_a_tag(sale in "[A-Za-z0-9_-]{1,64}", a in 0u32..1024, b in 0u32..1024) {
+            prop_assume!(a != b);
+            let keys = Keys::new("fg");
+            let sale = SaleId::parse(&sale).unwrap();
+            prop_assert_ne!(keys.shard(&sale, a).shard, keys.shard(&sale, b).shard);
+        }
+    }
+}

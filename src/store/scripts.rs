@@ -1,0 +1,21 @@
+//! The Lua scripts, compiled into the binary and invoked by SHA.
+//!
+//! `redis::Script` sends `EVALSHA` and, on `NOSCRIPT` (e.g. after a Redis restart emptied the
+//! script cache), loads the script and retries once, so callers never see a missing script.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Takes stock for one order on one shard and appends the durable order record.
+pub static PURCHASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/purchase.lua")));
+/// Lends stock from a donor shard to a borrower's home shard.
+pub static BORROW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/borrow.lua")));
+/// Credits a loan to its recipient shard at most once (recovery path).
+pub static CREDIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/credit.lua")));
+/// Closes a loan on its donor shard after the recipient was credited.
+pub static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/settle.lua")));

@@ -1,0 +1,85 @@
+//! Background work every gateway instance runs: refreshing the sale cache from Redis and
+//! finishing stock loans abandoned by a crashed instance.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::StockSettings;
+use crate::sales::SaleRegistry;
+
+/// The running background tasks; stopped together.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the sale refresher and the loan recovery worker.
+    pub fn start(registry: SaleRegistry, clock: Clock, settings: &StockSettings) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let refresh = {
+            let registry = registry.clone();
+            every(settings.refresh_interval_ms, stopped.clone(), move || {
+                let registry = registry.clone();
+                async move {
+                    if let Err(error) = registry.refresh().await {
+                        tracing::warn!(%error, "sale refresh failed");
+                    }
+                }
+            })
+        };
+        let grace_ms = settings.loan_grace_ms as i64;
+        let recover = every(settings.recovery_interval_ms, stopped, move || {
+            let (registry, clock) = (registry.clone(), clock.clone());
+            async move { recover_all_loans(&registry, &clock, grace_ms).await }
+        });
+        Self {
+            stop,
+            tasks: vec![tokio::spawn(refresh), tokio::spawn(recover)],
+        }
+    }
+
+    /// Stops every task and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn recover_all_loans(registry: &SaleRegistry, clock: &Clock, grace_ms: i64) {
+    for rt in registry.all_cached() {
+        match registry
+            .engine()
+            .recover_loans(&rt, clock.now_ms(), grace_ms)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(sale = %rt.sale.id, loans = n, "finished abandoned stock loans")
+            }
+            Err(error) => tracing::warn!(sale = %rt.sale.id, %error, "loan recovery failed"),
+        }
+    }
+}
+
+/// Runs `job` every `interval_ms` until `stopped` turns true.
+async fn every<F, Fut>(interval_ms: u64, mut stopped: watch::Receiver<bool>, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => job().await,
+            _ = stopped.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Shared support code for flashgate's integration test crates: include it with `mod support;`.
+//! Not every test crate uses every helper, hence the crate-wide `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod redis;
