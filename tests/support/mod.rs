@@ -2,4 +2,6 @@
 //! Not every test crate uses every helper, hence the crate-wide `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod redis;
+pub mod scenarios;

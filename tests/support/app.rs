@@ -1,0 +1,256 @@
+//! `spawn_app()`: the real gateway, in-process on a free port, against a real Redis
+//! (single node or cluster), with a unique key prefix so tests never see each other's data.
+
+use std::time::Duration;
+
+use flashgate::auth::JwtKeys;
+use flashgate::config::Settings;
+use flashgate::domain::{SaleId, UserId};
+use flashgate::startup::Application;
+use flashgate::stock::ops::{self, ShardCounters};
+use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running gateway and the means to poke at it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub jwt: JwtKeys,
+    pub keys: Keys,
+    pub redis: RedisConn,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// Settings for a test gateway on `target`, before any per-test tweak.
+pub fn test_settings(target: &RedisTarget) -> Settings {
+    let mut s = Settings::default();
+    s.http.addr = "127.0.0.1:0".parse().unwrap();
+    s.auth.jwt_secret = JWT_SECRET.into();
+    s.admin.token = ADMIN_TOKEN.into();
+    match target {
+        RedisTarget::Single(url) => s.redis.url = Some(url.clone()),
+        RedisTarget::Cluster(urls) => s.redis.cluster_urls = urls.clone(),
+    }
+    s.redis.key_prefix = format!("t{}", rand_suffix());
+    s.stock.refresh_interval_ms = 200;
+    s.stock.recovery_interval_ms = 200;
+    s.stock.loan_grace_ms = 1000;
+    s
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Starts the gateway on `target` with default test settings.
+pub async fn spawn_app(target: &RedisTarget) -> TestApp {
+    spawn_app_with(test_settings(target)).await
+}
+
+/// Starts the gateway with `settings`.
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let keys = Keys::new(&settings.redis.key_prefix);
+    let target = settings
+        .redis
+        .target()
+        .expect("tests always configure redis");
+    let timeouts = RedisTimeouts {
+        response: Duration::from_secs(2),
+        connect: Duration::from_secs(2),
+    };
+    let redis = RedisConn::connect(&target, timeouts)
+        .await
+        .expect("probe connects");
+    let app = Application::build(settings).await.expect("gateway builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("gateway runs");
+    });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp {
+        base,
+        client,
+        jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
+        keys,
+        redis,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A sale body for `PUT /admin/v1/sales/{id}`, open now for an hour.
+pub fn live_sale(stock: u64, shards: u32, per_user_limit: u32, max_per_order: u32) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = &time::format_description::well_known::Rfc3339;
+    json!({
+        "name": "Test sale",
+        "stock": stock,
+        "shards": shards,
+        "starts_at": (now - time::Duration::minutes(1)).format(fmt).unwrap(),
+        "ends_at": (now + time::Duration::hours(1)).format(fmt).unwrap(),
+        "per_user_limit": per_user_limit,
+        "max_per_order": max_per_order,
+        "pow_difficulty": 0,
+    })
+}
+
+impl TestApp {
+    /// A valid buyer JWT for `user`.
+    pub fn token(&self, user: &str) -> String {
+        let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+        self.jwt.mint(&UserId::parse(user).unwrap(), exp)
+    }
+
+    /// `PUT /admin/v1/sales/{id}` with `body`; panics unless 200/201.
+    pub async fn create_sale(&self, id: &str, body: &Value) {
+        let response = self.put_sale(id, body).await;
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "create sale: {status} {}",
+            response.text().await.unwrap()
+        );
+    }
+
+    /// `PUT /admin/v1/sales/{id}` with `body`.
+    pub async fn put_sale(&self, id: &str, body: &Value) -> Response {
+        self.client
+            .put(format!("{}/admin/v1/sales/{id}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST .../purchase` as `user` with `key` and `{"quantity": qty}`.
+    pub async fn purchase(&self, sale: &str, user: &str, key: &str, qty: u32) -> Response {
+        self.client
+            .post(format!("{}/api/v1/sales/{sale}/purchase", self.base))
+            .bearer_auth(self.token(user))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "quantity": qty }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` as JSON with optional bearer.
+    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The counters of every shard of `sale`, read straight from Redis.
+    pub async fn shard_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
+        let sale = SaleId::parse(sale).unwrap();
+        let mut conn = self.redis.clone();
+        let mut all = Vec::new();
+        for shard in 0..shards {
+            all.push(
+                ops::read_counters(&mut conn, &self.keys.shard(&sale, shard))
+                    .await
+                    .unwrap(),
+            );
+        }
+        all
+    }
+
+    /// Every order record in every shard stream of `sale`: (order id, user, quantity).
+    pub async fn stream_orders(&self, sale: &str, shards: u32) -> Vec<(String, String, u64)> {
+        let sale = SaleId::parse(sale).unwrap();
+        let mut conn = self.redis.clone();
+        let mut orders = Vec::new();
+        for shard in 0..shards {
+            let key = self.keys.shard(&sale, shard).orders;
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            for (_, fields) in entries {
+                let get = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .unwrap()
+                };
+                orders.push((
+                    get("order_id"),
+                    get("user_id"),
+                    get("quantity").parse().unwrap(),
+                ));
+            }
+        }
+        orders
+    }
+
+    /// Waits (bounded) until no loan is outstanding on any shard, then returns the counters.
+    pub async fn settled_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
+        for _ in 0..200 {
+            let counters = self.shard_counters(sale, shards).await;
+            if counters.iter().all(|c| c.lent == 0) {
+                return counters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "loans still outstanding after 10 s: {:?}",
+            self.shard_counters(sale, shards).await
+        );
+    }
+}
+
+/// The problem `type` slug of a problem+json response, checking its content type.
+pub async fn problem_slug(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(content_type, "application/problem+json", "status {status}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    let slug = body["type"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/problems/")
+        .to_owned();
+    (status, slug)
+}
