@@ -39,6 +39,10 @@ pub fn test_settings(target: &RedisTarget) -> Settings {
         RedisTarget::Cluster(urls) => s.redis.cluster_urls = urls.clone(),
     }
     s.redis.key_prefix = format!("t{}", rand_suffix());
+    // Tests assert behaviour, not timing: a debug build sharing two cores with thousands of
+    // client requests and three redis-servers must not trip production-tight timeouts.
+    s.http.request_timeout_ms = 20_000;
+    s.redis.response_timeout_ms = 10_000;
     s.stock.refresh_interval_ms = 200;
     s.stock.recovery_interval_ms = 200;
     s.stock.loan_grace_ms = 1000;
@@ -56,6 +60,13 @@ pub async fn spawn_app(target: &RedisTarget) -> TestApp {
 
 /// Starts the gateway with `settings`.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    // Logs only when asked: TEST_LOG=flashgate=debug cargo test ...
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let keys = Keys::new(&settings.redis.key_prefix);
     let target = settings
         .redis
