@@ -10,10 +10,13 @@
 -- ARGV[1] user          ARGV[2] quantity (>= 1)       ARGV[3] per-user limit
 -- ARGV[4] idem field    ARGV[5] request fingerprint   ARGV[6] new order id
 -- ARGV[7] now (unix ms) ARGV[8] sale id               ARGV[9] shard index
--- ARGV[10] number of loan credits c, followed by c pairs: loan id, units
+-- ARGV[10] consumer group of the order writers   ARGV[11] this gateway's consumer name
+-- ARGV[12] number of loan credits c, followed by c pairs: loan id, units
 --
 -- Returns one of:
---   {"ok", order id, stock left}   accepted: stock taken, order appended to the stream
+--   {"ok", order id, stock left, stream entry id}
+--                                  accepted: stock taken, order appended to the stream and
+--                                  delivered to this gateway's consumer (its pending list)
 --   {"replay", order id, quantity} the same idempotency key and body were accepted before
 --   {"conflict"}                   the same idempotency key came with another body
 --   {"limit", units held}          the buyer would go over the per-user limit
@@ -24,6 +27,9 @@
 -- correct transfer on its own (deduplicated by loan id), so it stands whatever the purchase
 -- checks decide. Every purchase check runs before the first purchase write, so a refused
 -- purchase writes nothing, and an accepted one writes stock, limit, key and record together.
+-- The entry is delivered to this gateway at once (XREADGROUP inside the script), so it sits
+-- in the group's pending list from its first instant: if the gateway dies before persisting
+-- it, another instance (or its own restart) claims it there with XAUTOCLAIM.
 
 local shard, held, idem, stream, pending, credited = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user = ARGV[1]
@@ -31,9 +37,9 @@ local qty = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local idem_field, fingerprint, order_id = ARGV[4], ARGV[5], ARGV[6]
 
-local credits = tonumber(ARGV[10])
+local credits = tonumber(ARGV[12])
 for i = 0, credits - 1 do
-  local loan, units = ARGV[11 + 2 * i], tonumber(ARGV[12 + 2 * i])
+  local loan, units = ARGV[13 + 2 * i], tonumber(ARGV[14 + 2 * i])
   if redis.call('SADD', credited, loan) == 1 then
     redis.call('HINCRBY', shard, 'stock', units)
     redis.call('HINCRBY', shard, 'ver', 1)
@@ -66,7 +72,11 @@ redis.call('HINCRBY', shard, 'ver', 1)
 redis.call('HINCRBY', held, user, qty)
 redis.call('HSET', idem, idem_field, order_id .. '|' .. qty .. '|' .. fingerprint)
 redis.call('HSET', pending, order_id, user .. '|' .. qty .. '|' .. ARGV[7])
-redis.call('XADD', stream, '*',
+local entry = redis.call('XADD', stream, '*',
   'order_id', order_id, 'sale_id', ARGV[8], 'shard', ARGV[9],
   'user_id', user, 'quantity', qty, 'created_ms', ARGV[7])
-return {'ok', order_id, stock - qty}
+-- Every XADD is followed by this read, so the new entry is the only undelivered one.
+-- pcall: a missing group must not fail the script after its writes; recovery then finds
+-- the entry undelivered and creates the group.
+redis.pcall('XREADGROUP', 'GROUP', ARGV[10], ARGV[11], 'COUNT', 1, 'STREAMS', stream, '>')
+return {'ok', order_id, stock - qty, entry}

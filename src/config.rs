@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::{SaleDefinition, SaleId, SaleSpec};
+use crate::persist::queue::QueuePolicy;
+use crate::persist::writer::WriterSettings;
 use crate::store::{RedisTarget, RedisTimeouts};
 
 /// Everything the gateway can be told.
@@ -23,6 +25,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub database: DatabaseSettings,
     pub stock: StockSettings,
+    pub queue: QueueSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
 }
@@ -150,6 +153,55 @@ impl Default for StockSettings {
     }
 }
 
+/// The order queue, the batch writer and the recovery worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Orders the in-memory queue holds before the policy applies.
+    pub capacity: usize,
+    /// What a purchase meets when the queue is full: reject | caller-runs | spill.
+    pub policy: QueuePolicy,
+    /// Most orders per database transaction.
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more orders.
+    pub batch_wait_ms: u64,
+    /// Longest pause between database retries.
+    pub max_backoff_ms: u64,
+    /// At shutdown, how long the queue may keep draining.
+    pub drain_timeout_ms: u64,
+    /// Age after which an unacknowledged stream entry is claimed by recovery.
+    pub claim_idle_ms: u64,
+    /// How often recovery looks for such entries.
+    pub recovery_interval_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            policy: QueuePolicy::Reject,
+            batch_size: 500,
+            batch_wait_ms: 2,
+            max_backoff_ms: 2_000,
+            drain_timeout_ms: 10_000,
+            claim_idle_ms: 5_000,
+            recovery_interval_ms: 1_000,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The writer's part of these settings.
+    pub fn writer(&self) -> WriterSettings {
+        WriterSettings {
+            batch_size: self.batch_size.max(1),
+            batch_wait: Duration::from_millis(self.batch_wait_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms.max(1)),
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+        }
+    }
+}
+
 /// A `[[sales]]` table: an id plus a sale definition.
 #[derive(Debug, Clone)]
 pub struct SaleConfig {
@@ -244,6 +296,12 @@ impl Settings {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             problems.push("redis.key_prefix must be non-empty without braces".to_owned());
         }
+        if self.queue.capacity == 0 || self.queue.batch_size == 0 {
+            problems.push("queue.capacity and queue.batch_size must be positive".to_owned());
+        }
+        if self.database.url.is_empty() {
+            problems.push("database.url must be set".to_owned());
+        }
         for sale in &self.sales {
             if let Err(e) = SaleSpec::try_from(sale.definition.clone()) {
                 problems.push(format!("sales[{}]: {e}", sale.id));
@@ -321,6 +379,17 @@ mod tests {
                 .extract::<Settings>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn queue_policy_is_read_in_kebab_case() {
+        let s: Settings = Figment::from(Toml::string(
+            "[queue]\npolicy = \"caller-runs\"\ncapacity = 10",
+        ))
+        .extract()
+        .unwrap();
+        assert_eq!(s.queue.policy, QueuePolicy::CallerRuns);
+        assert_eq!(s.queue.capacity, 10);
     }
 
     #[test]

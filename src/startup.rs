@@ -6,12 +6,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::Receiver;
 
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
 use crate::http::{self, AppState};
+use crate::orders::NewOrder;
+use crate::persist::Persister;
+use crate::persist::queue::OrderQueue;
+use crate::persist::writer::Writer;
 use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
@@ -31,6 +37,8 @@ pub enum StartupError {
     EmbeddedRedis(#[from] EmbeddedRedisError),
     #[error("cannot connect to redis")]
     Redis(#[source] redis::RedisError),
+    #[error("cannot open the order database")]
+    Database(#[from] DbError),
     #[error("cannot apply configured sale {sale}")]
     ConfiguredSale {
         sale: String,
@@ -45,6 +53,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    orders: Receiver<NewOrder>,
     embedded: Option<EmbeddedRedis>,
 }
 
@@ -70,18 +79,25 @@ impl Application {
         let conn = RedisConn::connect(&target, settings.redis.timeouts())
             .await
             .map_err(StartupError::Redis)?;
-        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
+        let consumer = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix), &consumer);
+        let store = OrderStore::connect(&settings.database.url).await?;
+        let clock = Clock::default();
+        let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
         let state = AppState {
             sales: SaleRegistry::new(stock.clone()),
+            persister: Persister::new(store, stock.clone(), clock.clone()),
             stock,
+            queue,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
-            clock: Clock::default(),
+            clock,
             settings: Arc::new(settings),
         };
         apply_configured_sales(&state).await?;
         Ok(Self {
             listener,
             state,
+            orders,
             embedded,
         })
     }
@@ -101,15 +117,24 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests and stops workers.
+    /// Serves until `shutdown` completes; then finishes in-flight requests, drains the order
+    /// queue (within `queue.drain_timeout_ms`) and stops the workers.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        let settings = &self.state.settings;
+        let writer = Writer::start(
+            self.state.persister.clone(),
+            self.orders,
+            settings.queue.writer(),
+        );
         let workers = Workers::start(
             self.state.sales.clone(),
+            self.state.persister.clone(),
             self.state.clock.clone(),
-            &self.state.settings.stock,
+            &settings.stock,
+            &settings.queue,
         );
         let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
@@ -118,6 +143,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(StartupError::Serve);
+        writer.shutdown().await;
         workers.stop().await;
         if let Some(redis) = self.embedded {
             redis.stop().await;

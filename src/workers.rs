@@ -1,5 +1,6 @@
-//! Background work every gateway instance runs: refreshing the sale cache from Redis and
-//! finishing stock loans abandoned by a crashed instance.
+//! Background work every gateway instance runs: refreshing the sale cache from Redis,
+//! finishing stock loans abandoned by a crashed instance, and persisting orders whose
+//! stream entries were left unacknowledged.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::StockSettings;
+use crate::config::{QueueSettings, StockSettings};
+use crate::persist::{Persister, recovery};
 use crate::sales::SaleRegistry;
 
 /// The running background tasks; stopped together.
@@ -18,9 +20,24 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts the sale refresher and the loan recovery worker.
-    pub fn start(registry: SaleRegistry, clock: Clock, settings: &StockSettings) -> Self {
+    /// Starts the sale refresher, the loan recovery worker and the order recovery worker.
+    pub fn start(
+        registry: SaleRegistry,
+        persister: Persister,
+        clock: Clock,
+        settings: &StockSettings,
+        queue: &QueueSettings,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
+        let claim_idle = Duration::from_millis(queue.claim_idle_ms);
+        let batch = queue.batch_size;
+        let orders = {
+            let registry = registry.clone();
+            every(queue.recovery_interval_ms, stopped.clone(), move || {
+                let (registry, persister) = (registry.clone(), persister.clone());
+                async move { recover_all_orders(&registry, &persister, claim_idle, batch).await }
+            })
+        };
         let refresh = {
             let registry = registry.clone();
             every(settings.refresh_interval_ms, stopped.clone(), move || {
@@ -39,7 +56,11 @@ impl Workers {
         });
         Self {
             stop,
-            tasks: vec![tokio::spawn(refresh), tokio::spawn(recover)],
+            tasks: vec![
+                tokio::spawn(refresh),
+                tokio::spawn(recover),
+                tokio::spawn(orders),
+            ],
         }
     }
 
@@ -64,6 +85,23 @@ async fn recover_all_loans(registry: &SaleRegistry, clock: &Clock, grace_ms: i64
                 tracing::info!(sale = %rt.sale.id, loans = n, "finished abandoned stock loans")
             }
             Err(error) => tracing::warn!(sale = %rt.sale.id, %error, "loan recovery failed"),
+        }
+    }
+}
+
+async fn recover_all_orders(
+    registry: &SaleRegistry,
+    persister: &Persister,
+    claim_idle: Duration,
+    batch: usize,
+) {
+    for rt in registry.all_cached() {
+        match recovery::recover_sale(persister, &rt, claim_idle, batch).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(sale = %rt.sale.id, orders = n, "persisted orders left pending in streams")
+            }
+            Err(error) => tracing::warn!(sale = %rt.sale.id, %error, "order recovery failed"),
         }
     }
 }

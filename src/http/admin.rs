@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::put;
+use axum::routing::{post, put};
 use axum::{Json, Router};
 
 use super::buyer::SaleView;
@@ -10,11 +10,14 @@ use super::error::ApiError;
 use super::extract::{Admin, ApiJson, SalePath};
 use super::state::AppState;
 use crate::domain::{SaleDefinition, SaleSpec};
+use crate::persist::reconcile::{Reconciliation, reconcile};
 use crate::sales::{PutOutcome, PutSaleError, SaleStatus};
 
 /// Operator routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/v1/sales/{sale_id}", put(put_sale).get(sale_status))
+    Router::new()
+        .route("/admin/v1/sales/{sale_id}", put(put_sale).get(sale_status))
+        .route("/admin/v1/sales/{sale_id}/reconcile", post(reconcile_sale))
 }
 
 async fn put_sale(
@@ -49,4 +52,17 @@ async fn sale_status(
 ) -> Result<Json<SaleStatus>, ApiError> {
     let status = state.sales.status(&id, state.clock.now()).await?;
     status.map(Json).ok_or(ApiError::NotFound("no such sale"))
+}
+
+async fn reconcile_sale(
+    State(state): State<AppState>,
+    _: Admin,
+    SalePath(id): SalePath,
+) -> Result<Json<Reconciliation>, ApiError> {
+    let rt = state
+        .sales
+        .get(&id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    Ok(Json(reconcile(&state.persister, &rt).await?))
 }

@@ -13,9 +13,10 @@ use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
 use super::state::AppState;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
-use crate::orders::{self, OrderStatus};
+use crate::orders::{self, NewOrder, OrderStatus};
+use crate::persist::queue::Admission;
 use crate::sales::{Rejection, SaleRuntime};
-use crate::stock::{PurchaseOutcome, PurchaseRequest};
+use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 
 /// Buyer routes.
 pub fn router() -> Router<AppState> {
@@ -124,6 +125,10 @@ async fn purchase(
         .ok_or(ApiError::NotFound("no such sale"))?;
     guards::quantity_is_allowed(&rt, quantity)?;
     guards::sale_is_open(&rt, state.clock.now())?;
+    let admission = state.queue.admit().map_err(|_| {
+        rt.stats.record(Rejection::QueueFull);
+        ApiError::Overloaded("the order queue is full")
+    })?;
     let fingerprint = body.fingerprint();
     let request = PurchaseRequest {
         user: &user,
@@ -135,48 +140,72 @@ async fn purchase(
     let outcome = state.stock.purchase(&rt, &request).await.inspect_err(|_| {
         rt.stats.record(Rejection::Unavailable);
     })?;
-    let (order_id, quantity) = accepted_or_refusal(&rt, outcome)?;
-    let answer = Accepted {
-        order_id,
-        sale_id,
-        quantity,
-        status: OrderStatus::Pending,
+    let answer = match outcome {
+        PurchaseOutcome::Accepted(order) => Accepted {
+            order_id: order.order_id.clone(),
+            sale_id,
+            quantity: order.quantity,
+            status: hand_off(&state, admission, order).await,
+        },
+        PurchaseOutcome::Replayed { order_id, quantity } => Accepted {
+            status: orders::status_of(&state.stock, &order_id).await?,
+            order_id,
+            sale_id,
+            quantity,
+        },
+        PurchaseOutcome::Refused(refused) => return Err(refusal(&rt, refused)),
     };
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
-/// Maps a purchase outcome to the accepted order or the refusal, counting refusals.
-fn accepted_or_refusal(
-    rt: &SaleRuntime,
-    outcome: PurchaseOutcome,
-) -> Result<(OrderId, Quantity), ApiError> {
-    let (reason, error) = match outcome {
-        PurchaseOutcome::Accepted {
-            order_id, quantity, ..
-        } => return Ok((order_id, quantity)),
-        PurchaseOutcome::SoldOut => (Rejection::SoldOut, ApiError::SoldOut),
-        PurchaseOutcome::Insufficient { remaining } => (
+/// Sends an accepted order on its way to the database, as its admission said. Returns
+/// `Confirmed` only if the row is committed now (`caller-runs`). If that synchronous write
+/// fails, the order is still safe in its stream and recovery persists it: `Pending`.
+async fn hand_off(state: &AppState, admission: Admission, order: NewOrder) -> OrderStatus {
+    match admission {
+        Admission::Queued(permit) => {
+            permit.send(order);
+            OrderStatus::Pending
+        }
+        Admission::CallerRuns => {
+            match state.persister.persist(std::slice::from_ref(&order)).await {
+                Ok(_) => OrderStatus::Confirmed,
+                Err(error) => {
+                    tracing::warn!(%error, order = %order.order_id, "caller-runs write failed; recovery will persist it");
+                    OrderStatus::Pending
+                }
+            }
+        }
+        Admission::Spill => OrderStatus::Pending,
+    }
+}
+
+/// The refusal for an outcome that took no stock, counted.
+fn refusal(rt: &SaleRuntime, refused: Refusal) -> ApiError {
+    let (reason, error) = match refused {
+        Refusal::SoldOut => (Rejection::SoldOut, ApiError::SoldOut),
+        Refusal::Insufficient { remaining } => (
             Rejection::Insufficient,
             ApiError::Insufficient { remaining },
         ),
-        PurchaseOutcome::LimitReached { held } => (
+        Refusal::LimitReached { held } => (
             Rejection::LimitReached,
             ApiError::LimitReached {
                 held,
                 limit: rt.sale.spec.per_user_limit(),
             },
         ),
-        PurchaseOutcome::IdempotencyConflict => (
+        Refusal::IdempotencyConflict => (
             Rejection::IdempotencyConflict,
             ApiError::IdempotencyConflict,
         ),
-        PurchaseOutcome::Contended => (
+        Refusal::Contended => (
             Rejection::Contended,
             ApiError::Overloaded("stock is moving between shards; retry shortly"),
         ),
     };
     rt.stats.record(reason);
-    Err(error)
+    error
 }
 
 /// An order as its buyer sees it.
@@ -195,7 +224,7 @@ async fn get_order(
     Buyer(user): Buyer,
     OrderPath(order_id): OrderPath,
 ) -> Result<Json<OrderView>, ApiError> {
-    let record = orders::find_pending(&state.stock, &order_id)
+    let record = orders::find(&state.persister, &order_id)
         .await?
         .filter(|r| r.user == user)
         .ok_or(ApiError::NotFound("no such order"))?;

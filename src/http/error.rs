@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use crate::db::DbError;
+use crate::orders::OrderLookupError;
+use crate::persist::reconcile::ReconcileError;
 use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -44,6 +47,26 @@ pub enum ApiError {
     Overloaded(&'static str),
     #[error("stock store unavailable")]
     Store(#[from] StoreError),
+    #[error("order database unavailable")]
+    Db(#[from] DbError),
+}
+
+impl From<OrderLookupError> for ApiError {
+    fn from(e: OrderLookupError) -> Self {
+        match e {
+            OrderLookupError::Store(e) => Self::Store(e),
+            OrderLookupError::Db(e) => Self::Db(e),
+        }
+    }
+}
+
+impl From<ReconcileError> for ApiError {
+    fn from(e: ReconcileError) -> Self {
+        match e {
+            ReconcileError::Store(e) => Self::Store(e),
+            ReconcileError::Db(e) => Self::Db(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -63,8 +86,10 @@ impl ApiError {
             | Self::SaleHasOrders(_) => StatusCode::CONFLICT,
             Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Store(StoreError::Redis(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(StoreError::Redis(_)) | Self::Db(DbError::Query(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Store(_) | Self::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -83,8 +108,10 @@ impl ApiError {
             Self::IdempotencyConflict => "idempotency-conflict",
             Self::SaleLive(_) => "sale-live",
             Self::SaleHasOrders(_) => "sale-has-orders",
-            Self::Overloaded(_) | Self::Store(StoreError::Redis(_)) => "overloaded",
-            Self::Store(_) => "internal",
+            Self::Overloaded(_)
+            | Self::Store(StoreError::Redis(_))
+            | Self::Db(DbError::Query(_)) => "overloaded",
+            Self::Store(_) | Self::Db(_) => "internal",
         }
     }
 
@@ -135,7 +162,8 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::Store(StoreError::Redis(_)) => "stock store unavailable, retry shortly".into(),
-            Self::Store(_) => "internal error".into(),
+            Self::Db(DbError::Query(_)) => "order database unavailable, retry shortly".into(),
+            Self::Store(_) | Self::Db(_) => "internal error".into(),
             other => other.to_string(),
         }
     }

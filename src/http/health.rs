@@ -19,11 +19,19 @@ async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when Redis answers PING.
+/// Ready when Redis answers PING and the database answers a query.
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     redis::cmd("PING")
         .query_async::<String>(&mut state.stock.conn())
         .await
         .map_err(|_| ApiError::Overloaded("redis is not reachable"))?;
-    Ok(Json(json!({ "status": "ok", "redis": "ok" })))
+    state
+        .persister
+        .store()
+        .ping()
+        .await
+        .map_err(|_| ApiError::Overloaded("the order database is not reachable"))?;
+    Ok(Json(
+        json!({ "status": "ok", "redis": "ok", "database": "ok" }),
+    ))
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::persist::Persister;
+use crate::persist::queue::OrderQueue;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
 
@@ -17,6 +19,10 @@ pub struct AppState {
     pub sales: SaleRegistry,
     /// The stock engine (Redis).
     pub stock: StockEngine,
+    /// The bounded queue to the order writer.
+    pub queue: OrderQueue,
+    /// Writes orders to the database (used directly by `caller-runs`).
+    pub persister: Persister,
     /// Buyer token verification.
     pub jwt: JwtKeys,
     /// The time source.

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
+use crate::db::DbError;
 use crate::domain::{OrderId, Quantity, UserId};
+use crate::persist::Persister;
 use crate::stock::StockEngine;
 use crate::store::StoreError;
 
@@ -17,6 +19,19 @@ pub enum OrderStatus {
     Confirmed,
 }
 
+/// An order just accepted: stock taken, record in its shard's stream (entry `entry_id`),
+/// not yet a database row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub order_id: OrderId,
+    pub user: UserId,
+    pub quantity: Quantity,
+    /// Acceptance time, unix ms.
+    pub created_ms: i64,
+    /// The stream entry holding the durable record.
+    pub entry_id: String,
+}
+
 /// An order and its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRecord {
@@ -25,6 +40,54 @@ pub struct OrderRecord {
     pub quantity: Quantity,
     pub created_ms: i64,
     pub status: OrderStatus,
+}
+
+/// Looks an order up: pending in Redis, else a database row (confirmed).
+pub async fn find(
+    persister: &Persister,
+    order_id: &OrderId,
+) -> Result<Option<OrderRecord>, OrderLookupError> {
+    if let Some(record) = find_pending(persister.engine(), order_id).await? {
+        return Ok(Some(record));
+    }
+    let Some(row) = persister.store().find(order_id).await? else {
+        return Ok(None);
+    };
+    let bad_row = || OrderLookupError::Db(DbError::BadRow(order_id.to_string()));
+    Ok(Some(OrderRecord {
+        order_id: row.order_id,
+        user: UserId::parse(&row.user_id).map_err(|_| bad_row())?,
+        quantity: Quantity::new(row.quantity).map_err(|_| bad_row())?,
+        created_ms: row.created_at_ms,
+        status: OrderStatus::Confirmed,
+    }))
+}
+
+/// Whether an accepted order is still pending (not yet a row). One round trip.
+pub async fn status_of(
+    engine: &StockEngine,
+    order_id: &OrderId,
+) -> Result<OrderStatus, StoreError> {
+    let keys = engine.keys().shard(order_id.sale(), order_id.shard());
+    let pending: bool = redis::cmd("HEXISTS")
+        .arg(&keys.pending)
+        .arg(order_id.to_string())
+        .query_async(&mut engine.conn())
+        .await?;
+    Ok(if pending {
+        OrderStatus::Pending
+    } else {
+        OrderStatus::Confirmed
+    })
+}
+
+/// Why an order could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderLookupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 /// Looks an order up among those still pending in Redis.

@@ -16,12 +16,13 @@ pub enum Rejection {
     LimitReached,
     IdempotencyConflict,
     Contended,
+    QueueFull,
     Unavailable,
 }
 
 impl Rejection {
     /// Every reason, in reporting order.
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 10] = [
         Self::NotStarted,
         Self::Ended,
         Self::Paused,
@@ -30,6 +31,7 @@ impl Rejection {
         Self::LimitReached,
         Self::IdempotencyConflict,
         Self::Contended,
+        Self::QueueFull,
         Self::Unavailable,
     ];
 
@@ -44,6 +46,7 @@ impl Rejection {
             Self::LimitReached => "limit_reached",
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Contended => "contended",
+            Self::QueueFull => "queue_full",
             Self::Unavailable => "unavailable",
         }
     }

@@ -8,7 +8,9 @@ pub mod purchase;
 pub mod shard;
 pub mod verdict;
 
-pub use purchase::{PurchaseOutcome, PurchaseRequest};
+pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal};
+
+use std::sync::Arc;
 
 use crate::store::{Keys, RedisConn};
 
@@ -17,12 +19,23 @@ use crate::store::{Keys, RedisConn};
 pub struct StockEngine {
     conn: RedisConn,
     keys: Keys,
+    consumer: Arc<str>,
 }
 
 impl StockEngine {
-    /// An engine over `conn`, with keys built by `keys`.
-    pub fn new(conn: RedisConn, keys: Keys) -> Self {
-        Self { conn, keys }
+    /// An engine over `conn`, with keys built by `keys`. `consumer` names this gateway
+    /// instance in the order streams' consumer group (unique per process).
+    pub fn new(conn: RedisConn, keys: Keys, consumer: &str) -> Self {
+        Self {
+            conn,
+            keys,
+            consumer: consumer.into(),
+        }
+    }
+
+    /// This instance's consumer name in the order writers' group.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
     }
 
     /// The key builder.

@@ -20,8 +20,12 @@ pub struct Loan {
 /// What `purchase.lua` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurchaseReply {
-    /// Stock taken; the order is in the shard's stream.
-    Accepted { order_id: String, stock_left: u64 },
+    /// Stock taken; the order is in the shard's stream as `entry_id`.
+    Accepted {
+        order_id: String,
+        stock_left: u64,
+        entry_id: String,
+    },
     /// The same key and body were accepted before.
     Replay { order_id: String, quantity: u32 },
     /// The same key came with another body.
@@ -43,6 +47,8 @@ pub struct PurchaseCall<'a> {
     pub order_id: &'a OrderId,
     pub now_ms: i64,
     pub shard: u32,
+    pub group: &'a str,
+    pub consumer: &'a str,
     pub credits: &'a [Loan],
 }
 
@@ -68,6 +74,8 @@ pub async fn purchase(
         .arg(call.now_ms)
         .arg(call.order_id.sale().as_str())
         .arg(call.shard)
+        .arg(call.group)
+        .arg(call.consumer)
         .arg(call.credits.len());
     for loan in call.credits {
         inv.arg(&loan.id).arg(loan.units);
@@ -87,6 +95,7 @@ fn decode_purchase(reply: &[Value]) -> Option<PurchaseReply> {
         "ok" => PurchaseReply::Accepted {
             order_id: text(1)?,
             stock_left: num(2)?,
+            entry_id: text(3)?,
         },
         "replay" => PurchaseReply::Replay {
             order_id: text(1)?,
@@ -166,6 +175,25 @@ pub async fn settle(
     Ok(settled == 1)
 }
 
+/// Runs `ack.lua`: forgets `orders` (stream entry id, order id) of one shard, which must
+/// already be database rows. Returns how many were still pending.
+pub async fn ack(
+    conn: &mut RedisConn,
+    keys: &ShardKeys,
+    group: &str,
+    orders: &[(&str, String)],
+) -> Result<u64, StoreError> {
+    let mut inv = scripts::ACK.prepare_invoke();
+    inv.key(&keys.shard)
+        .key(&keys.pending)
+        .key(&keys.orders)
+        .arg(group);
+    for (entry, order_id) in orders {
+        inv.arg(*entry).arg(order_id);
+    }
+    Ok(inv.invoke_async(conn).await?)
+}
+
 /// The counters of one shard, read in one `HMGET`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardCounters {
@@ -217,12 +245,13 @@ mod tests {
 
     #[test]
     fn purchase_replies_decode() {
-        let ok = [bulk("ok"), bulk("s.1.ab"), Value::Int(7)];
+        let ok = [bulk("ok"), bulk("s.1.ab"), Value::Int(7), bulk("1-0")];
         assert_eq!(
             decode_purchase(&ok),
             Some(PurchaseReply::Accepted {
                 order_id: "s.1.ab".into(),
-                stock_left: 7
+                stock_left: 7,
+                entry_id: "1-0".into(),
             })
         );
         assert_eq!(

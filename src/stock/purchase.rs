@@ -10,8 +10,10 @@ use super::StockEngine;
 use super::ops::{self, Loan, PurchaseCall, PurchaseReply};
 use super::shard::home_shard;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, UserId};
+use crate::orders::NewOrder;
 use crate::sales::SaleRuntime;
 use crate::store::StoreError;
+use crate::store::keys::ORDER_WRITERS;
 
 /// Most borrow-and-retry rounds before answering "contended, retry".
 const MAX_ROUNDS: usize = 6;
@@ -31,16 +33,23 @@ pub struct PurchaseRequest<'a> {
     pub now_ms: i64,
 }
 
-/// What became of a purchase attempt. Every variant but `Accepted` took no stock.
+/// What became of a purchase attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurchaseOutcome {
-    /// The order holds stock and is durably recorded; `replayed` if this is an earlier
-    /// answer returned again for the same idempotency key and body.
-    Accepted {
+    /// The order holds stock and is durably recorded in its shard's stream.
+    Accepted(NewOrder),
+    /// The same idempotency key and body were accepted before: that order, again.
+    Replayed {
         order_id: OrderId,
         quantity: Quantity,
-        replayed: bool,
     },
+    /// Refused; no stock was taken.
+    Refused(Refusal),
+}
+
+/// Why a purchase took no stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
     /// No unit is left anywhere.
     SoldOut,
     /// Fewer units than asked remain (`remaining`, at least 1).
@@ -72,7 +81,7 @@ impl StockEngine {
         req: &PurchaseRequest<'_>,
     ) -> Result<PurchaseOutcome, StoreError> {
         if rt.sold_out_for(req.user) {
-            return Ok(PurchaseOutcome::SoldOut);
+            return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
         }
         let home = home_shard(req.user, rt.shards());
         let order_id = OrderId::generate(&rt.sale.id, home);
@@ -90,9 +99,13 @@ impl StockEngine {
                 credits = self.borrow_for(rt, home, need, req.now_ms).await?;
                 if credits.is_empty() {
                     match self.judge(rt, home, qty).await? {
-                        Judgement::SoldOut => return Ok(PurchaseOutcome::SoldOut),
+                        Judgement::SoldOut => {
+                            return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
+                        }
                         Judgement::Insufficient(remaining) => {
-                            return Ok(PurchaseOutcome::Insufficient { remaining });
+                            return Ok(PurchaseOutcome::Refused(Refusal::Insufficient {
+                                remaining,
+                            }));
                         }
                         Judgement::TryAgain { home_stock } => {
                             need = qty.saturating_sub(home_stock);
@@ -112,38 +125,51 @@ impl StockEngine {
                 order_id: &order_id,
                 now_ms: req.now_ms,
                 shard: home,
+                group: ORDER_WRITERS,
+                consumer: &self.consumer,
                 credits: &credits,
             };
             let keys = self.keys.shard(&rt.sale.id, home);
             // On error the credits' fate is unknown; their loan records let recovery finish them.
             let reply = ops::purchase(&mut self.conn.clone(), &keys, &call).await?;
-            if let PurchaseReply::Accepted { stock_left, .. } = &reply {
-                rt.observe_shard(home, *stock_left);
+            if let PurchaseReply::Accepted {
+                stock_left,
+                entry_id,
+                ..
+            } = reply
+            {
+                rt.observe_shard(home, stock_left);
                 self.settle_in_background(rt, credits);
-                return Ok(PurchaseOutcome::Accepted {
+                return Ok(PurchaseOutcome::Accepted(NewOrder {
                     order_id,
+                    user: req.user.clone(),
                     quantity: req.quantity,
-                    replayed: false,
-                });
+                    created_ms: req.now_ms,
+                    entry_id,
+                }));
             }
             self.settle_loans(&rt.sale.id, &credits).await;
             match reply {
                 PurchaseReply::Accepted { .. } => unreachable!("handled above"),
                 PurchaseReply::Replay { order_id, quantity } => return replay(&order_id, quantity),
-                PurchaseReply::Conflict => return Ok(PurchaseOutcome::IdempotencyConflict),
-                PurchaseReply::Limit { held } => return Ok(PurchaseOutcome::LimitReached { held }),
+                PurchaseReply::Conflict => {
+                    return Ok(PurchaseOutcome::Refused(Refusal::IdempotencyConflict));
+                }
+                PurchaseReply::Limit { held } => {
+                    return Ok(PurchaseOutcome::Refused(Refusal::LimitReached { held }));
+                }
                 PurchaseReply::Short { stock } => {
                     rt.observe_shard(home, stock);
                     // A sold-out mark came from a consistent snapshot; only an operator
                     // change (a new runtime) brings stock back.
                     if rt.is_sold_out() {
-                        return Ok(PurchaseOutcome::SoldOut);
+                        return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
                     }
                     need = qty - stock;
                 }
             }
         }
-        Ok(PurchaseOutcome::Contended)
+        Ok(PurchaseOutcome::Refused(Refusal::Contended))
     }
 
     fn settle_in_background(&self, rt: &SaleRuntime, credits: Vec<Loan>) {
@@ -199,9 +225,5 @@ fn replay(order_id: &str, quantity: u32) -> Result<PurchaseOutcome, StoreError> 
         .map_err(|_| StoreError::unexpected("idempotency record", &order_id))?;
     let quantity = Quantity::new(quantity)
         .map_err(|_| StoreError::unexpected("idempotency record", &quantity))?;
-    Ok(PurchaseOutcome::Accepted {
-        order_id,
-        quantity,
-        replayed: true,
-    })
+    Ok(PurchaseOutcome::Replayed { order_id, quantity })
 }

@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use crate::domain::SaleId;
 
+/// The consumer group of every order stream: the gateways' order writers.
+pub const ORDER_WRITERS: &str = "writers";
+
 /// Builds keys under a configurable prefix (tests isolate themselves with their own prefix).
 #[derive(Debug, Clone)]
 pub struct Keys {

@@ -19,3 +19,5 @@ pub static CREDIT: LazyLock<Script> =
 /// Closes a loan on its donor shard after the recipient was credited.
 pub static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/settle.lua")));
+/// Forgets orders that became database rows (ack, delete, pending count).
+pub static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/ack.lua")));

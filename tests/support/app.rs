@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
+use flashgate::db::OrderStore;
 use flashgate::domain::{SaleId, UserId};
 use flashgate::startup::Application;
 use flashgate::stock::ops::{self, ShardCounters};
@@ -24,8 +25,10 @@ pub struct TestApp {
     pub jwt: JwtKeys,
     pub keys: Keys,
     pub redis: RedisConn,
+    pub db: OrderStore,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    _sqlite_dir: Option<tempfile::TempDir>,
 }
 
 /// Settings for a test gateway on `target`, before any per-test tweak.
@@ -67,6 +70,13 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
             .with_test_writer()
             .try_init();
     }
+    let mut settings = settings;
+    // The default SQLite file would be shared by every test: give each app its own.
+    let sqlite_dir = (settings.database.url == Settings::default().database.url).then(|| {
+        let dir = tempfile::tempdir().unwrap();
+        settings.database.url = format!("sqlite://{}/orders.db", dir.path().display());
+        dir
+    });
     let keys = Keys::new(&settings.redis.key_prefix);
     let target = settings
         .redis
@@ -79,7 +89,11 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let redis = RedisConn::connect(&target, timeouts)
         .await
         .expect("probe connects");
+    let db_url = settings.database.url.clone();
     let app = Application::build(settings).await.expect("gateway builds");
+    let db = OrderStore::connect(&db_url)
+        .await
+        .expect("test connects to the order database");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -100,8 +114,10 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
         keys,
         redis,
+        db,
         shutdown: Some(tx),
         server: Some(server),
+        _sqlite_dir: sqlite_dir,
     }
 }
 
@@ -229,6 +245,31 @@ impl TestApp {
             }
         }
         orders
+    }
+
+    /// Every order row of `sale`: (order id, user, quantity).
+    pub async fn db_orders(&self, sale: &str) -> Vec<(String, String, u64)> {
+        let sale = SaleId::parse(sale).unwrap();
+        let rows = self.db.list(&sale).await.unwrap();
+        rows.into_iter()
+            .map(|r| (r.order_id.to_string(), r.user_id, u64::from(r.quantity)))
+            .collect()
+    }
+
+    /// Waits (bounded) until every accepted order of `sale` is a row (nothing pending in
+    /// Redis), then returns the counters.
+    pub async fn drained_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
+        for _ in 0..600 {
+            let counters = self.settled_counters(sale, shards).await;
+            if counters.iter().all(|c| c.pending_units == 0) {
+                return counters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "orders still pending after 30 s: {:?}",
+            self.shard_counters(sale, shards).await
+        );
     }
 
     /// Waits (bounded) until no loan is outstanding on any shard, then returns the counters.

@@ -62,11 +62,12 @@ pub fn tally(answers: &[Answer]) -> HashMap<String, usize> {
     counts
 }
 
-/// Checks the ledger after a storm: no loan outstanding, every shard non-negative (the
-/// counters are unsigned, a negative would fail to decode), units sold + units left ==
-/// stock, and the streams hold exactly the accepted orders, each once.
+/// Checks the ledger after a storm, once the writer has drained: no loan outstanding, every
+/// shard non-negative (the counters are unsigned, a negative would fail to decode), units
+/// sold + units left == stock, the database holds exactly the accepted orders, each once,
+/// and the streams hold nothing unpersisted.
 pub async fn assert_ledger(app: &TestApp, sale: &str, shards: u32, stock: u64, answers: &[Answer]) {
-    let counters = app.settled_counters(sale, shards).await;
+    let counters = app.drained_counters(sale, shards).await;
     let left: u64 = counters.iter().map(|c| c.stock).sum();
     let sold: u64 = counters.iter().map(|c| c.sold).sum();
     assert_eq!(
@@ -80,13 +81,19 @@ pub async fn assert_ledger(app: &TestApp, sale: &str, shards: u32, stock: u64, a
         .filter(|a| a.status == 202)
         .map(|a| a.quantity)
         .sum();
-    let orders = app.stream_orders(sale, shards).await;
-    let streamed: HashSet<String> = orders.iter().map(|(id, _, _)| id.clone()).collect();
-    assert_eq!(orders.len(), streamed.len(), "an order was recorded twice");
-    assert_eq!(streamed, accepted, "stream and 202 answers disagree");
-    let streamed_units: u64 = orders.iter().map(|(_, _, q)| q).sum();
-    assert_eq!(streamed_units, sold);
+    let rows = app.db_orders(sale).await;
+    let persisted: HashSet<String> = rows.iter().map(|(id, _, _)| id.clone()).collect();
+    assert_eq!(
+        persisted, accepted,
+        "database rows and 202 answers disagree"
+    );
+    let persisted_units: u64 = rows.iter().map(|(_, _, q)| q).sum();
+    assert_eq!(persisted_units, sold);
     assert_eq!(accepted_units, sold);
+    assert!(
+        app.stream_orders(sale, shards).await.is_empty(),
+        "persisted orders left in streams"
+    );
 }
 
 /// 10,000-style storm: `buyers` distinct buyers want one unit each of a `stock`-unit sale

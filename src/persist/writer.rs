@@ -1,0 +1,185 @@
+//! The batch writer: drains the order queue into the database in batches bounded by size
+//! (`queue.batch_size`) and time (`queue.batch_wait_ms`), retrying database failures with
+//! capped exponential backoff and jitter. While it retries, the queue fills and the
+//! rejection policy takes over; nothing accepted is dropped (it is pending in its stream).
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc::Receiver;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Persister;
+use crate::orders::NewOrder;
+
+/// How the writer batches and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Most orders per database transaction.
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more orders.
+    pub batch_wait: Duration,
+    /// Longest pause between retries.
+    pub max_backoff: Duration,
+    /// At shutdown, how long the writer may keep draining the queue.
+    pub drain_timeout: Duration,
+}
+
+/// The running writer task.
+pub struct Writer {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts writing what arrives on `rx`.
+    pub fn start(persister: Persister, rx: Receiver<NewOrder>, settings: WriterSettings) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(persister, rx, settings, stopped));
+        Self { stop, task }
+    }
+
+    /// Stops taking orders, writes what is queued (within the drain timeout) and returns.
+    /// Orders left unwritten stay pending in their streams for recovery.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn run(
+    persister: Persister,
+    mut rx: Receiver<NewOrder>,
+    settings: WriterSettings,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut give_up = GiveUp::new(stopped.clone(), settings.drain_timeout);
+    let mut batch = Vec::with_capacity(settings.batch_size);
+    loop {
+        tokio::select! {
+            received = rx.recv_many(&mut batch, settings.batch_size) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = stopped.changed() => break,
+        }
+        fill_within(&mut rx, &mut batch, settings).await;
+        write_until_done(&persister, &batch, settings.max_backoff, &mut give_up).await;
+        batch.clear();
+    }
+    drain(&persister, &mut rx, settings, &mut give_up).await;
+}
+
+/// Tops a partial batch up with orders arriving within `batch_wait`.
+async fn fill_within(
+    rx: &mut Receiver<NewOrder>,
+    batch: &mut Vec<NewOrder>,
+    settings: WriterSettings,
+) {
+    let deadline = Instant::now() + settings.batch_wait;
+    while batch.len() < settings.batch_size {
+        let room = settings.batch_size - batch.len();
+        match tokio::time::timeout_at(deadline, rx.recv_many(batch, room)).await {
+            Ok(n) if n > 0 => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Closes the queue and writes whatever it still holds, until the drain deadline.
+async fn drain(
+    persister: &Persister,
+    rx: &mut Receiver<NewOrder>,
+    settings: WriterSettings,
+    give_up: &mut GiveUp,
+) {
+    rx.close();
+    let mut batch = Vec::with_capacity(settings.batch_size);
+    let mut left = 0;
+    while rx.recv_many(&mut batch, settings.batch_size).await > 0 {
+        if !write_until_done(persister, &batch, settings.max_backoff, give_up).await {
+            left += batch.len();
+        }
+        batch.clear();
+    }
+    if left > 0 {
+        tracing::warn!(
+            orders = left,
+            "shutdown drain timed out; these orders stay pending in Redis for recovery"
+        );
+    } else {
+        tracing::info!("order queue drained");
+    }
+}
+
+/// When the writer stops retrying: never while running; `drain_timeout` after a stop.
+struct GiveUp {
+    stopped: watch::Receiver<bool>,
+    drain_timeout: Duration,
+    deadline: Option<Instant>,
+}
+
+impl GiveUp {
+    fn new(stopped: watch::Receiver<bool>, drain_timeout: Duration) -> Self {
+        Self {
+            stopped,
+            drain_timeout,
+            deadline: None,
+        }
+    }
+
+    /// Whether waiting `pause` more would pass the deadline.
+    fn before_waiting(&mut self, pause: Duration) -> bool {
+        if self.deadline.is_none() && *self.stopped.borrow() {
+            self.deadline = Some(Instant::now() + self.drain_timeout);
+        }
+        self.deadline.is_some_and(|d| Instant::now() + pause > d)
+    }
+}
+
+/// Persists `batch`, retrying with backoff until it succeeds or the writer gives up.
+/// Returns whether the batch was persisted.
+async fn write_until_done(
+    persister: &Persister,
+    batch: &[NewOrder],
+    max_backoff: Duration,
+    give_up: &mut GiveUp,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match persister.persist(batch).await {
+            Ok(_) => return true,
+            Err(error) => {
+                tracing::warn!(%error, orders = batch.len(), "persisting orders failed; retrying")
+            }
+        }
+        let pause = jittered(backoff);
+        if give_up.before_waiting(pause) {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// "Full jitter" between half and all of `backoff`, so retrying writers spread out.
+fn jittered(backoff: Duration) -> Duration {
+    let millis = backoff.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_all_of_the_backoff() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_millis(400));
+            assert!((200..=400).contains(&d.as_millis()), "{d:?}");
+        }
+    }
+}
