@@ -1,4 +1,4 @@
-//! The command line: `flashgate serve` and `flashgate token`.
+//! The command line: `flashgate serve`, `flashgate token` and `flashgate reconcile`.
 
 use std::path::PathBuf;
 
@@ -7,8 +7,15 @@ use clap::{Parser, Subcommand};
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
-use crate::domain::UserId;
+use crate::db::{DbError, OrderStore};
+use crate::domain::{SaleId, UserId};
+use crate::persist::reconcile::ReconcileError;
+use crate::persist::{self, Persister};
+use crate::sales::SaleRegistry;
 use crate::startup::{Application, StartupError};
+use crate::stock::StockEngine;
+use crate::store::embedded::EmbeddedRedis;
+use crate::store::{Keys, RedisConn, RedisTarget};
 
 /// flashgate: a flash-sale gateway.
 #[derive(Debug, Parser)]
@@ -24,6 +31,16 @@ pub enum Command {
     /// Run the gateway.
     Serve {
         /// TOML configuration file (environment variables FLASHGATE_<SECTION>__<KEY> override it).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check that Redis and the database agree: for each sale, units deducted == units in
+    /// order rows + units pending in streams. Exits non-zero on any difference.
+    Reconcile {
+        /// Only this sale (default: every sale).
+        #[arg(long)]
+        sale: Option<String>,
+        /// TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -48,8 +65,20 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Startup(#[from] StartupError),
-    #[error("invalid user id")]
-    User(#[source] crate::domain::IdError),
+    #[error("invalid id")]
+    Id(#[source] crate::domain::IdError),
+    #[error("no redis configured and no running embedded redis-server found in {0}")]
+    NoRedis(PathBuf),
+    #[error("cannot connect to redis")]
+    Redis(#[source] redis::RedisError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("no sale {0}")]
+    NoSale(SaleId),
+    #[error("{0} sale(s) do not reconcile")]
+    Unreconciled(usize),
 }
 
 /// Runs a parsed command line.
@@ -64,13 +93,60 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Token { user, ttl, config } => {
             let settings = Settings::load(config.as_deref())?;
-            let user = UserId::parse(&user).map_err(CliError::User)?;
+            let user = UserId::parse(&user).map_err(CliError::Id)?;
             let exp = Clock::default().now().unix_timestamp() + ttl;
             println!(
                 "{}",
                 JwtKeys::new(settings.auth.jwt_secret.as_bytes()).mint(&user, exp)
             );
         }
+        Command::Reconcile { sale, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let sale = sale
+                .map(|s| SaleId::parse(&s))
+                .transpose()
+                .map_err(CliError::Id)?;
+            reconcile(&settings, sale).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles `only` (or every sale), printing one JSON line per sale.
+async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliError> {
+    let dir = &settings.redis.embedded_dir;
+    let target = settings
+        .redis
+        .target()
+        .or_else(|| EmbeddedRedis::running_url(dir).map(RedisTarget::Single))
+        .ok_or_else(|| CliError::NoRedis(dir.clone()))?;
+    let conn = RedisConn::connect(&target, settings.redis.timeouts())
+        .await
+        .map_err(CliError::Redis)?;
+    let engine = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix), "reconcile");
+    let store = OrderStore::connect(&settings.database.url).await?;
+    let persister = Persister::new(store, engine.clone(), Clock::default());
+    let registry = SaleRegistry::new(engine);
+    let ids = match only {
+        Some(id) => vec![id],
+        None => registry.ids().await.map_err(ReconcileError::from)?,
+    };
+    let mut unreconciled = 0;
+    for id in ids {
+        let rt = registry
+            .get(&id)
+            .await
+            .map_err(ReconcileError::from)?
+            .ok_or_else(|| CliError::NoSale(id.clone()))?;
+        let ledger = persist::reconcile::reconcile(&persister, &rt).await?;
+        unreconciled += usize::from(!ledger.is_exact());
+        println!(
+            "{}",
+            serde_json::to_string(&ledger).expect("ledger serializes")
+        );
+    }
+    if unreconciled > 0 {
+        return Err(CliError::Unreconciled(unreconciled));
     }
     Ok(())
 }

@@ -296,13 +296,20 @@ impl SaleRegistry {
         Ok(all)
     }
 
-    /// Re-reads every sale whose epoch changed and refreshes every sale's remaining units.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
+    /// Every sale id stored in Redis.
+    pub async fn ids(&self) -> Result<Vec<SaleId>, StoreError> {
         let ids: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.engine.keys().sale_index())
             .query_async(&mut self.engine.conn())
             .await?;
-        for id in ids.iter().filter_map(|s| SaleId::parse(s).ok()) {
+        let mut ids: Vec<SaleId> = ids.iter().filter_map(|s| SaleId::parse(s).ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Re-reads every sale whose epoch changed and refreshes every sale's remaining units.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        for id in self.ids().await? {
             let epoch: Option<u64> = redis::cmd("HGET")
                 .arg(self.engine.keys().sale_meta(&id))
                 .arg("epoch")

@@ -12,6 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+/// File in the data directory naming the running server's URL.
+const URL_FILE: &str = "flashgate-redis.url";
+
 /// Why the embedded redis-server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedRedisError {
@@ -65,7 +68,16 @@ impl EmbeddedRedis {
             })?;
         let server = Self { child, port };
         server.wait_ready().await?;
+        // Lets `flashgate reconcile` find the running server.
+        let _ = std::fs::write(dir.join(URL_FILE), server.url());
         Ok(server)
+    }
+
+    /// The URL of the embedded server a running gateway started with its data in `dir`.
+    pub fn running_url(dir: &Path) -> Option<String> {
+        std::fs::read_to_string(dir.join(URL_FILE))
+            .ok()
+            .map(|s| s.trim().to_owned())
     }
 
     /// The URL to connect to.

@@ -3,5 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod db;
+pub mod postgres;
 pub mod redis;
 pub mod scenarios;
