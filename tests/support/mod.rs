@@ -5,5 +5,6 @@
 pub mod app;
 pub mod db;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 pub mod scenarios;
