@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use support::postgres::{PostgresServer, cluster_processes};
@@ -109,7 +109,11 @@ async fn dropping_a_server_leaves_no_postgres_process() -> TestResult {
     let _con = PgConnection::connect(&server.url("postgres")).await?;
     let data_dir = server.data_dir();
     let pid = server.pid().expect("a started server has a pid");
-    assert_eq!(pgrep(&data_dir), vec![pid.to_string()]);
+    // Freshly forked children briefly carry the postmaster's command line too.
+    assert!(
+        pgrep(&data_dir).contains(&pid.to_string()),
+        "pgrep finds the postmaster"
+    );
     assert!(cluster_processes(&data_dir).len() > 1, "backends are found");
 
     drop(server);
