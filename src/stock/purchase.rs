@@ -2,7 +2,7 @@
 //! loans from other shards when home runs short; a consistent snapshot before "sold out".
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 
@@ -16,7 +16,9 @@ use crate::store::StoreError;
 use crate::store::keys::ORDER_WRITERS;
 
 /// Most borrow-and-retry rounds before answering "contended, retry".
-const MAX_ROUNDS: usize = 6;
+const MAX_ROUNDS: u32 = 8;
+/// First pause before retrying while stock is in flight; doubles each round (≤ 0.25 s in all).
+const ROUND_PAUSE: Duration = Duration::from_millis(1);
 
 /// One buyer's purchase attempt, already validated.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +95,7 @@ impl StockEngine {
         } else {
             0
         };
-        for _ in 0..MAX_ROUNDS {
+        for round in 0..MAX_ROUNDS {
             let mut credits = Vec::new();
             if need > 0 {
                 credits = self.borrow_for(rt, home, need, req.now_ms).await?;
@@ -110,6 +112,9 @@ impl StockEngine {
                         Judgement::TryAgain { home_stock } => {
                             need = qty.saturating_sub(home_stock);
                             if need > 0 {
+                                // Units are in flight between shards (or the snapshot
+                                // was torn): give the loans a moment to land.
+                                tokio::time::sleep(ROUND_PAUSE * (1 << round)).await;
                                 continue;
                             }
                         }

@@ -46,6 +46,7 @@ pub fn test_settings(target: &RedisTarget) -> Settings {
     // client requests and three redis-servers must not trip production-tight timeouts.
     s.http.request_timeout_ms = 20_000;
     s.redis.response_timeout_ms = 10_000;
+    s.redis.connect_timeout_ms = 10_000;
     s.stock.refresh_interval_ms = 200;
     s.stock.recovery_interval_ms = 200;
     s.stock.loan_grace_ms = 1000;
