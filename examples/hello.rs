@@ -1,0 +1,37 @@
+//! The HTTP ceiling for `scripts/bench-http.sh`: a hello-world axum server on the same
+//! tokio multi-thread runtime as the gateway, so a benchmark can tell the cost of the
+//! gateway's own work from the cost of HTTP on this machine.
+//!
+//! Usage: `cargo run --release --example hello -- PORT` (serves `GET /` on 127.0.0.1:PORT).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Some(port) = std::env::args().nth(1).and_then(|p| p.parse::<u16>().ok()) else {
+        eprintln!("usage: hello PORT");
+        return ExitCode::from(2);
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("hello: cannot listen on {addr}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = Router::new().route("/", get(|| async { "hello" }));
+    eprintln!("hello: listening on http://{addr}");
+    match axum::serve(listener, app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hello: server failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# HTTP benchmark of the gateway against its ceilings, all on 127.0.0.1 with the same wrk settings:
+#   (a) hello      examples/hello.rs: axum "hello" on the gateway's runtime, the HTTP ceiling
+#   (b) purchase   POST /api/v1/sales/{id}/purchase while stock lasts; every request is a
+#                  distinct buyer (pre-minted JWTs, examples/mint_tokens.rs) with a fresh
+#                  Idempotency-Key (benches/wrk/purchase.lua)
+#   (c) sold out   the same script against a sale whose only unit was bought before the run
+# plus a Redis ceiling line (redis-benchmark PING). After (b) it checks that the sale's `sold`
+# equals the 202 answers and counts Redis commands per accepted purchase (INFO commandstats),
+# then names the script of every top-level EVALSHA during a short MONITOR sample of purchases.
+#
+# Usage: scripts/bench-http.sh
+# Environment: WRK_THREADS (2), WRK_CONNS (64), WRK_DURATION (10s), BENCH_TOKENS (1000000:
+# buyers for (b); each buys once, so a run must not send more purchases than this).
+# Starts its own redis-server, hello and gateway on free loopback ports in a temp dir and
+# stops them on exit. Raw wrk outputs are kept in target/bench-http/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNS=${WRK_CONNS:-64}
+WRK_DURATION=${WRK_DURATION:-10s}
+BENCH_TOKENS=${BENCH_TOKENS:-1000000}
+LIVE_SALE=bench-live
+SOLD_OUT_SALE=bench-sold-out
+JWT_SECRET=bench-jwt-secret-0123456789abcdef
+ADMIN_TOKEN=bench-admin-token-0123456789abcdef
+OUT=target/bench-http
+
+die() {
+    echo "bench-http: $*" >&2
+    exit 1
+}
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Shows what is running, on one overwritten line, when stderr is a terminal.
+progress() {
+    [[ -t 2 ]] && printf '\r\033[Kbench-http: %s...' "$*" >&2
+    return 0
+}
+
+# Runs a quiet step; shows its log only when it fails.
+quietly() {
+    local what=$1
+    shift
+    progress "$what"
+    if ! "$@" >"$tmp/step.log" 2>&1; then
+        tail -n 30 "$tmp/step.log" >&2
+        die "$what failed"
+    fi
+}
+
+# Sets REPLY to a loopback port nobody listens on (and not handed out before).
+taken=" "
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 40000))
+        [[ $taken == *" $port "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            taken+="$port "
+            REPLY=$port
+            return 0
+        fi
+    done
+    die "no free loopback port found"
+}
+
+# wait_for NAME PID LOG TRIES COMMAND...: polls COMMAND every 0.1 s while PID lives.
+wait_for() {
+    local name=$1 pid=$2 log=$3 tries=$4
+    shift 4
+    for _ in $(seq 1 "$tries"); do
+        "$@" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$log" >&2
+            die "$name exited during start-up"
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$log" >&2
+    die "$name not ready after $((tries / 10)) s"
+}
+
+# A wrk latency figure (e.g. 812.00us, 1.20ms, 2.01s) in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN { n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000
+        printf "%.2f", n }'
+}
+
+# run_wrk NAME URL [SCRIPT ARGS...]: runs wrk, keeps its output in $OUT/NAME.txt.
+run_wrk() {
+    local name=$1 url=$2
+    shift 2
+    local target=("$url")
+    (($# == 0)) || target=(-s "$1" "$url" -- "${@:2}")
+    progress "wrk ($name)"
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency "${target[@]}" >"$OUT/$name.txt" 2>&1 ||
+        { cat "$OUT/$name.txt" >&2; die "wrk ($name) failed"; }
+}
+
+# Fields of a wrk output: req/s, p50 ms, p99 ms.
+wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$OUT/$1.txt"; }
+wrk_pct() { to_ms "$(awk -v p="$2" '$1 == p { print $2; exit }' "$OUT/$1.txt")"; }
+wrk_status() { awk '/^status / { printf "%s%s: %s", sep, $2, $3; sep = ", " }' "$OUT/$1.txt"; }
+wrk_count() { awk -v k="$2" '$1 == k { s += $2 } END { print s + 0 }' "$OUT/$1.txt"; }
+wrk_answers() { awk -v c="$2" '$1 == "status" && $2 == c { s += $3 } END { print s + 0 }' "$OUT/$1.txt"; }
+
+# admin METHOD PATH [BODY]: an operator call; prints the HTTP status, keeps the body in
+# $tmp/body.json.
+admin() {
+    local data=()
+    (($# < 3)) || data=(--data "$3")
+    curl -sS -o "$tmp/body.json" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' "http://127.0.0.1:$GPORT$2" "${data[@]}"
+}
+
+# put_sale ID STOCK SHARDS: a live sale (opened a minute ago, for an hour), one unit per buyer.
+put_sale() {
+    local body code
+    body=$(printf '{"name":"%s","stock":%d,"shards":%d,"starts_at":"%s","ends_at":"%s","per_user_limit":1,"max_per_order":1,"pow_difficulty":0}' \
+        "$1" "$2" "$3" "$(date -u -d '-1 minute' +%FT%TZ)" "$(date -u -d '+1 hour' +%FT%TZ)")
+    code=$(admin PUT "/admin/v1/sales/$1" "$body")
+    [[ $code == 20[01] ]] || die "PUT sale $1 answered $code: $(cat "$tmp/body.json")"
+}
+
+# "command calls" lines from INFO commandstats.
+cmdstats() {
+    redis-cli -h 127.0.0.1 -p "$RPORT" INFO commandstats | tr -d '\r' |
+        sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p'
+}
+
+quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
+quietly "cargo build --release --examples --bins" cargo build --release --examples --bins
+mkdir -p "$OUT" "$tmp/redis"
+
+# Buyers for (b) and (c), and a separate buyer who empties the sold-out sale.
+quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
+
+progress "starting redis-server, hello and the gateway"
+free_port
+RPORT=$REPLY
+redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$tmp/redis" --appendonly yes \
+    --appendfsync everysec --save '' --logfile "$tmp/redis.log" &
+pids+=($!)
+wait_for redis-server "${pids[-1]}" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
+progress "redis-benchmark PING"
+redis_ping=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -n 200000 -c 50 -P 1 -q PING | tr '\r' '\n' |
+    awk '/requests per second/ { p50 = $0; sub(/.*p50=/, "", p50); print $2, "p50 " p50; exit }')
+redis-cli -h 127.0.0.1 -p "$RPORT" FLUSHALL >/dev/null
+
+free_port
+HPORT=$REPLY
+target/release/examples/hello "$HPORT" 2>"$tmp/hello.log" &
+pids+=($!)
+wait_for hello "${pids[-1]}" "$tmp/hello.log" 100 curl -sf "http://127.0.0.1:$HPORT/"
+
+free_port
+GPORT=$REPLY
+FLASHGATE_HTTP__ADDR=127.0.0.1:$GPORT \
+    FLASHGATE_REDIS__URL=redis://127.0.0.1:$RPORT \
+    FLASHGATE_REDIS__KEY_PREFIX=bench \
+    FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET \
+    FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
+    FLASHGATE_DATABASE__URL="sqlite://$tmp/flashgate.db?mode=rwc" \
+    RUST_LOG=info target/release/flashgate serve 2>"$tmp/gateway.log" &
+pids+=($!)
+wait_for gateway "${pids[-1]}" "$tmp/gateway.log" 300 curl -sf "http://127.0.0.1:$GPORT/health/ready"
+
+put_sale "$LIVE_SALE" 10000000 64
+put_sale "$SOLD_OUT_SALE" 1 1
+seed=$(FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
+    target/release/flashgate token --user bench-seed)
+code=$(curl -sS -o "$tmp/body.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $seed" \
+    -H 'Idempotency-Key: seed-1' -H 'Content-Type: application/json' --data '{"quantity":1}' \
+    "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase")
+[[ $code == 202 ]] || die "buying the sold-out sale's only unit answered $code: $(cat "$tmp/body.json")"
+
+lua=(benches/wrk/purchase.lua "$tmp/tokens.txt" "$WRK_THREADS")
+run_wrk a "http://127.0.0.1:$HPORT/"
+cmdstats >"$tmp/before"
+run_wrk b "http://127.0.0.1:$GPORT/api/v1/sales/$LIVE_SALE/purchase" "${lua[@]}"
+cmdstats >"$tmp/after"
+sleep 0.5 # let the gateway finish the requests wrk stopped waiting for
+code=$(admin GET "/admin/v1/sales/$LIVE_SALE")
+[[ $code == 200 ]] || die "GET sale $LIVE_SALE answered $code"
+# The sale's own "sold", not a shard's.
+sold=$(sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o '"sold":[0-9]*' | head -n 1 | cut -d: -f2)
+[[ -n $sold ]] || die "no sold count in $(cat "$tmp/body.json")"
+accepted=$(wrk_answers b 202)
+((accepted > 0)) || die "(b) got no 202 answer; statuses: $(wrk_status b)"
+run_wrk c "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase" "${lua[@]}"
+
+# Which script each EVALSHA runs cannot be told from commandstats, and MONITOR is too slow to
+# leave on during a measured run: watch SAMPLE purchases one after another instead, by buyers
+# from the end of the token file (unused by (b) unless it reported reused tokens).
+SAMPLE=100
+progress "MONITOR sample"
+redis-cli -h 127.0.0.1 -p "$RPORT" MONITOR >"$tmp/monitor.txt" 2>&1 &
+pids+=($!)
+wait_for "redis-cli MONITOR" "${pids[-1]}" "$tmp/monitor.txt" 50 grep -q '^OK' "$tmp/monitor.txt"
+sample_ok=0
+sample_key=0
+while read -r token; do
+    sample_key=$((sample_key + 1))
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" \
+        -H "Idempotency-Key: sample-$sample_key" -H 'Content-Type: application/json' \
+        --data '{"quantity":1}' "http://127.0.0.1:$GPORT/api/v1/sales/$LIVE_SALE/purchase")
+    [[ $code == 202 ]] && sample_ok=$((sample_ok + 1))
+done < <(tail -n "$SAMPLE" "$tmp/tokens.txt")
+sleep 0.2
+kill "${pids[-1]}"
+((sample_ok > 0)) || die "no purchase of the MONITOR sample was accepted"
+
+# Report.
+[[ ! -t 2 ]] || printf '\r\033[K' >&2
+a_rps=$(wrk_rps a)
+echo "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency, 127.0.0.1, $(nproc) cores, $BENCH_TOKENS buyers"
+printf '%-30s %10s %9s %9s %7s\n' target req/s "p50 ms" "p99 ms" "vs (a)"
+for run in "a hello (HTTP ceiling)" "b purchase, in stock" "c purchase, sold out"; do
+    name=${run%% *}
+    rps=$(wrk_rps "$name")
+    printf '%-30s %10s %9s %9s %7s\n' "($name) ${run#* }" "$rps" "$(wrk_pct "$name" 50%)" \
+        "$(wrk_pct "$name" 99%)" "$(awk -v r="$rps" -v a="$a_rps" 'BEGIN { printf "%.2f", r / a }')"
+done
+printf '%-30s %10s %s\n' "redis PING (-c 50 -P 1)" "${redis_ping%% *}" "(redis-benchmark, ${redis_ping#* })"
+for name in b c; do
+    echo "($name) statuses: $(wrk_status "$name")"
+    reused=$(wrk_count "$name" tokens_reused)
+    ((reused == 0)) || echo "($name) WARNING: $reused requests reused a buyer; raise BENCH_TOKENS or shorten WRK_DURATION"
+    grep -h 'Socket errors' "$OUT/$name.txt" | sed "s/^ */($name) /" || true
+done
+
+# Requests wrk sent but stopped waiting for at the end of the run may still have been sold.
+# wrk calls request() once more than it sends, to check the script.
+in_flight=$(($(wrk_count b requests_sent) - 1 - $(wrk_count b responses)))
+extra=$((sold - accepted))
+if ((extra == 0)); then
+    verdict=OK
+elif ((extra > 0 && extra <= in_flight)); then
+    verdict="OK ($extra sold to requests in flight when wrk stopped; $in_flight were in flight)"
+else
+    verdict="MISMATCH (difference $extra, $in_flight in flight when wrk stopped)"
+fi
+echo "(b) sold $sold vs 202 answers $accepted: $verdict"
+
+awk -v n="$accepted" '
+    NR == FNR { before[$1] = $2; next }
+    $1 != "info" { d = $2 - before[$1]; if (d > 0) { delta[$1] = d; total += d } }
+    END {
+        printf "(b) redis commandstats: evalsha %d = %.3f per 202, all commands %d = %.2f per 202\n",
+            delta["evalsha"], delta["evalsha"] / n, total, total / n
+        printf "    per 202 (incl. commands inside Lua and the order writer):"
+        for (c in delta) if (delta[c] / n >= 0.01) printf " %s %.2f", c, delta[c] / n
+        print ""
+    }' "$tmp/before" "$tmp/after"
+
+# Which script each top-level EVALSHA ran, from the MONITOR sample.
+for f in lua/*.lua; do
+    echo "$(sha1sum <"$f" | cut -d' ' -f1) $(basename "$f")"
+done >"$tmp/shas"
+awk -v n="$sample_ok" -v m="$SAMPLE" '
+    NR == FNR { name[$1] = $2; next }
+    $1 !~ /^[0-9]/ || $3 ~ /lua\]$/ { next }
+    {
+        c = tolower($4); gsub(/"/, "", c)
+        if (c == "evalsha") { s = $5; gsub(/"/, "", s); c = (s in name) ? name[s] : "evalsha:" substr(s, 1, 8) }
+        count[c]++
+    }
+    END {
+        printf "MONITOR over %d sequential purchases (%d x 202): EVALSHA purchase.lua %d = %.2f per 202\n",
+            m, n, count["purchase.lua"], count["purchase.lua"] / n
+        printf "    other top-level commands meanwhile (order writer, workers):"
+        for (c in count) if (c != "purchase.lua") printf " %s %d", c, count[c]
+        print ""
+    }' "$tmp/shas" "$tmp/monitor.txt"
+echo "gateway log: $(grep -c -E ' (WARN|ERROR) ' "$tmp/gateway.log" || true) warnings/errors"
