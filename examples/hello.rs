@@ -2,13 +2,13 @@
 //! tokio multi-thread runtime as the gateway, so a benchmark can tell the cost of the
 //! gateway's own work from the cost of HTTP on this machine.
 //!
-//! Usage: `cargo run --release --example hello -- PORT` (serves `GET /` on 127.0.0.1:PORT).
+//! Usage: `cargo run --release --example hello -- PORT` (answers "hello" to any request on
+//! 127.0.0.1:PORT).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use axum::Router;
-use axum::routing::get;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -25,7 +25,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = Router::new().route("/", get(|| async { "hello" }));
+    // Every path and method answers, so the benchmark can send hello the very requests it
+    // sends the gateway (same wrk script, same headers and body).
+    let app = Router::new().fallback(|| async { "hello" });
     eprintln!("hello: listening on http://{addr}");
     match axum::serve(listener, app).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
+use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::orders::NewOrder;
 use crate::persist::Persister;
@@ -84,7 +85,7 @@ impl Application {
         let store = OrderStore::connect(&settings.database.url).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
-        let state = AppState {
+        let state = AppState::new(Shared {
             sales: SaleRegistry::new(stock.clone()),
             persister: Persister::new(store, stock.clone(), clock.clone()),
             stock,
@@ -92,7 +93,7 @@ impl Application {
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
             settings: Arc::new(settings),
-        };
+        });
         apply_configured_sales(&state).await?;
         Ok(Self {
             listener,

@@ -125,6 +125,10 @@ async fn purchase(
         .ok_or(ApiError::NotFound("no such sale"))?;
     guards::quantity_is_allowed(&rt, quantity)?;
     guards::sale_is_open(&rt, state.clock.now())?;
+    // A sale known to be sold out answers from memory, before any queue or Redis work.
+    if rt.sold_out_for(&user) {
+        return Err(refusal(&rt, Refusal::SoldOut));
+    }
     let admission = state.queue.admit().map_err(|_| {
         rt.stats.record(Rejection::QueueFull);
         ApiError::Overloaded("the order queue is full")

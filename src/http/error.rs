@@ -1,9 +1,13 @@
 //! The one error type of the HTTP edge: every non-2xx answer is RFC 9457 problem+json.
 //! Server-side failures are logged once here and never described to the client.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::db::DbError;
@@ -134,37 +138,36 @@ impl ApiError {
         }
     }
 
-    /// Fields beyond the standard five.
-    fn extras(&self) -> Map<String, Value> {
-        let mut extras = Map::new();
+    /// Members beyond the standard five.
+    fn extras(&self) -> Vec<(&'static str, Value)> {
         match self {
             Self::SaleNotStarted { starts_at } => {
-                let at = starts_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
-                extras.insert("starts_at".into(), json!(at));
+                let at = starts_at.format(&Rfc3339).unwrap_or_default();
+                vec![("starts_at", json!(at))]
             }
-            Self::Insufficient { remaining } => {
-                extras.insert("remaining".into(), json!(remaining));
-            }
+            Self::Insufficient { remaining } => vec![("remaining", json!(remaining))],
             Self::LimitReached { held, limit } => {
-                extras.insert("held".into(), json!(held));
-                extras.insert("per_user_limit".into(), json!(limit));
+                vec![("held", json!(held)), ("per_user_limit", json!(limit))]
             }
-            Self::PayloadTooLarge { limit } => {
-                extras.insert("limit_bytes".into(), json!(limit));
-            }
-            _ => {}
+            Self::PayloadTooLarge { limit } => vec![("limit_bytes", json!(limit))],
+            _ => Vec::new(),
         }
-        extras
     }
 
-    fn detail(&self) -> String {
+    /// The human-readable explanation; never describes a server-side failure.
+    fn detail(&self) -> Cow<'static, str> {
         match self {
-            Self::Store(StoreError::Redis(_)) => "stock store unavailable, retry shortly".into(),
-            Self::Db(DbError::Query(_)) => "order database unavailable, retry shortly".into(),
-            Self::Store(_) | Self::Db(_) => "internal error".into(),
-            other => other.to_string(),
+            Self::Unauthorized(m) | Self::NotFound(m) | Self::Overloaded(m) => Cow::Borrowed(m),
+            Self::SoldOut => Cow::Borrowed("no stock left"),
+            Self::SaleEnded => Cow::Borrowed("the sale has ended"),
+            Self::SalePaused => Cow::Borrowed("the sale is paused by an operator"),
+            Self::IdempotencyConflict => {
+                Cow::Borrowed("this Idempotency-Key was used with a different request body")
+            }
+            Self::Store(StoreError::Redis(_)) => Cow::Borrowed("stock store unavailable, retry shortly"),
+            Self::Db(DbError::Query(_)) => Cow::Borrowed("order database unavailable, retry shortly"),
+            Self::Store(_) | Self::Db(_) => Cow::Borrowed("internal error"),
+            other => Cow::Owned(other.to_string()),
         }
     }
 }
@@ -175,27 +178,57 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        let mut body = self.extras();
-        body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
-        body.insert("title".into(), json!(self.title()));
-        body.insert("status".into(), json!(status.as_u16()));
-        body.insert("detail".into(), json!(self.detail()));
-        problem_response(status, Value::Object(body))
+        Problem {
+            slug: self.slug(),
+            title: self.title(),
+            status,
+            detail: self.detail(),
+            extras: self.extras(),
+        }
+        .into_response()
     }
 }
 
-/// A problem+json response; 503s carry `Retry-After`.
-pub fn problem_response(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+/// An RFC 9457 problem body, serialised straight to bytes (this is the hot path of every
+/// refusal, e.g. after sell-out, so no intermediate JSON map is built).
+pub struct Problem {
+    /// The `/problems/<slug>` type.
+    pub slug: &'static str,
+    /// A short, fixed summary of the type.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What happened.
+    pub detail: Cow<'static, str>,
+    /// Members beyond the standard ones.
+    pub extras: Vec<(&'static str, Value)>,
+}
+
+impl Serialize for Problem {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(4 + self.extras.len()))?;
+        map.serialize_entry("type", &format_args!("/problems/{}", self.slug))?;
+        map.serialize_entry("title", self.title)?;
+        map.serialize_entry("status", &self.status.as_u16())?;
+        map.serialize_entry("detail", &self.detail)?;
+        for (key, value) in &self.extras {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
     }
-    response
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self).expect("problems serialize");
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
 }
 
 #[cfg(test)]

@@ -7,15 +7,12 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
-use super::error::{ApiError, problem_response};
-use super::state::AppState;
+use super::error::{ApiError, Problem};
 
 /// Answers 503 `overloaded` when a request takes longer than `http.request_timeout_ms`
 /// (503 rather than 408: the client did nothing wrong and should retry).
-pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_millis(state.settings.http.request_timeout_ms);
+pub async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Overloaded("the request timed out").into_response(),
@@ -29,14 +26,14 @@ pub async fn not_found() -> ApiError {
 
 /// Known paths with the wrong method.
 pub async fn method_not_allowed() -> Response {
-    let status = StatusCode::METHOD_NOT_ALLOWED;
-    let body = json!({
-        "type": "/problems/method-not-allowed",
-        "title": "Method not allowed",
-        "status": status.as_u16(),
-        "detail": "this resource does not support that method",
-    });
-    problem_response(status, body)
+    Problem {
+        slug: "method-not-allowed",
+        title: "Method not allowed",
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        detail: "this resource does not support that method".into(),
+        extras: Vec::new(),
+    }
+    .into_response()
 }
 
 /// A panicking handler answers 500 (logged, details withheld); the process stays up.
@@ -47,12 +44,12 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %message, "handler panicked");
-    let status = StatusCode::INTERNAL_SERVER_ERROR;
-    let body = json!({
-        "type": "/problems/internal",
-        "title": "Internal error",
-        "status": status.as_u16(),
-        "detail": "internal error",
-    });
-    problem_response(status, body)
+    Problem {
+        slug: "internal",
+        title: "Internal error",
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        detail: "internal error".into(),
+        extras: Vec::new(),
+    }
+    .into_response()
 }

@@ -12,6 +12,8 @@ pub mod state;
 pub use error::ApiError;
 pub use state::AppState;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -28,7 +30,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Duration::from_millis(state.settings.http.request_timeout_ms),
             middleware::request_timeout,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
