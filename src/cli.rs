@@ -123,7 +123,7 @@ async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliE
     let conn = RedisConn::connect(&target, settings.redis.timeouts())
         .await
         .map_err(CliError::Redis)?;
-    let engine = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix), "reconcile");
+    let engine = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
     let store = OrderStore::connect(&settings.database.url).await?;
     let persister = Persister::new(store, engine.clone(), Clock::default());
     let registry = SaleRegistry::new(engine);

@@ -80,8 +80,7 @@ impl Application {
         let conn = RedisConn::connect(&target, settings.redis.timeouts())
             .await
             .map_err(StartupError::Redis)?;
-        let consumer = format!("gw-{}-{:08x}", std::process::id(), rand::random::<u32>());
-        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix), &consumer);
+        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
         let store = OrderStore::connect(&settings.database.url).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);

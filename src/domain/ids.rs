@@ -4,7 +4,6 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use uuid::Uuid;
 
 /// Why a piece of input is not a valid identifier or quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,30 +129,64 @@ impl Quantity {
     }
 }
 
-/// An order's identifier. It names the sale and the stock shard that holds the order's
-/// pending record, so an order can be found from its id alone:
-/// `<sale_id>.<shard>.<uuid v7, 32 hex digits>`.
+/// A Redis Stream entry id, `<ms>-<seq>`: unique and increasing within one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId {
+    ms: u64,
+    seq: u64,
+}
+
+impl EntryId {
+    /// Parses `<ms>-<seq>`.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let (ms, seq) = s.split_once('-').ok_or(IdError::BadOrderId)?;
+        let number = |part: &str| -> Result<u64, IdError> {
+            let digits =
+                !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| part.parse().ok())
+                .flatten()
+                .ok_or(IdError::BadOrderId)
+        };
+        Ok(Self {
+            ms: number(ms)?,
+            seq: number(seq)?,
+        })
+    }
+
+    /// The millisecond part (the Redis server time of the XADD).
+    pub fn millis(self) -> u64 {
+        self.ms
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// An order's identifier: the sale, the shard whose stream recorded it, and its entry id in
+/// that stream — `<sale_id>.<shard>.<ms>-<seq>`. Unique because entry ids are unique within
+/// a stream; the order can be found from its id alone (in its stream while pending, in the
+/// database once persisted).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrderId {
     sale: SaleId,
     shard: u32,
-    uuid: Uuid,
+    entry: EntryId,
 }
 
 impl OrderId {
-    /// A fresh, time-ordered order id for a purchase on `shard` of `sale`.
-    pub fn generate(sale: &SaleId, shard: u32) -> Self {
-        Self {
-            sale: sale.clone(),
-            shard,
-            uuid: Uuid::now_v7(),
-        }
+    /// The order recorded as `entry` in the stream of `shard` of `sale`.
+    pub fn new(sale: SaleId, shard: u32, entry: EntryId) -> Self {
+        Self { sale, shard, entry }
     }
 
     /// Parses the text form produced by `Display`.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let mut parts = s.split('.');
-        let (Some(sale), Some(shard), Some(uuid), None) =
+        let (Some(sale), Some(shard), Some(entry), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(IdError::BadOrderId);
@@ -165,11 +198,8 @@ impl OrderId {
             .then(|| shard.parse::<u32>().ok())
             .flatten()
             .ok_or(IdError::BadOrderId)?;
-        if uuid.len() != 32 {
-            return Err(IdError::BadOrderId);
-        }
-        let uuid = Uuid::try_parse(uuid).map_err(|_| IdError::BadOrderId)?;
-        Ok(Self { sale, shard, uuid })
+        let entry = EntryId::parse(entry)?;
+        Ok(Self { sale, shard, entry })
     }
 
     /// The sale this order belongs to.
@@ -177,15 +207,20 @@ impl OrderId {
         &self.sale
     }
 
-    /// The shard whose stream and pending table hold this order.
+    /// The shard whose stream holds this order while it is pending.
     pub fn shard(&self) -> u32 {
         self.shard
+    }
+
+    /// The order's entry in its shard's stream.
+    pub fn entry(&self) -> EntryId {
+        self.entry
     }
 }
 
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.sale, self.shard, self.uuid.simple())
+        write!(f, "{}.{}.{}", self.sale, self.shard, self.entry)
     }
 }
 
@@ -240,9 +275,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn order_id_round_trips(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024) {
+        fn order_id_round_trips(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024, ms in any::<u64>(), seq in any::<u64>()) {
             let sale = SaleId::parse(&sale).unwrap();
-            let id = OrderId::generate(&sale, shard);
+            let entry = EntryId::parse(&format!("{ms}-{seq}")).unwrap();
+            let id = OrderId::new(sale, shard, entry);
             let parsed = OrderId::parse(&id.to_string()).unwrap();
             prop_assert_eq!(parsed, id);
         }

@@ -3,5 +3,5 @@
 pub mod ids;
 pub mod sale;
 
-pub use ids::{IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
+pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
 pub use sale::{Sale, SaleDefinition, SaleSpec, SaleSpecError, SaleState, Window};

@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::db::DbError;
 use crate::orders::OrderLookupError;
@@ -164,8 +164,12 @@ impl ApiError {
             Self::IdempotencyConflict => {
                 Cow::Borrowed("this Idempotency-Key was used with a different request body")
             }
-            Self::Store(StoreError::Redis(_)) => Cow::Borrowed("stock store unavailable, retry shortly"),
-            Self::Db(DbError::Query(_)) => Cow::Borrowed("order database unavailable, retry shortly"),
+            Self::Store(StoreError::Redis(_)) => {
+                Cow::Borrowed("stock store unavailable, retry shortly")
+            }
+            Self::Db(DbError::Query(_)) => {
+                Cow::Borrowed("order database unavailable, retry shortly")
+            }
             Self::Store(_) | Self::Db(_) => Cow::Borrowed("internal error"),
             other => Cow::Owned(other.to_string()),
         }
@@ -223,7 +227,10 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&self).expect("problems serialize");
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }

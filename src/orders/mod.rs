@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
+use redis::streams::{StreamId, StreamRangeReply};
+
 use crate::db::DbError;
-use crate::domain::{OrderId, Quantity, UserId};
+use crate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
 use crate::persist::Persister;
 use crate::stock::StockEngine;
 use crate::store::StoreError;
@@ -28,8 +30,6 @@ pub struct NewOrder {
     pub quantity: Quantity,
     /// Acceptance time, unix ms.
     pub created_ms: i64,
-    /// The stream entry holding the durable record.
-    pub entry_id: String,
 }
 
 /// An order and its owner.
@@ -63,21 +63,15 @@ pub async fn find(
     }))
 }
 
-/// Whether an accepted order is still pending (not yet a row). One round trip.
+/// Whether an accepted order is still pending (its record still in its stream, not yet a
+/// row). One round trip.
 pub async fn status_of(
     engine: &StockEngine,
     order_id: &OrderId,
 ) -> Result<OrderStatus, StoreError> {
-    let keys = engine.keys().shard(order_id.sale(), order_id.shard());
-    let pending: bool = redis::cmd("HEXISTS")
-        .arg(&keys.pending)
-        .arg(order_id.to_string())
-        .query_async(&mut engine.conn())
-        .await?;
-    Ok(if pending {
-        OrderStatus::Pending
-    } else {
-        OrderStatus::Confirmed
+    Ok(match find_pending(engine, order_id).await? {
+        Some(_) => OrderStatus::Pending,
+        None => OrderStatus::Confirmed,
     })
 }
 
@@ -90,52 +84,102 @@ pub enum OrderLookupError {
     Db(#[from] DbError),
 }
 
-/// Looks an order up among those still pending in Redis.
+/// Looks an order up among those still pending in Redis: its entry in its shard's stream.
 pub async fn find_pending(
     engine: &StockEngine,
     order_id: &OrderId,
 ) -> Result<Option<OrderRecord>, StoreError> {
     let keys = engine.keys().shard(order_id.sale(), order_id.shard());
-    let record: Option<String> = redis::cmd("HGET")
-        .arg(&keys.pending)
-        .arg(order_id.to_string())
+    let entry = order_id.entry().to_string();
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&keys.orders)
+        .arg(&entry)
+        .arg(&entry)
         .query_async(&mut engine.conn())
         .await?;
-    record
-        .map(|r| {
-            parse_pending(order_id, &r).ok_or_else(|| StoreError::unexpected("pending order", &r))
+    reply
+        .ids
+        .first()
+        .map(|e| {
+            record_from_entry(order_id.sale(), order_id.shard(), e)
+                .ok_or_else(|| StoreError::unexpected("order stream entry", &e.id))
         })
         .transpose()
 }
 
-/// Parses `<user>|<quantity>|<created ms>` as written by `purchase.lua`.
-fn parse_pending(order_id: &OrderId, record: &str) -> Option<OrderRecord> {
-    let mut parts = record.split('|');
-    let user = UserId::parse(parts.next()?).ok()?;
-    let quantity = Quantity::new(parts.next()?.parse().ok()?).ok()?;
-    let created_ms = parts.next()?.parse().ok()?;
-    parts.next().is_none().then(|| OrderRecord {
-        order_id: order_id.clone(),
-        user,
-        quantity,
-        created_ms,
+/// Rebuilds a pending order from its stream entry (fields written by `purchase.lua`).
+pub fn record_from_entry(sale: &SaleId, shard: u32, entry: &StreamId) -> Option<OrderRecord> {
+    let text = |field: &str| entry.get::<String>(field);
+    Some(OrderRecord {
+        order_id: OrderId::new(sale.clone(), shard, EntryId::parse(&entry.id).ok()?),
+        user: UserId::parse(&text("user_id")?).ok()?,
+        quantity: Quantity::new(text("quantity")?.parse().ok()?).ok()?,
+        created_ms: text("created_ms")?.parse().ok()?,
         status: OrderStatus::Pending,
     })
+}
+
+impl From<OrderRecord> for NewOrder {
+    fn from(r: OrderRecord) -> Self {
+        Self {
+            order_id: r.order_id,
+            user: r.user,
+            quantity: r.quantity,
+            created_ms: r.created_ms,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::SaleId;
+    use std::collections::HashMap;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> StreamId {
+        let map: HashMap<String, redis::Value> = fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    redis::Value::BulkString(v.as_bytes().to_vec()),
+                )
+            })
+            .collect();
+        StreamId {
+            id: id.into(),
+            map,
+            ..StreamId::default()
+        }
+    }
 
     #[test]
-    fn pending_records_parse_strictly() {
-        let id = OrderId::generate(&SaleId::parse("s").unwrap(), 0);
-        let rec = parse_pending(&id, "bob|2|1700000000000").unwrap();
-        assert_eq!(rec.user.as_str(), "bob");
-        assert_eq!(rec.quantity.get(), 2);
-        assert!(parse_pending(&id, "bob|0|1").is_none());
-        assert!(parse_pending(&id, "bob|1").is_none());
-        assert!(parse_pending(&id, "b b|1|1").is_none());
+    fn stream_entries_rebuild_their_order_strictly() {
+        let sale = SaleId::parse("s").unwrap();
+        let good = entry(
+            "17-3",
+            &[
+                ("user_id", "bob"),
+                ("quantity", "2"),
+                ("created_ms", "1700"),
+            ],
+        );
+        let rec = record_from_entry(&sale, 4, &good).unwrap();
+        assert_eq!(rec.order_id.to_string(), "s.4.17-3");
+        assert_eq!(
+            (rec.user.as_str(), rec.quantity.get(), rec.created_ms),
+            ("bob", 2, 1700)
+        );
+        let zero = entry(
+            "17-3",
+            &[("user_id", "bob"), ("quantity", "0"), ("created_ms", "1")],
+        );
+        assert!(record_from_entry(&sale, 4, &zero).is_none());
+        let missing = entry("17-3", &[("user_id", "bob"), ("quantity", "1")]);
+        assert!(record_from_entry(&sale, 4, &missing).is_none());
+        let bad_user = entry(
+            "17-3",
+            &[("user_id", "b b"), ("quantity", "1"), ("created_ms", "1")],
+        );
+        assert!(record_from_entry(&sale, 4, &bad_user).is_none());
     }
 }

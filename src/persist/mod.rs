@@ -2,9 +2,9 @@
 //! and a batching writer, into the database — and, for orders whose gateway died or that
 //! were spilled, from the streams' pending lists by the recovery worker.
 //!
-//! Every path ends in [`Persister::persist`]: insert the rows (idempotent), *then* forget
-//! the orders in Redis (`ack.lua`). An order is therefore always a row, or pending in its
-//! stream, or both for a moment — never neither.
+//! Every path ends in [`Persister::persist`]: insert the rows (idempotent), *then* delete
+//! the orders' stream entries (`ack.lua`). An order is therefore always a row, or an entry
+//! in its shard's stream, or both for a moment — never neither.
 
 pub mod queue;
 pub mod reconcile;
@@ -22,7 +22,6 @@ use crate::orders::NewOrder;
 use crate::stock::StockEngine;
 use crate::stock::ops;
 use crate::store::StoreError;
-use crate::store::keys::ORDER_WRITERS;
 
 /// Why a batch of orders was not persisted (it stays pending in Redis either way).
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +68,18 @@ impl Persister {
             return Ok(0);
         }
         let inserted = self.store.insert(orders, self.clock.now_ms()).await?;
-        let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(&str, String)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(String, u32)>> = BTreeMap::new();
         for order in orders {
             let shard = (order.order_id.sale(), order.order_id.shard());
             by_shard
                 .entry(shard)
                 .or_default()
-                .push((order.entry_id.as_str(), order.order_id.to_string()));
+                .push((order.order_id.entry().to_string(), order.quantity.get()));
         }
         let acks = by_shard.into_iter().map(|((sale, shard), entries)| {
             let mut conn = self.engine.conn();
             let keys = self.engine.keys().shard(sale, shard);
-            async move { ops::ack(&mut conn, &keys, ORDER_WRITERS, &entries).await }
+            async move { ops::ack(&mut conn, &keys, &entries).await }
         });
         try_join_all(acks).await?;
         Ok(inserted)

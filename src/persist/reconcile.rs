@@ -8,9 +8,11 @@ use serde::Serialize;
 use super::Persister;
 use crate::db::DbError;
 use crate::domain::SaleId;
+use crate::orders::{OrderRecord, record_from_entry};
 use crate::sales::SaleRuntime;
 use crate::stock::ops;
 use crate::store::StoreError;
+use redis::streams::StreamRangeReply;
 
 /// Why reconciliation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +37,10 @@ pub struct ShardLedger {
     pub pending: u64,
     /// Units of those orders.
     pub pending_units: u64,
-    /// Entries in the shard's order stream (each a pending order).
+    /// Entries in the shard's order stream (each an order not yet acknowledged as a row).
     pub stream_entries: u64,
+    /// The shard's `pending_units` counter: units of the entries in its stream.
+    pub pending_units_counter: u64,
     /// `deducted - units_in_db - pending_units`: zero when everything is accounted for.
     pub difference: i64,
 }
@@ -55,13 +59,9 @@ pub struct Reconciliation {
 }
 
 impl Reconciliation {
-    /// Whether every unit is accounted for (and every pending order is in its stream).
+    /// Whether every unit is accounted for.
     pub fn is_exact(&self) -> bool {
-        self.difference == 0
-            && self
-                .shards
-                .iter()
-                .all(|s| s.difference == 0 && s.stream_entries >= s.pending)
+        self.difference == 0 && self.shards.iter().all(|s| s.difference == 0)
     }
 }
 
@@ -96,8 +96,8 @@ pub async fn reconcile(
     })
 }
 
-/// Redis' side of one shard: units deducted, and pending orders that are not rows yet
-/// (an order is briefly both a row and pending, between commit and acknowledgement).
+/// Redis' side of one shard: units deducted, and pending orders (stream entries) that are
+/// not rows yet (an order is briefly both, between commit and acknowledgement).
 async fn shard_ledger(
     persister: &Persister,
     rt: &SaleRuntime,
@@ -107,17 +107,22 @@ async fn shard_ledger(
     let keys = engine.keys().shard(&rt.sale.id, shard);
     let mut conn = engine.conn();
     let counters = ops::read_counters(&mut conn, &keys).await?;
-    let pending: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(&keys.pending)
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from)?;
-    let stream_entries: u64 = redis::cmd("XLEN")
+    let entries: StreamRangeReply = redis::cmd("XRANGE")
         .arg(&keys.orders)
+        .arg("-")
+        .arg("+")
         .query_async(&mut conn)
         .await
         .map_err(StoreError::from)?;
-    let ids: Vec<String> = pending.iter().map(|(id, _)| id.clone()).collect();
+    let pending: Vec<OrderRecord> = entries
+        .ids
+        .iter()
+        .map(|e| {
+            record_from_entry(&rt.sale.id, shard, e)
+                .ok_or_else(|| StoreError::unexpected("order stream entry", &e.id))
+        })
+        .collect::<Result<_, _>>()?;
+    let ids: Vec<String> = pending.iter().map(|o| o.order_id.to_string()).collect();
     let in_db: HashSet<String> = persister
         .store()
         .existing(&ids)
@@ -126,21 +131,17 @@ async fn shard_ledger(
         .collect();
     let not_rows: Vec<u64> = pending
         .iter()
-        .filter(|(id, _)| !in_db.contains(id))
-        .map(|(_, record)| {
-            record
-                .split('|')
-                .nth(1)
-                .and_then(|q| q.parse().ok())
-                .unwrap_or(0)
-        })
+        .zip(&ids)
+        .filter(|(_, id)| !in_db.contains(*id))
+        .map(|(o, _)| u64::from(o.quantity.get()))
         .collect();
     Ok(ShardLedger {
         shard,
         deducted: counters.sold,
         pending: not_rows.len() as u64,
         pending_units: not_rows.iter().sum(),
-        stream_entries,
+        stream_entries: entries.ids.len() as u64,
+        pending_units_counter: counters.pending_units,
         ..ShardLedger::default()
     })
 }

@@ -1,21 +1,24 @@
-//! The recovery worker: persists orders whose stream entries were left unacknowledged —
-//! by a gateway that died (kill -9, crash) before its writer got to them, or spilled by the
-//! `spill` policy. Every instance runs it; `XAUTOCLAIM` hands each stale entry to one of
-//! them, and persisting twice is harmless anyway (idempotent rows, idempotent ack).
+//! The recovery worker: persists orders whose stream entries are older than
+//! `queue.claim_idle_ms` — left by a gateway that died (kill -9, crash) before its writer got
+//! to them, by a writer that gave up at shutdown, or spilled by the `spill` policy. A
+//! persisted order's entry is deleted, so every entry in a stream is an unpersisted order,
+//! and its id (a Redis timestamp) tells its age.
+//!
+//! Every instance runs it; a short per-shard lock (`SET NX PX`) keeps two instances from
+//! doing the same shard at once, and persisting twice would be harmless anyway (idempotent
+//! rows, idempotent ack).
 
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::StreamRangeReply;
 
 use super::{PersistError, Persister};
-use crate::domain::{OrderId, Quantity, UserId};
-use crate::orders::NewOrder;
+use crate::orders::{NewOrder, record_from_entry};
 use crate::sales::SaleRuntime;
-use crate::store::keys::ORDER_WRITERS;
 use crate::store::{ShardKeys, StoreError};
 
-/// Persists every order of `rt`'s streams that was never delivered to a writer, or was
-/// delivered more than `claim_idle` ago and not acknowledged. Returns how many it handled.
+/// Persists every order of `rt`'s streams older than `claim_idle` (by the Redis clock).
+/// Returns how many it handled.
 pub async fn recover_sale(
     persister: &Persister,
     rt: &SaleRuntime,
@@ -23,121 +26,74 @@ pub async fn recover_sale(
     batch: usize,
 ) -> Result<usize, PersistError> {
     let mut handled = 0;
+    let now_ms = redis_now_ms(persister).await?;
+    let cutoff = now_ms.saturating_sub(claim_idle.as_millis() as u64);
     for shard in 0..rt.shards() {
         let keys = persister.engine().keys().shard(&rt.sale.id, shard);
-        handled += recover_undelivered(persister, &keys, batch).await?;
-        handled += recover_stale(persister, &keys, claim_idle, batch).await?;
+        if !lock(persister, &keys, claim_idle).await? {
+            continue;
+        }
+        handled += recover_shard(persister, rt, shard, &keys, cutoff, batch).await?;
     }
     Ok(handled)
 }
 
-/// Entries no writer ever received (only possible if the group was missing when the
-/// purchase script ran); creates the group if needed.
-async fn recover_undelivered(
-    persister: &Persister,
-    keys: &ShardKeys,
-    batch: usize,
-) -> Result<usize, PersistError> {
-    let mut conn = persister.engine().conn();
-    let consumer = persister.engine().consumer().to_owned();
-    let mut handled = 0;
-    loop {
-        let read: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
-            .arg(&["GROUP", ORDER_WRITERS, &consumer, "COUNT"])
-            .arg(batch)
-            .arg("STREAMS")
-            .arg(&keys.orders)
-            .arg(">")
-            .query_async(&mut conn)
-            .await;
-        let reply = match read {
-            Ok(reply) => reply,
-            Err(e) if e.code() == Some("NOGROUP") => {
-                ensure_group(persister, keys).await?;
-                continue;
-            }
-            Err(e) => return Err(StoreError::from(e).into()),
-        };
-        let entries: Vec<StreamId> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
-        if entries.is_empty() {
-            return Ok(handled);
-        }
-        handled += persist_entries(persister, &entries).await?;
-    }
+/// The Redis server's clock, which stamped the entry ids.
+async fn redis_now_ms(persister: &Persister) -> Result<u64, StoreError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut persister.engine().conn())
+        .await?;
+    Ok(secs * 1000 + micros / 1000)
 }
 
-/// Entries delivered more than `claim_idle` ago and still unacknowledged.
-async fn recover_stale(
+/// Takes the shard's recovery lock for a while; false if another instance holds it.
+async fn lock(persister: &Persister, keys: &ShardKeys, hold: Duration) -> Result<bool, StoreError> {
+    let taken: Option<String> = redis::cmd("SET")
+        .arg(&keys.recovering)
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(hold.as_millis().max(1) as u64)
+        .query_async(&mut persister.engine().conn())
+        .await?;
+    Ok(taken.is_some())
+}
+
+async fn recover_shard(
     persister: &Persister,
+    rt: &SaleRuntime,
+    shard: u32,
     keys: &ShardKeys,
-    claim_idle: Duration,
+    cutoff_ms: u64,
     batch: usize,
 ) -> Result<usize, PersistError> {
     let mut conn = persister.engine().conn();
-    let mut cursor = "0-0".to_owned();
     let mut handled = 0;
     loop {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
             .arg(&keys.orders)
-            .arg(ORDER_WRITERS)
-            .arg(persister.engine().consumer())
-            .arg(claim_idle.as_millis() as u64)
-            .arg(&cursor)
+            .arg("-")
+            .arg(cutoff_ms)
             .arg("COUNT")
             .arg(batch)
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from)?;
-        handled += persist_entries(persister, &reply.claimed).await?;
-        cursor = reply.next_stream_id;
-        if cursor == "0-0" {
+        let orders: Vec<NewOrder> = reply
+            .ids
+            .iter()
+            .filter_map(|entry| {
+                let order = record_from_entry(&rt.sale.id, shard, entry);
+                if order.is_none() {
+                    tracing::error!(sale = %rt.sale.id, shard, entry = %entry.id, "unreadable order record left in its stream");
+                }
+                order.map(NewOrder::from)
+            })
+            .collect();
+        persister.persist(&orders).await?;
+        handled += orders.len();
+        if reply.ids.len() < batch || orders.is_empty() {
             return Ok(handled);
         }
     }
-}
-
-/// Creates the order writers' group on a stream (from its beginning) if it is missing.
-pub async fn ensure_group(persister: &Persister, keys: &ShardKeys) -> Result<(), StoreError> {
-    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-        .arg(&["CREATE", &keys.orders, ORDER_WRITERS, "0", "MKSTREAM"])
-        .query_async(&mut persister.engine().conn())
-        .await;
-    match created {
-        Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-async fn persist_entries(
-    persister: &Persister,
-    entries: &[StreamId],
-) -> Result<usize, PersistError> {
-    let orders: Vec<NewOrder> = entries
-        .iter()
-        .filter_map(|entry| {
-            let order = order_from_entry(entry);
-            if order.is_none() {
-                tracing::error!(entry = %entry.id, "unreadable order record left in its stream");
-            }
-            order
-        })
-        .collect();
-    persister.persist(&orders).await?;
-    Ok(orders.len())
-}
-
-/// Rebuilds an order from its stream record (fields written by `purchase.lua`).
-pub fn order_from_entry(entry: &StreamId) -> Option<NewOrder> {
-    let text = |field: &str| entry.get::<String>(field);
-    Some(NewOrder {
-        order_id: OrderId::parse(&text("order_id")?).ok()?,
-        user: UserId::parse(&text("user_id")?).ok()?,
-        quantity: Quantity::new(text("quantity")?.parse().ok()?).ok()?,
-        created_ms: text("created_ms")?.parse().ok()?,
-        entry_id: entry.id.clone(),
-    })
 }

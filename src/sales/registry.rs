@@ -14,7 +14,6 @@ use crate::stock::StockEngine;
 use crate::stock::ops::{self, ShardCounters};
 use crate::stock::shard::split_stock;
 use crate::store::StoreError;
-use crate::store::keys::ORDER_WRITERS;
 
 /// Whether a PUT created a sale or replaced one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,22 +240,8 @@ impl SaleRegistry {
                 .arg(1)
                 .query_async::<()>(&mut conn)
                 .await?;
-            self.ensure_writers_group(id, shard).await?;
         }
         Ok(())
-    }
-
-    /// Creates the order writers' consumer group on a shard's stream, if missing.
-    async fn ensure_writers_group(&self, id: &SaleId, shard: u32) -> Result<(), StoreError> {
-        let orders = self.engine.keys().shard(id, shard).orders;
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg(&["CREATE", &orders, ORDER_WRITERS, "0", "MKSTREAM"])
-            .query_async(&mut self.engine.conn())
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
-            _ => Ok(()),
-        }
     }
 
     /// Writes the definition, clears the kill switch, bumps the epoch and indexes the sale.

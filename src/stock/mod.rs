@@ -10,8 +10,6 @@ pub mod verdict;
 
 pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal};
 
-use std::sync::Arc;
-
 use crate::store::{Keys, RedisConn};
 
 /// Runs the stock scripts against Redis. Cheap to clone.
@@ -19,23 +17,12 @@ use crate::store::{Keys, RedisConn};
 pub struct StockEngine {
     conn: RedisConn,
     keys: Keys,
-    consumer: Arc<str>,
 }
 
 impl StockEngine {
-    /// An engine over `conn`, with keys built by `keys`. `consumer` names this gateway
-    /// instance in the order streams' consumer group (unique per process).
-    pub fn new(conn: RedisConn, keys: Keys, consumer: &str) -> Self {
-        Self {
-            conn,
-            keys,
-            consumer: consumer.into(),
-        }
-    }
-
-    /// This instance's consumer name in the order writers' group.
-    pub fn consumer(&self) -> &str {
-        &self.consumer
+    /// An engine over `conn`, with keys built by `keys`.
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
+        Self { conn, keys }
     }
 
     /// The key builder.

@@ -3,7 +3,7 @@
 
 use redis::Value;
 
-use crate::domain::{OrderId, UserId};
+use crate::domain::{SaleId, UserId};
 use crate::store::{RedisConn, ShardKeys, StoreError, scripts};
 
 /// A loan of stock from a donor shard, to be credited to the borrower's home shard.
@@ -21,11 +21,7 @@ pub struct Loan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurchaseReply {
     /// Stock taken; the order is in the shard's stream as `entry_id`.
-    Accepted {
-        order_id: String,
-        stock_left: u64,
-        entry_id: String,
-    },
+    Accepted { entry_id: String, stock_left: u64 },
     /// The same key and body were accepted before.
     Replay { order_id: String, quantity: u32 },
     /// The same key came with another body.
@@ -44,11 +40,9 @@ pub struct PurchaseCall<'a> {
     pub limit: u32,
     pub idem_field: &'a str,
     pub fingerprint: &'a str,
-    pub order_id: &'a OrderId,
+    pub sale: &'a SaleId,
     pub now_ms: i64,
     pub shard: u32,
-    pub group: &'a str,
-    pub consumer: &'a str,
     pub credits: &'a [Loan],
 }
 
@@ -63,19 +57,15 @@ pub async fn purchase(
         .key(&keys.held)
         .key(&keys.idem)
         .key(&keys.orders)
-        .key(&keys.pending)
         .key(&keys.credited);
     inv.arg(call.user.as_str())
         .arg(call.quantity)
         .arg(call.limit)
         .arg(call.idem_field)
         .arg(call.fingerprint)
-        .arg(call.order_id.to_string())
         .arg(call.now_ms)
-        .arg(call.order_id.sale().as_str())
+        .arg(call.sale.as_str())
         .arg(call.shard)
-        .arg(call.group)
-        .arg(call.consumer)
         .arg(call.credits.len());
     for loan in call.credits {
         inv.arg(&loan.id).arg(loan.units);
@@ -93,9 +83,8 @@ fn decode_purchase(reply: &[Value]) -> Option<PurchaseReply> {
     };
     Some(match text(0)?.as_str() {
         "ok" => PurchaseReply::Accepted {
-            order_id: text(1)?,
+            entry_id: text(1)?,
             stock_left: num(2)?,
-            entry_id: text(3)?,
         },
         "replay" => PurchaseReply::Replay {
             order_id: text(1)?,
@@ -175,21 +164,17 @@ pub async fn settle(
     Ok(settled == 1)
 }
 
-/// Runs `ack.lua`: forgets `orders` (stream entry id, order id) of one shard, which must
-/// already be database rows. Returns how many were still pending.
+/// Runs `ack.lua`: forgets `orders` (stream entry id, quantity) of one shard, which must
+/// already be database rows. Returns how many were still in the stream.
 pub async fn ack(
     conn: &mut RedisConn,
     keys: &ShardKeys,
-    group: &str,
-    orders: &[(&str, String)],
+    orders: &[(String, u32)],
 ) -> Result<u64, StoreError> {
     let mut inv = scripts::ACK.prepare_invoke();
-    inv.key(&keys.shard)
-        .key(&keys.pending)
-        .key(&keys.orders)
-        .arg(group);
-    for (entry, order_id) in orders {
-        inv.arg(*entry).arg(order_id);
+    inv.key(&keys.shard).key(&keys.orders);
+    for (entry, quantity) in orders {
+        inv.arg(entry).arg(*quantity);
     }
     Ok(inv.invoke_async(conn).await?)
 }
@@ -245,13 +230,12 @@ mod tests {
 
     #[test]
     fn purchase_replies_decode() {
-        let ok = [bulk("ok"), bulk("s.1.ab"), Value::Int(7), bulk("1-0")];
+        let ok = [bulk("ok"), bulk("1-0"), Value::Int(7)];
         assert_eq!(
             decode_purchase(&ok),
             Some(PurchaseReply::Accepted {
-                order_id: "s.1.ab".into(),
-                stock_left: 7,
                 entry_id: "1-0".into(),
+                stock_left: 7,
             })
         );
         assert_eq!(

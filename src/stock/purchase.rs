@@ -9,11 +9,10 @@ use futures_util::future::try_join_all;
 use super::StockEngine;
 use super::ops::{self, Loan, PurchaseCall, PurchaseReply};
 use super::shard::home_shard;
-use crate::domain::{IdempotencyKey, OrderId, Quantity, UserId};
+use crate::domain::{EntryId, IdempotencyKey, OrderId, Quantity, UserId};
 use crate::orders::NewOrder;
 use crate::sales::SaleRuntime;
 use crate::store::StoreError;
-use crate::store::keys::ORDER_WRITERS;
 
 /// Most borrow-and-retry rounds before answering "contended, retry".
 const MAX_ROUNDS: u32 = 8;
@@ -86,7 +85,6 @@ impl StockEngine {
             return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
         }
         let home = home_shard(req.user, rt.shards());
-        let order_id = OrderId::generate(&rt.sale.id, home);
         let idem_field = format!("{}:{}", req.user, req.key.as_str());
         let qty = u64::from(req.quantity.get());
         // Known-empty home: borrow first instead of asking home to say "short".
@@ -127,30 +125,28 @@ impl StockEngine {
                 limit: rt.sale.spec.per_user_limit(),
                 idem_field: &idem_field,
                 fingerprint: req.fingerprint,
-                order_id: &order_id,
+                sale: &rt.sale.id,
                 now_ms: req.now_ms,
                 shard: home,
-                group: ORDER_WRITERS,
-                consumer: &self.consumer,
                 credits: &credits,
             };
             let keys = self.keys.shard(&rt.sale.id, home);
             // On error the credits' fate is unknown; their loan records let recovery finish them.
             let reply = ops::purchase(&mut self.conn.clone(), &keys, &call).await?;
             if let PurchaseReply::Accepted {
-                stock_left,
                 entry_id,
-                ..
+                stock_left,
             } = reply
             {
                 rt.observe_shard(home, stock_left);
                 self.settle_in_background(rt, credits);
+                let entry = EntryId::parse(&entry_id)
+                    .map_err(|_| StoreError::unexpected("purchase.lua entry id", &entry_id))?;
                 return Ok(PurchaseOutcome::Accepted(NewOrder {
-                    order_id,
+                    order_id: OrderId::new(rt.sale.id.clone(), home, entry),
                     user: req.user.clone(),
                     quantity: req.quantity,
                     created_ms: req.now_ms,
-                    entry_id,
                 }));
             }
             self.settle_loans(&rt.sale.id, &credits).await;

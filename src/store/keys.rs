@@ -8,9 +8,6 @@ use std::sync::Arc;
 
 use crate::domain::SaleId;
 
-/// The consumer group of every order stream: the gateways' order writers.
-pub const ORDER_WRITERS: &str = "writers";
-
 /// Builds keys under a configurable prefix (tests isolate themselves with their own prefix).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -26,10 +23,10 @@ pub struct ShardKeys {
     pub held: String,
     /// Hash: `<user>:<idempotency key>` -> `<order id>|<quantity>|<fingerprint>`.
     pub idem: String,
-    /// Stream: durable order records.
+    /// Stream: durable records of the orders not yet persisted.
     pub orders: String,
-    /// Hash: order id -> `<user>|<quantity>|<created ms>` until the order is persisted.
-    pub pending: String,
+    /// String: lock held by the instance recovering this shard's stale orders.
+    pub recovering: String,
     /// Set: ids of loans credited to this shard.
     pub credited: String,
     /// Hash: loans this shard made to others and that are not settled yet.
@@ -44,7 +41,7 @@ impl ShardKeys {
             &self.held,
             &self.idem,
             &self.orders,
-            &self.pending,
+            &self.recovering,
             &self.credited,
             &self.loans,
         ]
@@ -67,7 +64,7 @@ impl Keys {
             held: format!("{base}:held"),
             idem: format!("{base}:idem"),
             orders: format!("{base}:orders"),
-            pending: format!("{base}:pending"),
+            recovering: format!("{base}:recovering"),
             credited: format!("{base}:credited"),
             loans: format!("{base}:loans"),
         }

@@ -216,32 +216,27 @@ impl TestApp {
         all
     }
 
-    /// Every order record in every shard stream of `sale`: (order id, user, quantity).
+    /// Every order record in every shard stream of `sale` (orders not yet persisted):
+    /// (order id, user, quantity).
     pub async fn stream_orders(&self, sale: &str, shards: u32) -> Vec<(String, String, u64)> {
         let sale = SaleId::parse(sale).unwrap();
         let mut conn = self.redis.clone();
         let mut orders = Vec::new();
         for shard in 0..shards {
             let key = self.keys.shard(&sale, shard).orders;
-            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
                 .arg(&key)
                 .arg("-")
                 .arg("+")
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            for (_, fields) in entries {
-                let get = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                        .unwrap()
-                };
+            for entry in &reply.ids {
+                let order = flashgate::orders::record_from_entry(&sale, shard, entry).unwrap();
                 orders.push((
-                    get("order_id"),
-                    get("user_id"),
-                    get("quantity").parse().unwrap(),
+                    order.order_id.to_string(),
+                    order.user.to_string(),
+                    u64::from(order.quantity.get()),
                 ));
             }
         }
