@@ -13,4 +13,3 @@ CREATE TABLE orders (
 );
 
 CREATE INDEX orders_by_sale_shard ON orders (sale_id, shard);
-CREATE INDEX orders_by_user ON orders (user_id, sale_id);

@@ -10,7 +10,6 @@ CREATE TABLE orders (
     created_at_ms   BIGINT  NOT NULL,
     -- When the writer committed the row (unix ms, gateway clock): persistence lag is the difference.
     persisted_at_ms BIGINT  NOT NULL
-);
+) WITHOUT ROWID; -- one B-tree keyed by order id instead of a rowid table plus a key index
 
 CREATE INDEX orders_by_sale_shard ON orders (sale_id, shard);
-CREATE INDEX orders_by_user ON orders (user_id, sale_id);

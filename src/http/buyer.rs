@@ -94,9 +94,11 @@ impl PurchaseBody {
         let mut hash = Sha256::new();
         hash.update(self.quantity.to_be_bytes());
         hash.update(self.purchase_token.as_deref().unwrap_or("").as_bytes());
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         hash.finalize()[..12]
             .iter()
-            .map(|b| format!("{b:02x}"))
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+            .map(char::from)
             .collect()
     }
 }

@@ -138,6 +138,7 @@ impl SaleRegistry {
             stored.paused,
             stored.epoch,
             self.stats_for(id),
+            self.engine.keys(),
         ));
         cache.insert(id.clone(), rt.clone());
         rt

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use super::stats::RejectionStats;
 use crate::domain::{Sale, UserId};
 use crate::stock::verdict::VerdictCache;
+use crate::store::{Keys, ShardKeys};
 
 /// A sale as this gateway instance sees it.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct SaleRuntime {
     pub epoch: u64,
     /// Refusal counters; shared by every runtime of the same sale id.
     pub stats: Arc<RejectionStats>,
+    shard_keys: Box<[ShardKeys]>,
     empty: Box<[AtomicBool]>,
     sold_out: AtomicBool,
     buyers: RwLock<HashSet<UserId>>,
@@ -33,14 +35,24 @@ pub struct SaleRuntime {
 
 impl SaleRuntime {
     /// A runtime with no hints yet.
-    pub fn new(sale: Sale, paused: bool, epoch: u64, stats: Arc<RejectionStats>) -> Self {
+    pub fn new(
+        sale: Sale,
+        paused: bool,
+        epoch: u64,
+        stats: Arc<RejectionStats>,
+        keys: &Keys,
+    ) -> Self {
         let shards = sale.spec.shards() as usize;
+        let shard_keys = (0..sale.spec.shards())
+            .map(|i| keys.shard(&sale.id, i))
+            .collect();
         let remaining = sale.spec.stock();
         Self {
             sale,
             paused,
             epoch,
             stats,
+            shard_keys,
             empty: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             sold_out: AtomicBool::new(false),
             buyers: RwLock::new(HashSet::new()),
@@ -52,6 +64,11 @@ impl SaleRuntime {
     /// Number of shards.
     pub fn shards(&self) -> u32 {
         self.sale.spec.shards()
+    }
+
+    /// The keys of `shard` (built once per runtime: the purchase path needs them every time).
+    pub fn keys(&self, shard: u32) -> &ShardKeys {
+        &self.shard_keys[shard as usize]
     }
 
     /// Records what a reply said about a shard's stock.

@@ -38,8 +38,7 @@ impl StockEngine {
                 continue;
             }
             let id = Uuid::now_v7().simple().to_string();
-            let keys = self.keys.shard(&rt.sale.id, donor);
-            let reply = ops::borrow(&mut conn, &keys, &id, need, home, now_ms).await?;
+            let reply = ops::borrow(&mut conn, rt.keys(donor), &id, need, home, now_ms).await?;
             rt.observe_shard(donor, reply.stock_left);
             if reply.taken > 0 {
                 need -= reply.taken.min(need);

@@ -130,9 +130,8 @@ impl StockEngine {
                 shard: home,
                 credits: &credits,
             };
-            let keys = self.keys.shard(&rt.sale.id, home);
             // On error the credits' fate is unknown; their loan records let recovery finish them.
-            let reply = ops::purchase(&mut self.conn.clone(), &keys, &call).await?;
+            let reply = ops::purchase(&mut self.conn.clone(), rt.keys(home), &call).await?;
             if let PurchaseReply::Accepted {
                 entry_id,
                 stock_left,

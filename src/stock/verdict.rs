@@ -75,8 +75,8 @@ impl StockEngine {
     pub(crate) async fn collect(&self, rt: &SaleRuntime) -> Result<Vec<ShardCounters>, StoreError> {
         let reads = (0..rt.shards()).map(|shard| {
             let mut conn = self.conn.clone();
-            let keys = self.keys.shard(&rt.sale.id, shard);
-            async move { ops::read_counters(&mut conn, &keys).await }
+            let keys = rt.keys(shard);
+            async move { ops::read_counters(&mut conn, keys).await }
         });
         try_join_all(reads).await
     }
