@@ -179,7 +179,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // Shedding load is a deliberate answer, not a failure: logging every one of them would
+        // spend the CPU an overloaded gateway lacks. Real failures are logged once, here.
+        if status.is_server_error() && !matches!(self, Self::Overloaded(_)) {
             tracing::error!(error = ?self, "request failed");
         }
         Problem {

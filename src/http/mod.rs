@@ -34,6 +34,6 @@ pub fn app(state: AppState) -> Router {
             middleware::request_timeout,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
