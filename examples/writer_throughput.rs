@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use flashgate::clock::Clock;
+use flashgate::config::QueueSettings;
 use flashgate::db::OrderStore;
 use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
 use flashgate::orders::NewOrder;
@@ -95,11 +96,12 @@ async fn run(db_url: &str, redis_url: &str, rows: u64, batch: usize) -> Result<(
     let orders = synthetic_orders(rows, &clock)?;
     let capacity = usize::try_from(rows)?;
     let (queue, rx) = OrderQueue::new(capacity, QueuePolicy::Reject);
+    // The gateway's defaults (batch wait, concurrent batches, backoff), with the batch size
+    // given on the command line.
     let settings = WriterSettings {
         batch_size: batch,
-        batch_wait: Duration::from_millis(2),
-        max_backoff: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(60),
+        ..QueueSettings::default().writer()
     };
     let writer = Writer::start(persister, rx, settings);
 

@@ -165,6 +165,8 @@ pub struct QueueSettings {
     pub batch_size: usize,
     /// Longest a partial batch waits for more orders.
     pub batch_wait_ms: u64,
+    /// Batches written concurrently.
+    pub writers: usize,
     /// Longest pause between database retries.
     pub max_backoff_ms: u64,
     /// At shutdown, how long the queue may keep draining.
@@ -182,6 +184,7 @@ impl Default for QueueSettings {
             policy: QueuePolicy::Reject,
             batch_size: 500,
             batch_wait_ms: 2,
+            writers: 4,
             max_backoff_ms: 2_000,
             drain_timeout_ms: 10_000,
             claim_idle_ms: 5_000,
@@ -198,6 +201,7 @@ impl QueueSettings {
             batch_wait: Duration::from_millis(self.batch_wait_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms.max(1)),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            concurrency: self.writers.max(1),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The batch writer: drains the order queue into the database in batches bounded by size
-//! (`queue.batch_size`) and time (`queue.batch_wait_ms`), retrying database failures with
+//! (`queue.batch_size`) and time (`queue.batch_wait_ms`), up to `queue.writers` batches at
+//! once (one waits for its commit while the next is sent), retrying database failures with
 //! capped exponential backoff and jitter. While it retries, the queue fills and the
 //! rejection policy takes over; nothing accepted is dropped (it is pending in its stream).
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::Persister;
@@ -25,6 +26,8 @@ pub struct WriterSettings {
     pub max_backoff: Duration,
     /// At shutdown, how long the writer may keep draining the queue.
     pub drain_timeout: Duration,
+    /// Batches written at once (each in its own transaction).
+    pub concurrency: usize,
 }
 
 /// The running writer task.
@@ -55,22 +58,44 @@ async fn run(
     settings: WriterSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut give_up = GiveUp::new(stopped.clone(), settings.drain_timeout);
-    let mut batch = Vec::with_capacity(settings.batch_size);
+    let give_up = GiveUp::new(stopped.clone(), settings.drain_timeout);
+    let mut in_flight = JoinSet::new();
     loop {
+        while in_flight.len() >= settings.concurrency {
+            in_flight.join_next().await;
+        }
+        let mut batch = Vec::with_capacity(settings.batch_size);
         tokio::select! {
             received = rx.recv_many(&mut batch, settings.batch_size) => {
                 if received == 0 {
-                    return;
+                    break;
                 }
             }
             _ = stopped.changed() => break,
         }
         fill_within(&mut rx, &mut batch, settings).await;
-        write_until_done(&persister, &batch, settings.max_backoff, &mut give_up).await;
-        batch.clear();
+        in_flight.spawn(write_batch(
+            persister.clone(),
+            batch,
+            settings.max_backoff,
+            give_up.clone(),
+        ));
     }
-    drain(&persister, &mut rx, settings, &mut give_up).await;
+    drain(&persister, &mut rx, settings, give_up, in_flight).await;
+}
+
+/// Writes one batch (retrying); returns how many orders it left unwritten.
+async fn write_batch(
+    persister: Persister,
+    batch: Vec<NewOrder>,
+    max_backoff: Duration,
+    mut give_up: GiveUp,
+) -> usize {
+    if write_until_done(&persister, &batch, max_backoff, &mut give_up).await {
+        0
+    } else {
+        batch.len()
+    }
 }
 
 /// Tops a partial batch up with orders arriving within `batch_wait`.
@@ -89,26 +114,43 @@ async fn fill_within(
     }
 }
 
-/// Closes the queue and writes whatever it still holds, until the drain deadline.
+/// Closes the queue and writes whatever it still holds, until the drain deadline, with the
+/// batches already in flight.
 async fn drain(
     persister: &Persister,
     rx: &mut Receiver<NewOrder>,
     settings: WriterSettings,
-    give_up: &mut GiveUp,
+    give_up: GiveUp,
+    mut in_flight: JoinSet<usize>,
 ) {
     rx.close();
-    let mut batch = Vec::with_capacity(settings.batch_size);
     let mut left = 0;
-    while rx.recv_many(&mut batch, settings.batch_size).await > 0 {
-        if !write_until_done(persister, &batch, settings.max_backoff, give_up).await {
-            left += batch.len();
+    loop {
+        let mut batch = Vec::with_capacity(settings.batch_size);
+        if rx.recv_many(&mut batch, settings.batch_size).await == 0 {
+            break;
         }
-        batch.clear();
+        while in_flight.len() >= settings.concurrency {
+            left += in_flight
+                .join_next()
+                .await
+                .and_then(Result::ok)
+                .unwrap_or(0);
+        }
+        in_flight.spawn(write_batch(
+            persister.clone(),
+            batch,
+            settings.max_backoff,
+            give_up.clone(),
+        ));
+    }
+    while let Some(unwritten) = in_flight.join_next().await {
+        left += unwritten.unwrap_or(0);
     }
     if left > 0 {
         tracing::warn!(
             orders = left,
-            "shutdown drain timed out; these orders stay pending in Redis for recovery"
+            "shutdown drain timed out; these orders stay in their streams for recovery"
         );
     } else {
         tracing::info!("order queue drained");
@@ -116,6 +158,7 @@ async fn drain(
 }
 
 /// When the writer stops retrying: never while running; `drain_timeout` after a stop.
+#[derive(Clone)]
 struct GiveUp {
     stopped: watch::Receiver<bool>,
     drain_timeout: Duration,
