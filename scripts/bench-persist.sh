@@ -16,7 +16,7 @@
 #                        each process used.
 #
 # Usage: scripts/bench-persist.sh
-# Environment: ROWS (200000), BATCH (500) and RUNS (3; medians are reported) for (1);
+# Environment: ROWS (200000), BATCH (2000, the gateway default) and RUNS (3; medians are reported) for (1);
 # LAG_RATE (5000), LAG_SECONDS (20), LAG_VUS (200 pre-allocated), LAG_MAX_VUS (1000) for (2).
 # Starts its own PostgreSQL (initdb in a temp dir, as the `postgres` user when run as root),
 # redis-server and gateway on free loopback ports, and stops them on exit. Installs k6 with
@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ROWS=${ROWS:-200000}
-BATCH=${BATCH:-500}
+BATCH=${BATCH:-2000}
 RUNS=${RUNS:-3}
 LAG_RATE=${LAG_RATE:-5000}
 LAG_SECONDS=${LAG_SECONDS:-20}

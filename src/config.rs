@@ -182,7 +182,7 @@ impl Default for QueueSettings {
         Self {
             capacity: 10_000,
             policy: QueuePolicy::Reject,
-            batch_size: 500,
+            batch_size: 2_000,
             batch_wait_ms: 2,
             writers: 4,
             max_backoff_ms: 2_000,
