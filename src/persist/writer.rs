@@ -208,7 +208,7 @@ async fn write_until_done(
     }
 }
 
-/// "Full jitter" between half and all of `backoff`, so retrying writers spread out.
+/// "Equal jitter": between half and all of `backoff`, so retrying writers spread out.
 fn jittered(backoff: Duration) -> Duration {
     let millis = backoff.as_millis().max(2) as u64;
     Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
