@@ -29,12 +29,10 @@ JWT_SECRET=bench-jwt-secret-0123456789abcdef
 ADMIN_TOKEN=bench-admin-token-0123456789abcdef
 OUT=target/bench-http
 
-die() {
-    echo "bench-http: $*" >&2
-    exit 1
-}
-
+BENCH_NAME=bench-http
 tmp=$(mktemp -d)
+# shellcheck source=scripts/lib/bench.sh
+source scripts/lib/bench.sh
 pids=()
 cleanup() {
     local pid
@@ -49,54 +47,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Shows what is running, on one overwritten line, when stderr is a terminal.
-progress() {
-    [[ -t 2 ]] && printf '\r\033[Kbench-http: %s...' "$*" >&2
-    return 0
-}
-
-# Runs a quiet step; shows its log only when it fails.
-quietly() {
-    local what=$1
-    shift
-    progress "$what"
-    if ! "$@" >"$tmp/step.log" 2>&1; then
-        tail -n 30 "$tmp/step.log" >&2
-        die "$what failed"
-    fi
-}
-
-# Sets REPLY to a loopback port nobody listens on (and not handed out before).
-taken=" "
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ $taken == *" $port "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            taken+="$port "
-            REPLY=$port
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
-
-# wait_for NAME PID LOG TRIES COMMAND...: polls COMMAND every 0.1 s while PID lives.
-wait_for() {
-    local name=$1 pid=$2 log=$3 tries=$4
-    shift 4
-    for _ in $(seq 1 "$tries"); do
-        "$@" >/dev/null 2>&1 && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$log" >&2
-            die "$name exited during start-up"
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$log" >&2
-    die "$name not ready after $((tries / 10)) s"
-}
 
 # A wrk latency figure (e.g. 812.00us, 1.20ms, 2.01s) in milliseconds.
 to_ms() {

@@ -41,12 +41,10 @@ PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 WRITER_DB=persist_bench
 LAG_DB=lag_bench
 
-die() {
-    echo "bench-persist: $*" >&2
-    exit 1
-}
-
+BENCH_NAME=bench-persist
 tmp=$(mktemp -d)
+# shellcheck source=scripts/lib/bench.sh
+source scripts/lib/bench.sh
 pids=()
 pg_started=
 cleanup() {
@@ -65,54 +63,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Shows what is running, on one overwritten line, when stderr is a terminal.
-progress() {
-    [[ -t 2 ]] && printf '\r\033[Kbench-persist: %s...' "$*" >&2
-    return 0
-}
-
-# Runs a quiet step; shows its log only when it fails.
-quietly() {
-    local what=$1
-    shift
-    progress "$what"
-    if ! "$@" >"$tmp/step.log" 2>&1; then
-        tail -n 30 "$tmp/step.log" >&2
-        die "$what failed"
-    fi
-}
-
-# Sets REPLY to a loopback port nobody listens on (and not handed out before).
-taken=" "
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ $taken == *" $port "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            taken+="$port "
-            REPLY=$port
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
-
-# wait_for NAME PID LOG TRIES COMMAND...: polls COMMAND every 0.1 s while PID lives.
-wait_for() {
-    local name=$1 pid=$2 log=$3 tries=$4
-    shift 4
-    for _ in $(seq 1 "$tries"); do
-        "$@" >/dev/null 2>&1 && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$log" >&2
-            die "$name exited during start-up"
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$log" >&2
-    die "$name not ready after $((tries / 10)) s"
-}
 
 # Runs a PostgreSQL server program as the `postgres` user when we are root (initdb and
 # postgres refuse to run as root), from a dir that user can enter.

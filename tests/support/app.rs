@@ -216,6 +216,24 @@ impl TestApp {
         all
     }
 
+    /// Units sold over every shard of `sale`, read straight from Redis.
+    pub async fn sold(&self, sale: &str, shards: u32) -> u64 {
+        self.shard_counters(sale, shards)
+            .await
+            .iter()
+            .map(|c| c.sold)
+            .sum()
+    }
+
+    /// Units left on the shelves of every shard of `sale`, read straight from Redis.
+    pub async fn stock_left(&self, sale: &str, shards: u32) -> u64 {
+        self.shard_counters(sale, shards)
+            .await
+            .iter()
+            .map(|c| c.stock)
+            .sum()
+    }
+
     /// Every order record in every shard stream of `sale` (orders not yet persisted):
     /// (order id, user, quantity).
     pub async fn stream_orders(&self, sale: &str, shards: u32) -> Vec<(String, String, u64)> {
