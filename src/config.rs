@@ -37,6 +37,8 @@ pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    /// Open a tracing span per request (logged at DEBUG by `tower_http`).
+    pub trace_requests: bool,
 }
 
 impl Default for HttpSettings {
@@ -45,6 +47,7 @@ impl Default for HttpSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 4096,
             request_timeout_ms: 2000,
+            trace_requests: false,
         }
     }
 }

@@ -22,7 +22,9 @@ use tower_http::trace::TraceLayer;
 /// The whole application: every resource router merged, wrapped in the edge middleware.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
-    Router::new()
+    let timeout = Duration::from_millis(state.settings.http.request_timeout_ms);
+    let trace = state.settings.http.trace_requests;
+    let router = Router::new()
         .merge(buyer::router())
         .merge(admin::router())
         .merge(health::router())
@@ -30,10 +32,15 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            Duration::from_millis(state.settings.http.request_timeout_ms),
+            timeout,
             middleware::request_timeout,
         ))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(TraceLayer::new_for_http().on_failure(()))
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(middleware::panic_response));
+    // A span per request is worth its few per cent of throughput only when someone reads it.
+    let router = if trace {
+        router.layer(TraceLayer::new_for_http().on_failure(()))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
