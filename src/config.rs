@@ -39,6 +39,8 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// Open a tracing span per request (logged at DEBUG by `tower_http`).
     pub trace_requests: bool,
+    /// Most purchase handlers running at once; the excess is answered 503 at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpSettings {
@@ -48,6 +50,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 4096,
             request_timeout_ms: 2000,
             trace_requests: false,
+            max_in_flight: 1024,
         }
     }
 }
@@ -288,6 +291,9 @@ impl Settings {
         }
         if self.http.body_limit_bytes < 64 {
             problems.push("http.body_limit_bytes must be at least 64".to_owned());
+        }
+        if self.http.max_in_flight == 0 {
+            problems.push("http.max_in_flight must be positive".to_owned());
         }
         if self.http.request_timeout_ms == 0 {
             problems.push("http.request_timeout_ms must be positive".to_owned());

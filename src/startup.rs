@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
+use crate::http::in_flight::InFlight;
 use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::orders::NewOrder;
@@ -91,6 +92,7 @@ impl Application {
             queue,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
+            in_flight: Arc::new(InFlight::new(settings.http.max_in_flight)),
             settings: Arc::new(settings),
         });
         apply_configured_sales(&state).await?;

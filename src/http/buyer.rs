@@ -1,5 +1,7 @@
 //! Buyer endpoints: sale information, purchase, and order status.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -11,6 +13,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
+use super::in_flight::{self, InFlight};
 use super::state::AppState;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::orders::{self, NewOrder, OrderStatus};
@@ -18,11 +21,15 @@ use crate::persist::queue::Admission;
 use crate::sales::{Rejection, SaleRuntime};
 use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 
-/// Buyer routes.
-pub fn router() -> Router<AppState> {
+/// Buyer routes; purchases pass the in-flight cap `in_flight`.
+pub fn router(in_flight: Arc<InFlight>) -> Router<AppState> {
+    let capped = axum::middleware::from_fn_with_state(in_flight, in_flight::limit);
     Router::new()
         .route("/api/v1/sales/{sale_id}", get(get_sale))
-        .route("/api/v1/sales/{sale_id}/purchase", post(purchase))
+        .route(
+            "/api/v1/sales/{sale_id}/purchase",
+            post(purchase).route_layer(capped),
+        )
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod guards;
 pub mod health;
+pub mod in_flight;
 pub mod middleware;
 pub mod state;
 
@@ -25,7 +26,7 @@ pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.settings.http.request_timeout_ms);
     let trace = state.settings.http.trace_requests;
     let router = Router::new()
-        .merge(buyer::router())
+        .merge(buyer::router(state.in_flight.clone()))
         .merge(admin::router())
         .merge(health::router())
         .fallback(middleware::not_found)

@@ -4,6 +4,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::in_flight::InFlight;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub jwt: JwtKeys,
     /// The time source.
     pub clock: Clock,
+    /// The cap on concurrent purchase handlers.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// A cheap handle on [`Shared`].

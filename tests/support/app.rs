@@ -26,6 +26,8 @@ pub struct TestApp {
     pub keys: Keys,
     pub redis: RedisConn,
     pub db: OrderStore,
+    /// The gateway's shared state (for counters no endpoint shows).
+    pub state: flashgate::http::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     _sqlite_dir: Option<tempfile::TempDir>,
@@ -96,6 +98,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .await
         .expect("test connects to the order database");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -116,6 +119,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         keys,
         redis,
         db,
+        state,
         shutdown: Some(tx),
         server: Some(server),
         _sqlite_dir: sqlite_dir,
