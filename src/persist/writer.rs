@@ -1,6 +1,6 @@
 //! The batch writer: drains the order queue into the database in batches bounded by size
-//! (`queue.batch_size`) and time (`queue.batch_wait_ms`), up to `queue.writers` batches at
-//! once (one waits for its commit while the next is sent), retrying database failures with
+//! (`queue.batch_size`) and time (`queue.batch_wait_ms`); while there is a backlog (full
+//! batches), up to `queue.writers` batches are in flight at once, retrying database failures with
 //! capped exponential backoff and jitter. While it retries, the queue fills and the
 //! rejection policy takes over; nothing accepted is dropped (it is pending in its stream).
 
@@ -74,6 +74,11 @@ async fn run(
             _ = stopped.changed() => break,
         }
         fill_within(&mut rx, &mut batch, settings).await;
+        // Only a backlog (a full batch) earns a concurrent transaction; a partial batch waits
+        // for the ones in flight, so orders keep gathering into fewer, larger commits.
+        if batch.len() < settings.batch_size {
+            while in_flight.join_next().await.is_some() {}
+        }
         in_flight.spawn(write_batch(
             persister.clone(),
             batch,
