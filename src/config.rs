@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::{SaleDefinition, SaleId, SaleSpec};
+use crate::http::rate_limit::LimitSettings;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::store::{RedisTarget, RedisTimeouts};
@@ -26,6 +27,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub stock: StockSettings,
     pub queue: QueueSettings,
+    pub limits: LimitsSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
 }
@@ -155,6 +157,31 @@ impl Default for StockSettings {
             refresh_interval_ms: 1000,
             recovery_interval_ms: 2000,
             loan_grace_ms: 5000,
+        }
+    }
+}
+
+/// Rate limits on the purchase path (each off while its rate is 0).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Per client IP (the socket peer).
+    pub ip: LimitSettings,
+    /// Per buyer (JWT subject).
+    pub user: LimitSettings,
+    /// Per sale, on this instance.
+    pub sale: LimitSettings,
+    /// How often idle keys are forgotten.
+    pub cleanup_interval_ms: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            ip: LimitSettings::default(),
+            user: LimitSettings::default(),
+            sale: LimitSettings::default(),
+            cleanup_interval_ms: 60_000,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
 use crate::http::in_flight::InFlight;
+use crate::http::rate_limit::RateLimits;
 use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::orders::NewOrder;
@@ -93,6 +94,11 @@ impl Application {
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
             in_flight: Arc::new(InFlight::new(settings.http.max_in_flight)),
+            rate_limits: Arc::new(RateLimits::new(
+                settings.limits.ip,
+                settings.limits.user,
+                settings.limits.sale,
+            )),
             settings: Arc::new(settings),
         });
         apply_configured_sales(&state).await?;
@@ -131,16 +137,25 @@ impl Application {
             self.orders,
             settings.queue.writer(),
         );
-        let workers = Workers::start(
+        let mut workers = Workers::start(
             self.state.sales.clone(),
             self.state.persister.clone(),
             self.state.clock.clone(),
             &settings.stock,
             &settings.queue,
         );
+        let limits = self.state.rate_limits.clone();
+        workers.spawn_every(settings.limits.cleanup_interval_ms, move || {
+            let limits = limits.clone();
+            async move {
+                let keys = limits.cleanup();
+                tracing::debug!(keys, "rate limiter keys after cleanup");
+            }
+        });
         let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
         let app = http::app(self.state.clone());
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await

@@ -64,6 +64,17 @@ impl Workers {
         }
     }
 
+    /// Runs `job` every `interval_ms` too, until the workers stop.
+    pub fn spawn_every<F, Fut>(&mut self, interval_ms: u64, job: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stopped = self.stop.subscribe();
+        self.tasks
+            .push(tokio::spawn(every(interval_ms, stopped, job)));
+    }
+
     /// Stops every task and waits for it.
     pub async fn stop(self) {
         let _ = self.stop.send(true);

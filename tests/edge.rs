@@ -5,6 +5,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use flashgate::http::rate_limit::LimitSettings;
 use flashgate::store::RedisTarget;
 use support::app::{live_sale, spawn_app_with, test_settings};
 use support::redis::RedisServer;
@@ -57,4 +58,90 @@ async fn in_flight_cap_bounds_concurrent_purchase_handlers_and_sheds_the_rest() 
     let accepted = answers.iter().filter(|a| a.status == 202).count();
     assert_eq!(accepted, 64, "{:?}", scenarios::tally(&answers));
     assert_eq!(app.sold("cap", 8).await, 64, "a shed request took stock");
+}
+
+/// Checks a 429 answer: problem type, scope, and valid `Retry-After`, `RateLimit` and
+/// `RateLimit-Policy` headers for a limit of `burst` requests.
+fn assert_rate_limited(
+    answer: &reqwest::header::HeaderMap,
+    body: &serde_json::Value,
+    scope: &str,
+    burst: u32,
+) {
+    assert_eq!(body["type"], "/problems/rate-limited", "{body}");
+    assert_eq!(body["scope"], scope);
+    let retry_after: u64 = answer["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    let ratelimit = answer["ratelimit"].to_str().unwrap();
+    assert_eq!(
+        ratelimit,
+        format!("limit={burst}, remaining=0, reset={retry_after}")
+    );
+    let policy = answer["ratelimit-policy"].to_str().unwrap();
+    assert!(policy.starts_with(&format!("{burst};w=")), "{policy}");
+}
+
+/// Sends purchases one after another; returns (status, headers, body) of each.
+async fn sequential(
+    app: &support::app::TestApp,
+    sale: &str,
+    buyers: &[&str],
+) -> Vec<(u16, reqwest::header::HeaderMap, serde_json::Value)> {
+    let mut answers = Vec::new();
+    for (i, buyer) in buyers.iter().enumerate() {
+        let response = app.purchase(sale, buyer, &format!("k{i}"), 1).await;
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        answers.push((status, headers, response.json().await.unwrap()));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buyer_over_the_rate_gets_429_with_headers_and_takes_nothing() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.limits.user = LimitSettings {
+        rate_per_sec: 1,
+        burst: 2,
+    };
+    let app = spawn_app_with(settings).await;
+    app.create_sale("rl", &live_sale(100, 4, 10, 1)).await;
+    let answers = sequential(&app, "rl", &["eager"; 6]).await;
+    let accepted = answers.iter().filter(|(s, _, _)| *s == 202).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(accepted >= 2, "the burst must pass");
+    assert!(
+        !limited.is_empty(),
+        "six requests in a moment must exceed 1/s with a burst of 2"
+    );
+    assert_eq!(accepted + limited.len(), 6);
+    for (_, headers, body) in limited {
+        assert_rate_limited(headers, body, "user", 2);
+    }
+    assert_eq!(app.sold("rl", 4).await, accepted as u64, "a 429 took stock");
+    // Another buyer is not affected.
+    assert_eq!(app.purchase("rl", "patient", "p", 1).await.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_client_ip_over_its_rate_gets_429_whoever_the_buyer() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.limits.ip = LimitSettings {
+        rate_per_sec: 1,
+        burst: 3,
+    };
+    let app = spawn_app_with(settings).await;
+    app.create_sale("ip", &live_sale(100, 4, 1, 1)).await;
+    let buyers = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let answers = sequential(&app, "ip", &buyers).await;
+    let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(!limited.is_empty());
+    for (_, headers, body) in &limited {
+        assert_rate_limited(headers, body, "ip", 3);
+    }
+    assert_eq!(
+        app.sold("ip", 4).await,
+        (buyers.len() - limited.len()) as u64
+    );
 }

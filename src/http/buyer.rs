@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
 use super::in_flight::{self, InFlight};
+use super::rate_limit::{self, RateLimits};
 use super::state::AppState;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::orders::{self, NewOrder, OrderStatus};
@@ -21,14 +22,16 @@ use crate::persist::queue::Admission;
 use crate::sales::{Rejection, SaleRuntime};
 use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 
-/// Buyer routes; purchases pass the in-flight cap `in_flight`.
-pub fn router(in_flight: Arc<InFlight>) -> Router<AppState> {
+/// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
+/// `in_flight`, then (in the handler) the per-buyer and per-sale limits.
+pub fn router(in_flight: Arc<InFlight>, limits: Arc<RateLimits>) -> Router<AppState> {
     let capped = axum::middleware::from_fn_with_state(in_flight, in_flight::limit);
+    let ip_limited = axum::middleware::from_fn_with_state(limits, rate_limit::limit_ip);
     Router::new()
         .route("/api/v1/sales/{sale_id}", get(get_sale))
         .route(
             "/api/v1/sales/{sale_id}/purchase",
-            post(purchase).route_layer(capped),
+            post(purchase).route_layer(capped).route_layer(ip_limited),
         )
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
@@ -126,12 +129,20 @@ async fn purchase(
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    state
+        .rate_limits
+        .check_user(&user)
+        .map_err(ApiError::RateLimited)?;
     let quantity = Quantity::new(body.quantity).map_err(|e| ApiError::Validation(e.to_string()))?;
     let rt = state
         .sales
         .get(&sale_id)
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
+    state
+        .rate_limits
+        .check_sale(&sale_id)
+        .map_err(ApiError::RateLimited)?;
     guards::quantity_is_allowed(&rt, quantity)?;
     guards::sale_is_open(&rt, state.clock.now())?;
     // A sale known to be sold out answers from memory, before any queue or Redis work.

@@ -3,13 +3,14 @@
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::rate_limit::Limited;
 use crate::db::DbError;
 use crate::orders::OrderLookupError;
 use crate::persist::reconcile::ReconcileError;
@@ -49,6 +50,8 @@ pub enum ApiError {
     SaleHasOrders(String),
     #[error("{0}")]
     Overloaded(&'static str),
+    #[error("too many requests for this {}; retry later", .0.policy.scope)]
+    RateLimited(Limited),
     #[error("stock store unavailable")]
     Store(#[from] StoreError),
     #[error("order database unavailable")]
@@ -90,6 +93,7 @@ impl ApiError {
             | Self::SaleHasOrders(_) => StatusCode::CONFLICT,
             Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(StoreError::Redis(_)) | Self::Db(DbError::Query(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -112,6 +116,7 @@ impl ApiError {
             Self::IdempotencyConflict => "idempotency-conflict",
             Self::SaleLive(_) => "sale-live",
             Self::SaleHasOrders(_) => "sale-has-orders",
+            Self::RateLimited(_) => "rate-limited",
             Self::Overloaded(_)
             | Self::Store(StoreError::Redis(_))
             | Self::Db(DbError::Query(_)) => "overloaded",
@@ -134,6 +139,7 @@ impl ApiError {
             "sale-live" => "Sale is live",
             "sale-has-orders" => "Sale has orders",
             "overloaded" => "Service overloaded",
+            "rate-limited" => "Rate limited",
             _ => "Internal error",
         }
     }
@@ -150,8 +156,33 @@ impl ApiError {
                 vec![("held", json!(held)), ("per_user_limit", json!(limit))]
             }
             Self::PayloadTooLarge { limit } => vec![("limit_bytes", json!(limit))],
+            Self::RateLimited(l) => vec![
+                ("scope", json!(l.policy.scope)),
+                ("retry_after", json!(retry_after_secs(l))),
+            ],
             _ => Vec::new(),
         }
+    }
+
+    /// Headers beyond the problem's own: `Retry-After` and the IETF `RateLimit` /
+    /// `RateLimit-Policy` fields for a rate-limited request.
+    fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let Self::RateLimited(limited) = self else {
+            return Vec::new();
+        };
+        let (policy, wait) = (limited.policy, retry_after_secs(limited));
+        let value = |s: String| HeaderValue::try_from(s).expect("ASCII header value");
+        vec![
+            (header::RETRY_AFTER, HeaderValue::from(wait)),
+            (
+                HeaderName::from_static("ratelimit"),
+                value(format!("limit={}, remaining=0, reset={wait}", policy.burst)),
+            ),
+            (
+                HeaderName::from_static("ratelimit-policy"),
+                value(format!("{};w={}", policy.burst, policy.window_secs())),
+            ),
+        ]
     }
 
     /// The human-readable explanation; never describes a server-side failure.
@@ -184,15 +215,23 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && !matches!(self, Self::Overloaded(_)) {
             tracing::error!(error = ?self, "request failed");
         }
-        Problem {
+        let headers = self.headers();
+        let mut response = Problem {
             slug: self.slug(),
             title: self.title(),
             status,
             detail: self.detail(),
             extras: self.extras(),
         }
-        .into_response()
+        .into_response();
+        response.headers_mut().extend(headers);
+        response
     }
+}
+
+/// Whole seconds to wait before retrying (rounded up, at least 1).
+fn retry_after_secs(limited: &Limited) -> u64 {
+    limited.retry_after.as_millis().div_ceil(1000).max(1) as u64
 }
 
 /// An RFC 9457 problem body, serialised straight to bytes (this is the hot path of every

@@ -8,6 +8,7 @@ pub mod guards;
 pub mod health;
 pub mod in_flight;
 pub mod middleware;
+pub mod rate_limit;
 pub mod state;
 
 pub use error::ApiError;
@@ -26,7 +27,10 @@ pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.settings.http.request_timeout_ms);
     let trace = state.settings.http.trace_requests;
     let router = Router::new()
-        .merge(buyer::router(state.in_flight.clone()))
+        .merge(buyer::router(
+            state.in_flight.clone(),
+            state.rate_limits.clone(),
+        ))
         .merge(admin::router())
         .merge(health::router())
         .fallback(middleware::not_found)

@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use super::in_flight::InFlight;
+use super::rate_limit::RateLimits;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub clock: Clock,
     /// The cap on concurrent purchase handlers.
     pub in_flight: Arc<InFlight>,
+    /// Per-IP, per-buyer and per-sale rate limits.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// A cheap handle on [`Shared`].
