@@ -2,7 +2,7 @@
 //! `FLASHGATE_<SECTION>__<KEY>` environment variables (in that order of precedence),
 //! validated once at start-up with every problem reported together.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ pub struct HttpSettings {
     pub trace_requests: bool,
     /// Most purchase handlers running at once; the excess is answered 503 at once.
     pub max_in_flight: usize,
+    /// Peers whose `X-Forwarded-For` names the client (load balancers, reverse proxies).
+    #[serde(deserialize_with = "ips_list_or_csv")]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for HttpSettings {
@@ -53,6 +56,7 @@ impl Default for HttpSettings {
             request_timeout_ms: 2000,
             trace_requests: false,
             max_in_flight: 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -276,6 +280,13 @@ fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
             .map(str::to_owned)
             .collect(),
     })
+}
+
+fn ips_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// Why the configuration cannot be used.

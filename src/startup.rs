@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
 use crate::http::in_flight::InFlight;
-use crate::http::rate_limit::RateLimits;
+use crate::http::rate_limit::{IpLimit, RateLimits};
 use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::orders::NewOrder;
@@ -86,6 +86,11 @@ impl Application {
         let store = OrderStore::connect(&settings.database.url).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
+        let rate_limits = Arc::new(RateLimits::new(
+            settings.limits.ip,
+            settings.limits.user,
+            settings.limits.sale,
+        ));
         let state = AppState::new(Shared {
             sales: SaleRegistry::new(stock.clone()),
             persister: Persister::new(store, stock.clone(), clock.clone()),
@@ -94,11 +99,11 @@ impl Application {
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
             in_flight: Arc::new(InFlight::new(settings.http.max_in_flight)),
-            rate_limits: Arc::new(RateLimits::new(
-                settings.limits.ip,
-                settings.limits.user,
-                settings.limits.sale,
-            )),
+            ip_limit: Arc::new(IpLimit {
+                limits: rate_limits.clone(),
+                trusted_proxies: settings.http.trusted_proxies.clone(),
+            }),
+            rate_limits,
             settings: Arc::new(settings),
         });
         apply_configured_sales(&state).await?;

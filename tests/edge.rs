@@ -145,3 +145,32 @@ async fn one_client_ip_over_its_rate_gets_429_whoever_the_buyer() {
         (buyers.len() - limited.len()) as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.limits.ip = LimitSettings {
+        rate_per_sec: 1,
+        burst: 2,
+    };
+    settings.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let app = spawn_app_with(settings).await;
+    app.create_sale("xff", &live_sale(100, 4, 1, 1)).await;
+    let send = |buyer: &'static str, client: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/sales/xff/purchase", app.base))
+            .bearer_auth(app.token(buyer))
+            .header("Idempotency-Key", "k")
+            .header("X-Forwarded-For", format!("{client}, 127.0.0.1"))
+            .json(&serde_json::json!({ "quantity": 1 }))
+            .send()
+    };
+    let mut from_one_client = Vec::new();
+    for buyer in ["a", "b", "c", "d", "e"] {
+        from_one_client.push(send(buyer, "198.51.100.7").await.unwrap().status().as_u16());
+    }
+    assert!(from_one_client.contains(&429), "{from_one_client:?}");
+    // Another client behind the same proxy has its own allowance.
+    assert_eq!(send("f", "203.0.113.9").await.unwrap().status(), 202);
+}

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
 use super::in_flight::{self, InFlight};
-use super::rate_limit::{self, RateLimits};
+use super::rate_limit::{self, IpLimit};
 use super::state::AppState;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::orders::{self, NewOrder, OrderStatus};
@@ -24,9 +24,9 @@ use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the per-buyer and per-sale limits.
-pub fn router(in_flight: Arc<InFlight>, limits: Arc<RateLimits>) -> Router<AppState> {
+pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppState> {
     let capped = axum::middleware::from_fn_with_state(in_flight, in_flight::limit);
-    let ip_limited = axum::middleware::from_fn_with_state(limits, rate_limit::limit_ip);
+    let ip_limited = axum::middleware::from_fn_with_state(ip_limit, rate_limit::limit_ip);
     Router::new()
         .route("/api/v1/sales/{sale_id}", get(get_sale))
         .route(

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod buyer;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod guards;
@@ -29,7 +30,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .merge(buyer::router(
             state.in_flight.clone(),
-            state.rate_limits.clone(),
+            state.ip_limit.clone(),
         ))
         .merge(admin::router())
         .merge(health::router())

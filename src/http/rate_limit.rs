@@ -20,6 +20,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
 
+use super::client_ip::client_ip;
 use super::error::ApiError;
 use crate::domain::{SaleId, UserId};
 
@@ -154,15 +155,29 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 }
 
-/// Route layer: refuses a request whose client IP (the socket peer) is over its limit,
-/// before any other work.
-pub async fn limit_ip(State(limits): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
+/// The per-IP limit with the proxies whose `X-Forwarded-For` it believes.
+pub struct IpLimit {
+    /// The limits (only the per-IP one is used here).
+    pub limits: Arc<RateLimits>,
+    /// Peers trusted to report the client address.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Route layer: refuses a request whose client IP is over its limit, before any other work.
+pub async fn limit_ip(State(limit): State<Arc<IpLimit>>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(Err(limited)) = peer.map(|ip| limits.check_ip(ip)) {
-        return ApiError::RateLimited(limited).into_response();
+    if let Some(peer) = peer {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = client_ip(peer, forwarded, &limit.trusted_proxies);
+        if let Err(limited) = limit.limits.check_ip(ip) {
+            return ApiError::RateLimited(limited).into_response();
+        }
     }
     next.run(req).await
 }

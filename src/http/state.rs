@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use super::in_flight::InFlight;
-use super::rate_limit::RateLimits;
+use super::rate_limit::{IpLimit, RateLimits};
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -34,6 +34,8 @@ pub struct Shared {
     pub in_flight: Arc<InFlight>,
     /// Per-IP, per-buyer and per-sale rate limits.
     pub rate_limits: Arc<RateLimits>,
+    /// The per-IP limit and the proxies trusted for `X-Forwarded-For`.
+    pub ip_limit: Arc<IpLimit>,
 }
 
 /// A cheap handle on [`Shared`].
