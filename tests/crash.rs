@@ -184,20 +184,26 @@ async fn assert_every_accepted_order_is_a_row(
     assert!(status.success(), "reconcile reported a difference: {out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_ten_times_during_a_storm_loses_no_accepted_order() {
-    let redis = RedisServer::start();
-    let db = TestDb::postgres();
-    let prefix = format!("k{:08x}", rand::random::<u32>());
-    let env = [
+/// The gateway's settings for these tests: its Redis, database and key prefix, and quick
+/// recovery of orders and loans left behind by a killed process.
+fn gateway_env(redis: &RedisServer, db: &TestDb, prefix: &str) -> [(&'static str, String); 7] {
+    [
         ("FLASHGATE_REDIS__URL", redis.url()),
-        ("FLASHGATE_REDIS__KEY_PREFIX", prefix.clone()),
+        ("FLASHGATE_REDIS__KEY_PREFIX", prefix.to_owned()),
         ("FLASHGATE_DATABASE__URL", db.url()),
         ("FLASHGATE_QUEUE__CLAIM_IDLE_MS", "500".to_owned()),
         ("FLASHGATE_QUEUE__RECOVERY_INTERVAL_MS", "200".to_owned()),
         ("FLASHGATE_STOCK__LOAN_GRACE_MS", "500".to_owned()),
         ("FLASHGATE_STOCK__RECOVERY_INTERVAL_MS", "200".to_owned()),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_ten_times_during_a_storm_loses_no_accepted_order() {
+    let redis = RedisServer::start();
+    let db = TestDb::postgres();
+    let prefix = format!("k{:08x}", rand::random::<u32>());
+    let env = gateway_env(&redis, &db, &prefix);
     let mut gateway = GatewayProcess::start(&env).await;
     create_sale(&gateway.base(), "crash", 2000).await;
     let storm = Arc::new(Storm::new(gateway.base(), 3000));
@@ -238,13 +244,7 @@ async fn sigterm_during_a_storm_exits_zero_and_keeps_every_accepted_order() {
     let redis = RedisServer::start();
     let db = TestDb::sqlite();
     let prefix = format!("t{:08x}", rand::random::<u32>());
-    let env = [
-        ("FLASHGATE_REDIS__URL", redis.url()),
-        ("FLASHGATE_REDIS__KEY_PREFIX", prefix.clone()),
-        ("FLASHGATE_DATABASE__URL", db.url()),
-        ("FLASHGATE_QUEUE__CLAIM_IDLE_MS", "500".to_owned()),
-        ("FLASHGATE_QUEUE__RECOVERY_INTERVAL_MS", "200".to_owned()),
-    ];
+    let env = gateway_env(&redis, &db, &prefix);
     let mut gateway = GatewayProcess::start(&env).await;
     create_sale(&gateway.base(), "term", 5000).await;
     let storm = Arc::new(Storm::new(gateway.base(), 3000));

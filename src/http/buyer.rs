@@ -26,13 +26,17 @@ use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 /// `in_flight`, then (in the handler) the per-buyer and per-sale limits.
 pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppState> {
     let capped = axum::middleware::from_fn_with_state(in_flight, in_flight::limit);
-    let ip_limited = axum::middleware::from_fn_with_state(ip_limit, rate_limit::limit_ip);
+    let mut purchase_route = post(purchase).route_layer(capped);
+    // No per-IP limit configured: no layer, rather than a no-op on every purchase.
+    if ip_limit.limits.limits_ip() {
+        purchase_route = purchase_route.route_layer(axum::middleware::from_fn_with_state(
+            ip_limit,
+            rate_limit::limit_ip,
+        ));
+    }
     Router::new()
         .route("/api/v1/sales/{sale_id}", get(get_sale))
-        .route(
-            "/api/v1/sales/{sale_id}/purchase",
-            post(purchase).route_layer(capped).route_layer(ip_limited),
-        )
+        .route("/api/v1/sales/{sale_id}/purchase", purchase_route)
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
 

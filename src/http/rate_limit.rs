@@ -132,6 +132,11 @@ impl<C: Clock + Clone> RateLimits<C> {
         }
     }
 
+    /// Whether a per-IP limit is configured.
+    pub fn limits_ip(&self) -> bool {
+        self.ip.is_some()
+    }
+
     /// Counts a request from `ip` against the per-IP limit.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Limited> {
         self.ip.as_ref().map_or(Ok(()), |l| l.check(&ip))
