@@ -5,17 +5,21 @@
 -- KEYS[3]  idem hash     "<user>:<idempotency key>" -> "<order id>|<quantity>|<fingerprint>"
 -- KEYS[4]  order stream  one entry per accepted order that is not yet a database row
 -- KEYS[5]  credited set  ids of stock loans already credited to this shard
+-- KEYS[6]  spent token   string marking the request's purchase token as spent (any key of
+--                        this shard's slot when the request carries no token)
 --
 -- ARGV[1] user          ARGV[2] quantity (>= 1)       ARGV[3] per-user limit
 -- ARGV[4] idem field    ARGV[5] request fingerprint   ARGV[6] now (unix ms)
 -- ARGV[7] sale id       ARGV[8] shard index
--- ARGV[9] number of loan credits c, followed by c pairs: loan id, units
+-- ARGV[9] how long the spent-token mark must live, in ms (0 = the request has no token)
+-- ARGV[10] number of loan credits c, followed by c pairs: loan id, units
 --
 -- Returns one of:
 --   {"ok", entry id, stock left}   accepted: stock taken, order appended to the stream; the
 --                                  order id is "<sale>.<shard>.<entry id>"
 --   {"replay", order id, quantity} the same idempotency key and body were accepted before
 --   {"conflict"}                   the same idempotency key came with another body
+--   {"used"}                       the purchase token was spent on an earlier purchase
 --   {"limit", units held}          the buyer would go over the per-user limit
 --   {"short", stock}               this shard holds fewer units than asked for
 --
@@ -23,16 +27,20 @@
 -- so one cluster slot holds them all. Loan credits are applied first: each is a complete,
 -- correct transfer on its own (deduplicated by loan id), so it stands whatever the purchase
 -- checks decide. Every purchase check runs before the first purchase write, so a refused
--- purchase writes nothing, and an accepted one writes stock, limit, key and record together.
+-- purchase writes nothing, and an accepted one writes stock, limit, key, token and record
+-- together: a token is spent exactly when its purchase is accepted. The idempotency check
+-- comes first, so a retry of an accepted request is answered with its order, not "used".
 -- Few calls on purpose: this script runs once per purchase, the hottest path of all.
 
 local shard, held, idem, stream, credited = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local spent_token = KEYS[6]
 local user, idem_field, fingerprint = ARGV[1], ARGV[4], ARGV[5]
 local qty, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local token_ttl = tonumber(ARGV[9])
 
-local credits = tonumber(ARGV[9])
+local credits = tonumber(ARGV[10])
 for i = 0, credits - 1 do
-  local loan, units = ARGV[10 + 2 * i], tonumber(ARGV[11 + 2 * i])
+  local loan, units = ARGV[11 + 2 * i], tonumber(ARGV[12 + 2 * i])
   if redis.call('SADD', credited, loan) == 1 then
     redis.call('HINCRBY', shard, 'stock', units)
     redis.call('HINCRBY', shard, 'ver', 1)
@@ -46,6 +54,10 @@ if seen then
     return {'replay', prev_order, tonumber(prev_qty)}
   end
   return {'conflict'}
+end
+
+if token_ttl > 0 and redis.call('EXISTS', spent_token) == 1 then
+  return {'used'}
 end
 
 local holds = tonumber(redis.call('HGET', held, user) or '0')
@@ -67,5 +79,8 @@ redis.call('HSET', shard,
   'pending_units', tonumber(c[3] or '0') + qty,
   'ver', tonumber(c[4] or '0') + 1)
 redis.call('HSET', held, user, holds + qty)
+if token_ttl > 0 then
+  redis.call('SET', spent_token, '1', 'PX', token_ttl)
+end
 redis.call('HSET', idem, idem_field, ARGV[7] .. '.' .. ARGV[8] .. '.' .. entry .. '|' .. qty .. '|' .. fingerprint)
 return {'ok', entry, stock - qty}

@@ -28,6 +28,7 @@ pub struct Settings {
     pub stock: StockSettings,
     pub queue: QueueSettings,
     pub limits: LimitsSettings,
+    pub tokens: TokenSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
 }
@@ -119,6 +120,35 @@ pub struct AuthSettings {
     pub jwt_secret: String,
 }
 
+/// Anti-bot purchase tokens: challenge (proof of work) -> token -> purchase.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Whether a purchase must carry a purchase token.
+    pub require_purchase_token: bool,
+    /// Key that challenges and tokens are signed with (at least 16 bytes); empty = derived
+    /// from `auth.jwt_secret`. Every instance serving a sale must share it.
+    pub secret: String,
+    /// How long a challenge can be answered, in milliseconds.
+    pub challenge_ttl_ms: u64,
+    /// How long a purchase token can be spent, in milliseconds.
+    pub token_ttl_ms: u64,
+    /// Most unexpired tokens issued per unit the sale has left (0 = no cap).
+    pub issue_cap_per_unit: f64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            require_purchase_token: true,
+            secret: String::new(),
+            challenge_ttl_ms: 60_000,
+            token_ttl_ms: 60_000,
+            issue_cap_per_unit: 0.0,
+        }
+    }
+}
+
 /// Operator authentication.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -175,6 +205,9 @@ pub struct LimitsSettings {
     pub user: LimitSettings,
     /// Per sale, on this instance.
     pub sale: LimitSettings,
+    /// Per sale, across every instance sharing the Redis (kept there; one more Redis call
+    /// per purchase while on).
+    pub sale_shared: LimitSettings,
     /// How often idle keys are forgotten.
     pub cleanup_interval_ms: u64,
 }
@@ -183,8 +216,13 @@ impl Default for LimitsSettings {
     fn default() -> Self {
         Self {
             ip: LimitSettings::default(),
-            user: LimitSettings::default(),
+            // A person does not need more than a few tries a second.
+            user: LimitSettings {
+                rate_per_sec: 5,
+                burst: 10,
+            },
             sale: LimitSettings::default(),
+            sale_shared: LimitSettings::default(),
             cleanup_interval_ms: 60_000,
         }
     }
@@ -350,6 +388,17 @@ impl Settings {
         if self.queue.capacity == 0 || self.queue.batch_size == 0 {
             problems.push("queue.capacity and queue.batch_size must be positive".to_owned());
         }
+        if !self.tokens.secret.is_empty() && self.tokens.secret.len() < 16 {
+            problems.push("tokens.secret must be empty or at least 16 bytes".to_owned());
+        }
+        if self.tokens.challenge_ttl_ms == 0 || self.tokens.token_ttl_ms == 0 {
+            problems.push(
+                "tokens.challenge_ttl_ms and tokens.token_ttl_ms must be positive".to_owned(),
+            );
+        }
+        if !(self.tokens.issue_cap_per_unit >= 0.0 && self.tokens.issue_cap_per_unit.is_finite()) {
+            problems.push("tokens.issue_cap_per_unit must be a finite number >= 0".to_owned());
+        }
         if self.database.url.is_empty() {
             problems.push("database.url must be set".to_owned());
         }
@@ -430,6 +479,37 @@ mod tests {
                 .extract::<Settings>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_shipped_config_file_states_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/flashgate.toml");
+        let shipped: Settings = Figment::from(Toml::file(file)).extract().unwrap();
+        let defaults = Settings::default();
+        let sections = |s: &Settings| {
+            format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?}",
+                s.http, s.database, s.stock, s.queue, s.limits, s.tokens
+            )
+        };
+        assert_eq!(sections(&shipped), sections(&defaults));
+        assert!(shipped.validate().is_ok());
+    }
+
+    #[test]
+    fn token_settings_are_checked() {
+        let mut s = valid();
+        assert!(
+            s.tokens.require_purchase_token,
+            "tokens are required by default"
+        );
+        s.tokens.secret = "short".into();
+        s.tokens.token_ttl_ms = 0;
+        s.tokens.issue_cap_per_unit = f64::NAN;
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod sales;
 pub mod startup;
 pub mod stock;
 pub mod store;
+pub mod tokens;
 pub mod workers;

@@ -15,6 +15,7 @@ use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
 use crate::http::in_flight::InFlight;
 use crate::http::rate_limit::{IpLimit, RateLimits};
+use crate::http::shared_limit::SharedSaleLimit;
 use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::orders::NewOrder;
@@ -25,6 +26,7 @@ use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
 use crate::store::{Keys, RedisConn, RedisTarget, StoreError};
+use crate::tokens::TokenSigner;
 use crate::workers::Workers;
 
 /// Why the gateway could not start or stopped abnormally.
@@ -91,8 +93,20 @@ impl Application {
             settings.limits.user,
             settings.limits.sale,
         ));
+        let tokens = if settings.tokens.secret.is_empty() {
+            TokenSigner::derived_from(settings.auth.jwt_secret.as_bytes())
+        } else {
+            TokenSigner::new(settings.tokens.secret.as_bytes())
+        };
+        let shared_sale_limit = SharedSaleLimit::new(
+            settings.limits.sale_shared,
+            stock.conn(),
+            stock.keys().clone(),
+        );
         let state = AppState::new(Shared {
             sales: SaleRegistry::new(stock.clone()),
+            shared_sale_limit,
+            tokens,
             persister: Persister::new(store, stock.clone(), clock.clone()),
             stock,
             queue,

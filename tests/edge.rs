@@ -174,3 +174,78 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() 
     // Another client behind the same proxy has its own allowance.
     assert_eq!(send("f", "203.0.113.9").await.unwrap().status(), 202);
 }
+
+/// Two gateway instances sharing one Redis (and one database), with the Redis-backed
+/// per-sale limit at 1/s and a burst of 40: 300 distinct buyers, half sent to each
+/// instance at once, get no more admitted purchases together than the one limit allows
+/// (the burst, plus one per second the storm lasted); every other answer is a 429 with
+/// valid headers, and only admitted purchases took stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_together_admit_no_more_than_the_shared_sale_limit() {
+    let redis = RedisServer::start();
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = format!("sqlite://{}/orders.db", db_dir.path().display());
+    settings.limits.sale_shared = LimitSettings {
+        rate_per_sec: 1,
+        burst: 40,
+    };
+    let first = spawn_app_with(settings.clone()).await;
+    let second = spawn_app_with(settings).await;
+    first
+        .create_sale("shared", &live_sale(10_000, 8, 1, 1))
+        .await;
+
+    let requests = |from: usize| -> Vec<(String, String, u32)> {
+        (from..from + 150)
+            .map(|i| (format!("b{i}"), format!("k{i}"), 1))
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        scenarios::storm(&first, "shared", requests(0)),
+        scenarios::storm(&second, "shared", requests(150)),
+    );
+    let lasted = started.elapsed();
+    let answers: Vec<_> = a.into_iter().chain(b).collect();
+    let admitted = answers.iter().filter(|a| a.status == 202).count() as u64;
+    let limited: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(
+        admitted + limited.len() as u64,
+        300,
+        "{:?}",
+        scenarios::tally(&answers)
+    );
+    let allowance = 40 + lasted.as_secs() + 1;
+    assert!(
+        (40..=allowance).contains(&admitted),
+        "admitted {admitted}, allowed at most {allowance} in {lasted:?}"
+    );
+    for answer in &limited {
+        assert_eq!(answer.body["scope"], "sale");
+        assert_eq!(answer.slug.as_deref(), Some("rate-limited"));
+    }
+    assert_eq!(first.sold("shared", 8).await, admitted, "a 429 took stock");
+}
+
+/// The 429 of the shared limit carries the same headers as the local ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shared_sale_limit_answers_with_rate_limit_headers() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.limits.sale_shared = LimitSettings {
+        rate_per_sec: 1,
+        burst: 2,
+    };
+    let app = spawn_app_with(settings).await;
+    app.create_sale("hdr", &live_sale(100, 2, 1, 1)).await;
+    let answers = sequential(&app, "hdr", &["a", "b", "c", "d"]).await;
+    let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(
+        !limited.is_empty(),
+        "four at once exceed a burst of 2 at 1/s"
+    );
+    for (_, headers, body) in limited {
+        assert_rate_limited(headers, body, "sale", 2);
+    }
+}

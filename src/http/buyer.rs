@@ -16,6 +16,7 @@ use super::guards;
 use super::in_flight::{self, InFlight};
 use super::rate_limit::{self, IpLimit};
 use super::state::AppState;
+use super::tokens;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::orders::{self, NewOrder, OrderStatus};
 use crate::persist::queue::Admission;
@@ -23,19 +24,24 @@ use crate::sales::{Rejection, SaleRuntime};
 use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
-/// `in_flight`, then (in the handler) the per-buyer and per-sale limits.
+/// `in_flight`, then (in the handler) the per-buyer and per-sale limits and the purchase
+/// token. Challenges and tokens pass the per-IP limit too.
 pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppState> {
     let capped = axum::middleware::from_fn_with_state(in_flight, in_flight::limit);
     let mut purchase_route = post(purchase).route_layer(capped);
-    // No per-IP limit configured: no layer, rather than a no-op on every purchase.
+    let mut challenge_route = post(tokens::challenge);
+    let mut token_route = post(tokens::issue_token);
+    // No per-IP limit configured: no layer, rather than a no-op on every request.
     if ip_limit.limits.limits_ip() {
-        purchase_route = purchase_route.route_layer(axum::middleware::from_fn_with_state(
-            ip_limit,
-            rate_limit::limit_ip,
-        ));
+        let by_ip = axum::middleware::from_fn_with_state(ip_limit, rate_limit::limit_ip);
+        purchase_route = purchase_route.route_layer(by_ip.clone());
+        challenge_route = challenge_route.route_layer(by_ip.clone());
+        token_route = token_route.route_layer(by_ip);
     }
     Router::new()
         .route("/api/v1/sales/{sale_id}", get(get_sale))
+        .route("/api/v1/sales/{sale_id}/challenge", challenge_route)
+        .route("/api/v1/sales/{sale_id}/tokens", token_route)
         .route("/api/v1/sales/{sale_id}/purchase", purchase_route)
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
@@ -133,25 +139,40 @@ async fn purchase(
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    state
-        .rate_limits
-        .check_user(&user)
-        .map_err(ApiError::RateLimited)?;
     let quantity = Quantity::new(body.quantity).map_err(|e| ApiError::Validation(e.to_string()))?;
     let rt = state
         .sales
         .get(&sale_id)
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
-    state
-        .rate_limits
-        .check_sale(&sale_id)
-        .map_err(ApiError::RateLimited)?;
+    let limits = &state.rate_limits;
+    (limits
+        .check_user(&user)
+        .and_then(|()| limits.check_sale(&sale_id)))
+    .map_err(|limited| {
+        rt.stats.record(Rejection::RateLimited);
+        ApiError::RateLimited(limited)
+    })?;
     guards::quantity_is_allowed(&rt, quantity)?;
+    let now_ms = state.clock.now_ms();
     guards::sale_is_open(&rt, state.clock.now())?;
+    let token = guards::purchase_token(
+        &state.tokens,
+        &rt,
+        &user,
+        body.purchase_token.as_deref(),
+        state.settings.tokens.require_purchase_token,
+        now_ms,
+    )?;
     // A sale known to be sold out answers from memory, before any queue or Redis work.
     if rt.sold_out_for(&user) {
         return Err(refusal(&rt, Refusal::SoldOut));
+    }
+    if let Some(shared) = &state.shared_sale_limit {
+        shared.check(&sale_id).await?.map_err(|limited| {
+            rt.stats.record(Rejection::RateLimited);
+            ApiError::RateLimited(limited)
+        })?;
     }
     let admission = state.queue.admit().map_err(|_| {
         rt.stats.record(Rejection::QueueFull);
@@ -163,7 +184,8 @@ async fn purchase(
         quantity,
         key: &key,
         fingerprint: &fingerprint,
-        now_ms: state.clock.now_ms(),
+        now_ms,
+        token,
     };
     let outcome = state.stock.purchase(&rt, &request).await.inspect_err(|_| {
         rt.stats.record(Rejection::Unavailable);
@@ -226,6 +248,10 @@ fn refusal(rt: &SaleRuntime, refused: Refusal) -> ApiError {
         Refusal::IdempotencyConflict => (
             Rejection::IdempotencyConflict,
             ApiError::IdempotencyConflict,
+        ),
+        Refusal::TokenUsed => (
+            Rejection::TokenUsed,
+            ApiError::TokenUsed("this purchase token was already spent on a purchase"),
         ),
         Refusal::Contended => (
             Rejection::Contended,

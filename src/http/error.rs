@@ -15,6 +15,7 @@ use crate::db::DbError;
 use crate::orders::OrderLookupError;
 use crate::persist::reconcile::ReconcileError;
 use crate::store::StoreError;
+use crate::tokens::InvalidToken;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -44,6 +45,10 @@ pub enum ApiError {
     LimitReached { held: u32, limit: u32 },
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyConflict,
+    #[error(transparent)]
+    InvalidToken(#[from] InvalidToken),
+    #[error("{0}")]
+    TokenUsed(&'static str),
     #[error("{0}")]
     SaleLive(String),
     #[error("{0}")]
@@ -84,11 +89,13 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::InvalidToken(_) => StatusCode::FORBIDDEN,
             Self::SaleEnded | Self::SalePaused => StatusCode::GONE,
             Self::SaleNotStarted { .. }
             | Self::SoldOut
             | Self::Insufficient { .. }
             | Self::LimitReached { .. }
+            | Self::TokenUsed(_)
             | Self::SaleLive(_)
             | Self::SaleHasOrders(_) => StatusCode::CONFLICT,
             Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
@@ -114,6 +121,8 @@ impl ApiError {
             Self::Insufficient { .. } => "insufficient-stock",
             Self::LimitReached { .. } => "limit-reached",
             Self::IdempotencyConflict => "idempotency-conflict",
+            Self::InvalidToken(_) => "invalid-token",
+            Self::TokenUsed(_) => "token-used",
             Self::SaleLive(_) => "sale-live",
             Self::SaleHasOrders(_) => "sale-has-orders",
             Self::RateLimited(_) => "rate-limited",
@@ -136,6 +145,8 @@ impl ApiError {
             "insufficient-stock" => "Not enough stock",
             "limit-reached" => "Per-buyer limit reached",
             "idempotency-conflict" => "Idempotency key conflict",
+            "invalid-token" => "Invalid purchase token",
+            "token-used" => "Purchase token already used",
             "sale-live" => "Sale is live",
             "sale-has-orders" => "Sale has orders",
             "overloaded" => "Service overloaded",
@@ -188,7 +199,10 @@ impl ApiError {
     /// The human-readable explanation; never describes a server-side failure.
     fn detail(&self) -> Cow<'static, str> {
         match self {
-            Self::Unauthorized(m) | Self::NotFound(m) | Self::Overloaded(m) => Cow::Borrowed(m),
+            Self::Unauthorized(m)
+            | Self::NotFound(m)
+            | Self::Overloaded(m)
+            | Self::TokenUsed(m) => Cow::Borrowed(m),
             Self::SoldOut => Cow::Borrowed("no stock left"),
             Self::SaleEnded => Cow::Borrowed("the sale has ended"),
             Self::SalePaused => Cow::Borrowed("the sale is paused by an operator"),
@@ -304,6 +318,8 @@ mod tests {
             ApiError::SaleEnded,
             ApiError::IdempotencyConflict,
             ApiError::Validation("x".into()),
+            ApiError::InvalidToken(InvalidToken::Missing),
+            ApiError::TokenUsed("used"),
         ];
         for e in errors {
             assert_ne!(e.title(), "Internal error", "{e:?}");

@@ -1,33 +1,36 @@
-//! Admission checks a purchase passes before it may touch stock. Each guard is cheap and
-//! local; they run in order, and the first refusal answers. (Purchase tokens and rate
-//! limits join this list.)
+//! Admission checks a request passes before it may touch stock. Each guard is cheap and
+//! local (no Redis call); they run in order, and the first refusal answers.
 
 use time::OffsetDateTime;
 
 use super::error::ApiError;
-use crate::domain::{Quantity, Window};
+use crate::domain::{Quantity, UserId, Window};
 use crate::sales::{Rejection, SaleRuntime};
+use crate::stock::SpendToken;
+use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, TokenSigner};
 
-/// The sale must be open and not paused.
-pub fn sale_is_open(rt: &SaleRuntime, now: OffsetDateTime) -> Result<(), ApiError> {
-    let refusal = match rt.sale.spec.window(now) {
-        Window::Before => Some((
+/// Why the sale takes no requests now, if it does not: before its start, after its end, or
+/// paused. Counted by the caller when it refuses a purchase.
+pub fn sale_window(rt: &SaleRuntime, now: OffsetDateTime) -> Result<(), (Rejection, ApiError)> {
+    match rt.sale.spec.window(now) {
+        Window::Before => Err((
             Rejection::NotStarted,
             ApiError::SaleNotStarted {
                 starts_at: rt.sale.spec.starts_at(),
             },
         )),
-        Window::After => Some((Rejection::Ended, ApiError::SaleEnded)),
-        Window::Open if rt.paused => Some((Rejection::Paused, ApiError::SalePaused)),
-        Window::Open => None,
-    };
-    match refusal {
-        Some((reason, error)) => {
-            rt.stats.record(reason);
-            Err(error)
-        }
-        None => Ok(()),
+        Window::After => Err((Rejection::Ended, ApiError::SaleEnded)),
+        Window::Open if rt.paused => Err((Rejection::Paused, ApiError::SalePaused)),
+        Window::Open => Ok(()),
     }
+}
+
+/// The sale must be open and not paused (a purchase refusal, counted).
+pub fn sale_is_open(rt: &SaleRuntime, now: OffsetDateTime) -> Result<(), ApiError> {
+    sale_window(rt, now).map_err(|(reason, error)| {
+        rt.stats.record(reason);
+        error
+    })
 }
 
 /// The order must fit the sale's `max_per_order`.
@@ -39,5 +42,41 @@ pub fn quantity_is_allowed(rt: &SaleRuntime, quantity: Quantity) -> Result<(), A
             "quantity must be 1..={} for this sale",
             rt.sale.spec.max_per_order()
         )))
+    }
+}
+
+/// The purchase token, verified locally (signature, buyer, sale, epoch, expiry): what the
+/// purchase script must spend. Without a token: refused when tokens are `required`,
+/// otherwise nothing to spend. Whether the token was spent before is Redis's to say.
+pub fn purchase_token(
+    signer: &TokenSigner,
+    rt: &SaleRuntime,
+    user: &UserId,
+    token: Option<&str>,
+    required: bool,
+    now_ms: i64,
+) -> Result<Option<SpendToken>, ApiError> {
+    let verified = match token {
+        Some(text) => {
+            let to = Audience {
+                sale: &rt.sale.id,
+                user,
+            };
+            signer
+                .verify_token(text, to, rt.epoch, now_ms)
+                .map_err(InvalidToken::from)
+        }
+        None if required => Err(InvalidToken::Missing),
+        None => return Ok(None),
+    };
+    match verified {
+        Ok(token) => Ok(Some(SpendToken {
+            id: token.id,
+            retain_ms: u64::try_from(token.expires_ms - now_ms).unwrap_or(0) + CLOCK_SKEW_MARGIN_MS,
+        })),
+        Err(invalid) => {
+            rt.stats.record(Rejection::InvalidToken);
+            Err(ApiError::InvalidToken(invalid))
+        }
     }
 }

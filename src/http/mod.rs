@@ -10,7 +10,9 @@ pub mod health;
 pub mod in_flight;
 pub mod middleware;
 pub mod rate_limit;
+pub mod shared_limit;
 pub mod state;
+pub mod tokens;
 
 pub use error::ApiError;
 pub use state::AppState;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::in_flight::InFlight;
 use super::rate_limit::{IpLimit, RateLimits};
+use super::shared_limit::SharedSaleLimit;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -13,6 +14,7 @@ use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
+use crate::tokens::TokenSigner;
 
 /// Pools, caches and keys, shared by all handlers.
 pub struct Shared {
@@ -36,6 +38,10 @@ pub struct Shared {
     pub rate_limits: Arc<RateLimits>,
     /// The per-IP limit and the proxies trusted for `X-Forwarded-For`.
     pub ip_limit: Arc<IpLimit>,
+    /// The per-sale limit kept in Redis and shared by every instance, when configured.
+    pub shared_sale_limit: Option<SharedSaleLimit>,
+    /// Signs and verifies challenges and purchase tokens.
+    pub tokens: TokenSigner,
 }
 
 /// A cheap handle on [`Shared`].

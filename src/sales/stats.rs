@@ -18,11 +18,14 @@ pub enum Rejection {
     Contended,
     QueueFull,
     Unavailable,
+    RateLimited,
+    InvalidToken,
+    TokenUsed,
 }
 
 impl Rejection {
     /// Every reason, in reporting order.
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 13] = [
         Self::NotStarted,
         Self::Ended,
         Self::Paused,
@@ -33,6 +36,9 @@ impl Rejection {
         Self::Contended,
         Self::QueueFull,
         Self::Unavailable,
+        Self::RateLimited,
+        Self::InvalidToken,
+        Self::TokenUsed,
     ];
 
     /// The reason's name in reports and metrics.
@@ -48,6 +54,9 @@ impl Rejection {
             Self::Contended => "contended",
             Self::QueueFull => "queue_full",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenUsed => "token_used",
         }
     }
 }

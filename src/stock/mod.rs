@@ -8,6 +8,7 @@ pub mod purchase;
 pub mod shard;
 pub mod verdict;
 
+pub use ops::SpendToken;
 pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal};
 
 use crate::store::{Keys, RedisConn};

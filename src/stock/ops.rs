@@ -5,6 +5,7 @@ use redis::Value;
 
 use crate::domain::{SaleId, UserId};
 use crate::store::{RedisConn, ShardKeys, StoreError, scripts};
+use crate::tokens::TokenId;
 
 /// A loan of stock from a donor shard, to be credited to the borrower's home shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub enum PurchaseReply {
     Replay { order_id: String, quantity: u32 },
     /// The same key came with another body.
     Conflict,
+    /// The purchase token was spent on an earlier purchase.
+    TokenUsed,
     /// The buyer already holds `held` units; this order would exceed the limit.
     Limit { held: u32 },
     /// The shard holds only `stock` units, fewer than asked.
@@ -44,6 +47,18 @@ pub struct PurchaseCall<'a> {
     pub now_ms: i64,
     pub shard: u32,
     pub credits: &'a [Loan],
+    /// The purchase token to spend with this purchase, if any.
+    pub token: Option<&'a SpendToken>,
+}
+
+/// A verified purchase token to be spent with its purchase.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendToken {
+    /// The token's id.
+    pub id: TokenId,
+    /// How long the spent mark must outlive this moment, in ms (past every instance's
+    /// notion of the token's expiry).
+    pub retain_ms: u64,
 }
 
 /// Runs `purchase.lua` on the buyer's home shard.
@@ -58,6 +73,10 @@ pub async fn purchase(
         .key(&keys.idem)
         .key(&keys.orders)
         .key(&keys.credited);
+    match call.token {
+        Some(token) => inv.key(keys.spent_token(token.id)),
+        None => inv.key(&keys.spent_token_prefix),
+    };
     inv.arg(call.user.as_str())
         .arg(call.quantity)
         .arg(call.limit)
@@ -66,6 +85,7 @@ pub async fn purchase(
         .arg(call.now_ms)
         .arg(call.sale.as_str())
         .arg(call.shard)
+        .arg(call.token.map_or(0, |t| t.retain_ms.max(1)))
         .arg(call.credits.len());
     for loan in call.credits {
         inv.arg(&loan.id).arg(loan.units);
@@ -91,6 +111,7 @@ fn decode_purchase(reply: &[Value]) -> Option<PurchaseReply> {
             quantity: u32::try_from(num(2)?).ok()?,
         },
         "conflict" => PurchaseReply::Conflict,
+        "used" => PurchaseReply::TokenUsed,
         "limit" => PurchaseReply::Limit {
             held: u32::try_from(num(1)?).ok()?,
         },

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::try_join_all;
 
 use super::StockEngine;
-use super::ops::{self, Loan, PurchaseCall, PurchaseReply};
+use super::ops::{self, Loan, PurchaseCall, PurchaseReply, SpendToken};
 use super::shard::home_shard;
 use crate::domain::{EntryId, IdempotencyKey, OrderId, Quantity, UserId};
 use crate::orders::NewOrder;
@@ -32,6 +32,8 @@ pub struct PurchaseRequest<'a> {
     pub fingerprint: &'a str,
     /// The current time, unix milliseconds.
     pub now_ms: i64,
+    /// The verified purchase token this purchase spends, if tokens are required.
+    pub token: Option<SpendToken>,
 }
 
 /// What became of a purchase attempt.
@@ -59,6 +61,8 @@ pub enum Refusal {
     LimitReached { held: u32 },
     /// The idempotency key was used before with another body.
     IdempotencyConflict,
+    /// The purchase token was spent on an earlier purchase.
+    TokenUsed,
     /// Stock kept moving under this request; the client should retry shortly.
     Contended,
 }
@@ -129,6 +133,7 @@ impl StockEngine {
                 now_ms: req.now_ms,
                 shard: home,
                 credits: &credits,
+                token: req.token.as_ref(),
             };
             // On error the credits' fate is unknown; their loan records let recovery finish them.
             let reply = ops::purchase(&mut self.conn.clone(), rt.keys(home), &call).await?;
@@ -154,6 +159,9 @@ impl StockEngine {
                 PurchaseReply::Replay { order_id, quantity } => return replay(&order_id, quantity),
                 PurchaseReply::Conflict => {
                     return Ok(PurchaseOutcome::Refused(Refusal::IdempotencyConflict));
+                }
+                PurchaseReply::TokenUsed => {
+                    return Ok(PurchaseOutcome::Refused(Refusal::TokenUsed));
                 }
                 PurchaseReply::Limit { held } => {
                     return Ok(PurchaseOutcome::Refused(Refusal::LimitReached { held }));

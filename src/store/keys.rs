@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::domain::SaleId;
+use crate::tokens::TokenId;
 
 /// Builds keys under a configurable prefix (tests isolate themselves with their own prefix).
 #[derive(Debug, Clone)]
@@ -31,9 +32,17 @@ pub struct ShardKeys {
     pub credited: String,
     /// Hash: loans this shard made to others and that are not settled yet.
     pub loans: String,
+    /// Prefix of the strings marking purchase tokens spent on this shard (`<prefix><id>`,
+    /// each expiring after its token).
+    pub spent_token_prefix: String,
 }
 
 impl ShardKeys {
+    /// The key marking purchase token `id` as spent on this shard.
+    pub fn spent_token(&self, id: TokenId) -> String {
+        format!("{}{}", self.spent_token_prefix, id.to_hex())
+    }
+
     /// Every key of the shard, for deletion.
     pub fn all(&self) -> [&str; 7] {
         [
@@ -67,12 +76,29 @@ impl Keys {
             recovering: format!("{base}:recovering"),
             credited: format!("{base}:credited"),
             loans: format!("{base}:loans"),
+            spent_token_prefix: format!("{base}:tok:"),
         }
     }
 
     /// Hash holding a sale's definition (`def`, JSON), kill switch (`paused`) and `epoch`.
     pub fn sale_meta(&self, sale: &SaleId) -> String {
         format!("{}:sale:{{{}}}", self.prefix, sale)
+    }
+
+    /// String marking challenge `id` of `sale` as answered (a token was issued for it).
+    pub fn spent_challenge(&self, sale: &SaleId, id: TokenId) -> String {
+        format!("{}:sale:{{{}}}:ch:{}", self.prefix, sale, id.to_hex())
+    }
+
+    /// Sorted set of the unexpired purchase tokens issued for `sale` (id scored by expiry),
+    /// kept only while issuance is capped.
+    pub fn issued_tokens(&self, sale: &SaleId) -> String {
+        format!("{}:sale:{{{}}}:issued", self.prefix, sale)
+    }
+
+    /// String holding the GCRA state of the per-sale limit shared by all instances.
+    pub fn sale_quota(&self, sale: &SaleId) -> String {
+        format!("{}:sale:{{{}}}:quota", self.prefix, sale)
     }
 
     /// Set of all sale ids.
@@ -120,6 +146,17 @@ mod tests {
     }
 
     #[test]
+    fn sale_level_keys_share_the_sale_meta_slot() {
+        let keys = Keys::new("fg");
+        let sale = SaleId::parse("s").unwrap();
+        let slot = hash_slot(&keys.sale_meta(&sale));
+        let id = TokenId::random();
+        assert_eq!(hash_slot(&keys.spent_challenge(&sale, id)), slot);
+        assert_eq!(hash_slot(&keys.issued_tokens(&sale)), slot);
+        assert_eq!(hash_slot(&keys.sale_quota(&sale)), slot);
+    }
+
+    #[test]
     fn shards_of_one_sale_spread_over_slots() {
         let keys = Keys::new("fg");
         let sale = SaleId::parse("s").unwrap();
@@ -139,6 +176,7 @@ mod tests {
             for key in shard_keys.all() {
                 prop_assert_eq!(hash_slot(key), slot);
             }
+            prop_assert_eq!(hash_slot(&shard_keys.spent_token(TokenId::random())), slot);
         }
 
         #[test]

@@ -21,3 +21,9 @@ pub static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/settle.lua")));
 /// Forgets orders that became database rows (ack, delete, pending count).
 pub static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/ack.lua")));
+/// Spends a challenge and, when issuance is capped, counts the purchase token issued for it.
+pub static ISSUE_TOKEN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/issue_token.lua")));
+/// GCRA rate limit kept in Redis, shared by every gateway instance.
+pub static GCRA: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/gcra.lua")));

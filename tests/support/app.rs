@@ -52,6 +52,11 @@ pub fn test_settings(target: &RedisTarget) -> Settings {
     s.stock.refresh_interval_ms = 200;
     s.stock.recovery_interval_ms = 200;
     s.stock.loan_grace_ms = 1000;
+    // Most tests are about stock, not bots: they buy without purchase tokens. The token
+    // tests (tests/tokens.rs) turn the requirement back on.
+    s.tokens.require_purchase_token = false;
+    // Nor about one buyer's pace: storms of one buyer test the per-user *unit* limit.
+    s.limits.user = flashgate::http::rate_limit::LimitSettings::default();
     s
 }
 
@@ -192,6 +197,82 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `POST .../purchase` as `user` with `key`, `qty` and, if given, a purchase token.
+    pub async fn purchase_with_token(
+        &self,
+        sale: &str,
+        user: &str,
+        key: &str,
+        qty: u32,
+        token: Option<&str>,
+    ) -> Response {
+        let mut body = json!({ "quantity": qty });
+        if let Some(token) = token {
+            body["purchase_token"] = json!(token);
+        }
+        self.post_json(
+            &format!("/api/v1/sales/{sale}/purchase"),
+            user,
+            Some(key),
+            &body,
+        )
+        .await
+    }
+
+    /// `POST path` with `body` as buyer `user` (and an Idempotency-Key if given).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        user: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token(user));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.json(body).send().await.unwrap()
+    }
+
+    /// `POST .../challenge` as `user`: (status, body).
+    pub async fn challenge(&self, sale: &str, user: &str) -> (StatusCode, Value) {
+        let response = self
+            .post_json(
+                &format!("/api/v1/sales/{sale}/challenge"),
+                user,
+                None,
+                &json!({}),
+            )
+            .await;
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// `POST .../tokens` as `user` with `challenge` and `nonce`.
+    pub async fn exchange(&self, sale: &str, user: &str, challenge: &str, nonce: &str) -> Response {
+        let body = json!({ "challenge": challenge, "nonce": nonce });
+        self.post_json(&format!("/api/v1/sales/{sale}/tokens"), user, None, &body)
+            .await
+    }
+
+    /// The whole anti-bot journey: a challenge, its proof of work, a purchase token.
+    pub async fn purchase_token(&self, sale: &str, user: &str) -> String {
+        let (status, challenge) = self.challenge(sale, user).await;
+        assert_eq!(status, StatusCode::OK, "challenge: {challenge}");
+        let text = challenge["challenge"].as_str().unwrap();
+        let difficulty = u8::try_from(challenge["difficulty"].as_u64().unwrap()).unwrap();
+        let nonce = flashgate::tokens::pow::solve(text, difficulty);
+        let response = self.exchange(sale, user, text, &nonce).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["purchase_token"].as_str().unwrap().to_owned()
     }
 
     /// `GET path` as JSON with optional bearer.

@@ -28,6 +28,16 @@ impl GatewayProcess {
                 JWT_SECRET.to_owned(),
             ),
             ("FLASHGATE_ADMIN__TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+            // As in-process test apps: stock tests buy without purchase tokens.
+            (
+                "FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN".to_owned(),
+                "false".to_owned(),
+            ),
+            // Nor about one buyer's pace (retries after a kill come in quick succession).
+            (
+                "FLASHGATE_LIMITS__USER__RATE_PER_SEC".to_owned(),
+                "0".to_owned(),
+            ),
         ];
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let mut process = Self {

@@ -1,0 +1,160 @@
+//! The anti-bot steps before a purchase: `POST .../challenge` hands out a signed proof-of-work
+//! puzzle, `POST .../tokens` exchanges its answer for a single-use purchase token. Both are
+//! open only while the sale is live.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Buyer, SalePath};
+use super::guards;
+use super::state::AppState;
+use crate::domain::UserId;
+use crate::sales::SaleRuntime;
+use crate::tokens::store::{self, Issue, IssueCall};
+use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
+
+/// A challenge as the buyer receives it.
+#[derive(Debug, Serialize)]
+pub struct ChallengeView {
+    challenge: String,
+    difficulty: u8,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// The answer to a challenge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    challenge: String,
+    nonce: String,
+}
+
+/// A purchase token as the buyer receives it.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    purchase_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// The sale, if it exists, is live and not known to be sold out.
+async fn live_sale(
+    state: &AppState,
+    sale_id: &crate::domain::SaleId,
+    user: &UserId,
+) -> Result<std::sync::Arc<SaleRuntime>, ApiError> {
+    let rt = state
+        .sales
+        .get(sale_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    guards::sale_window(&rt, state.clock.now()).map_err(|(_, error)| error)?;
+    if rt.sold_out_for(user) {
+        return Err(ApiError::SoldOut);
+    }
+    Ok(rt)
+}
+
+/// `POST /api/v1/sales/{sale_id}/challenge`: a puzzle at the sale's difficulty.
+pub async fn challenge(
+    State(state): State<AppState>,
+    Buyer(user): Buyer,
+    SalePath(sale_id): SalePath,
+) -> Result<Json<ChallengeView>, ApiError> {
+    let rt = live_sale(&state, &sale_id, &user).await?;
+    let now_ms = state.clock.now_ms();
+    let expires_ms = now_ms.saturating_add_unsigned(state.settings.tokens.challenge_ttl_ms);
+    let difficulty = rt.sale.spec.pow_difficulty();
+    let to = Audience {
+        sale: &sale_id,
+        user: &user,
+    };
+    let (_, challenge) = state.tokens.issue_challenge(to, difficulty, expires_ms);
+    Ok(Json(ChallengeView {
+        challenge,
+        difficulty,
+        expires_at: at_ms(expires_ms),
+    }))
+}
+
+/// `POST /api/v1/sales/{sale_id}/tokens`: a purchase token for a solved challenge, once.
+pub async fn issue_token(
+    State(state): State<AppState>,
+    Buyer(user): Buyer,
+    SalePath(sale_id): SalePath,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<(StatusCode, Json<TokenView>), ApiError> {
+    let rt = live_sale(&state, &sale_id, &user).await?;
+    let settings = &state.settings.tokens;
+    let now_ms = state.clock.now_ms();
+    let to = Audience {
+        sale: &sale_id,
+        user: &user,
+    };
+    let challenge = state
+        .tokens
+        .verify_challenge(&body.challenge, to, now_ms)
+        .map_err(InvalidToken::from)?;
+    pow::check(&body.challenge, &body.nonce, challenge.difficulty).map_err(InvalidToken::from)?;
+    let expires_ms = now_ms.saturating_add_unsigned(settings.token_ttl_ms);
+    let (token, text) = state.tokens.issue_token(to, rt.epoch, expires_ms);
+    let call = IssueCall {
+        sale: &sale_id,
+        challenge: &challenge,
+        token: &token,
+        now_ms,
+        cap: issue_cap(settings.issue_cap_per_unit, rt.remaining()),
+        margin_ms: CLOCK_SKEW_MARGIN_MS,
+    };
+    match store::issue(&mut state.stock.conn(), state.stock.keys(), &call).await? {
+        Issue::Issued => Ok((
+            StatusCode::CREATED,
+            Json(TokenView {
+                purchase_token: text,
+                expires_at: at_ms(expires_ms),
+            }),
+        )),
+        Issue::ChallengeUsed => Err(ApiError::TokenUsed(
+            "this challenge was already exchanged for a purchase token; ask for a new one",
+        )),
+        Issue::Capped { .. } => Err(ApiError::Overloaded(
+            "as many purchase tokens as the remaining stock warrants are out; retry shortly",
+        )),
+    }
+}
+
+/// Most unexpired tokens for a sale with `remaining` units: `per_unit` of them per unit,
+/// at least one while anything may remain; 0 (no cap) when `per_unit` is 0.
+fn issue_cap(per_unit: f64, remaining: u64) -> u64 {
+    if per_unit <= 0.0 {
+        return 0;
+    }
+    ((per_unit * remaining as f64).ceil() as u64).max(1)
+}
+
+fn at_ms(unix_ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_scales_with_remaining_stock() {
+        assert_eq!(issue_cap(0.0, 100), 0, "off");
+        assert_eq!(issue_cap(2.0, 100), 200);
+        assert_eq!(issue_cap(1.5, 3), 5);
+        assert_eq!(
+            issue_cap(2.0, 0),
+            1,
+            "at least one while the sale is not known sold out"
+        );
+    }
+}
