@@ -6,6 +6,11 @@
 #                  distinct buyer (pre-minted JWTs, examples/mint_tokens.rs) with a fresh
 #                  Idempotency-Key (benches/wrk/purchase.lua)
 #   (c) sold out   the same script against a sale whose only unit was bought before the run
+#   (d), (e)       (b) and (c) again against a second gateway with every edge guard on: a
+#                  purchase token required (each buyer's pre-minted one, in the body), and
+#                  per-IP, per-buyer and per-sale rate limits (set high enough to refuse
+#                  nothing: all wrk traffic comes from one IP); (b) and (c) run with guards
+#                  off (no token, no rate limit). Target: (d) >= 90% of (b), (e) of (c).
 # plus Redis ceiling lines (redis-benchmark PING, and EVALSHA of our own purchase.lua).
 # After (b) it checks that the sale's `sold`
 # equals the 202 answers and counts Redis commands per accepted purchase (INFO commandstats),
@@ -24,6 +29,7 @@ WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
 BENCH_TOKENS=${BENCH_TOKENS:-1000000}
 LIVE_SALE=bench-live
+GUARDED_PREFIX=bench-g
 SOLD_OUT_SALE=bench-sold-out
 JWT_SECRET=bench-jwt-secret-0123456789abcdef
 ADMIN_TOKEN=bench-admin-token-0123456789abcdef
@@ -73,22 +79,37 @@ wrk_status() { awk '/^status / { printf "%s%s: %s", sep, $2, $3; sep = ", " }' "
 wrk_count() { awk -v k="$2" '$1 == k { s += $2 } END { print s + 0 }' "$OUT/$1.txt"; }
 wrk_answers() { awk -v c="$2" '$1 == "status" && $2 == c { s += $3 } END { print s + 0 }' "$OUT/$1.txt"; }
 
-# admin METHOD PATH [BODY]: an operator call; prints the HTTP status, keeps the body in
-# $tmp/body.json.
+# admin PORT METHOD PATH [BODY]: an operator call to the gateway on PORT; prints the HTTP
+# status, keeps the body in $tmp/body.json.
 admin() {
     local data=()
-    (($# < 3)) || data=(--data "$3")
-    curl -sS -o "$tmp/body.json" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
-        -H 'Content-Type: application/json' "http://127.0.0.1:$GPORT$2" "${data[@]}"
+    (($# < 4)) || data=(--data "$4")
+    curl -sS -o "$tmp/body.json" -w '%{http_code}' -X "$2" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' "http://127.0.0.1:$1$3" "${data[@]}"
 }
 
-# put_sale ID STOCK SHARDS: a live sale (opened a minute ago, for an hour), one unit per buyer.
+# put_sale PORT ID STOCK SHARDS: a live sale (opened a minute ago, for an hour), one unit per
+# buyer, on the gateway on PORT.
 put_sale() {
     local body code
     body=$(printf '{"name":"%s","stock":%d,"shards":%d,"starts_at":"%s","ends_at":"%s","per_user_limit":1,"max_per_order":1,"pow_difficulty":0}' \
-        "$1" "$2" "$3" "$(date -u -d '-1 minute' +%FT%TZ)" "$(date -u -d '+1 hour' +%FT%TZ)")
-    code=$(admin PUT "/admin/v1/sales/$1" "$body")
-    [[ $code == 20[01] ]] || die "PUT sale $1 answered $code: $(cat "$tmp/body.json")"
+        "$2" "$3" "$4" "$(date -u -d '-1 minute' +%FT%TZ)" "$(date -u -d '+1 hour' +%FT%TZ)")
+    code=$(admin "$1" PUT "/admin/v1/sales/$2" "$body")
+    [[ $code == 20[01] ]] || die "PUT sale $2 answered $code: $(cat "$tmp/body.json")"
+}
+
+# buy_one PORT SALE JWT BODY: one purchase that must be accepted.
+buy_one() {
+    local code
+    code=$(curl -sS -o "$tmp/body.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $3" \
+        -H 'Idempotency-Key: seed-1' -H 'Content-Type: application/json' --data "$4" \
+        "http://127.0.0.1:$1/api/v1/sales/$2/purchase")
+    [[ $code == 202 ]] || die "buying $2's only unit answered $code: $(cat "$tmp/body.json")"
+}
+
+# sale_epoch PREFIX SALE: the sale's epoch in Redis (purchase tokens are bound to it).
+sale_epoch() {
+    redis-cli -h 127.0.0.1 -p "$RPORT" HGET "$1:sale:{$2}" epoch
 }
 
 # "command calls" lines from INFO commandstats.
@@ -121,8 +142,8 @@ progress "redis-benchmark EVALSHA purchase.lua"
 sha=$(redis-cli -h 127.0.0.1 -p "$RPORT" SCRIPT LOAD "$(cat lua/purchase.lua)")
 redis-cli -h 127.0.0.1 -p "$RPORT" HSET 'rb:{s:0}:stock' stock 1000000000 sold 0 pending_units 0 ver 1 >/dev/null
 redis_eval=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -n 200000 -c 50 -r 1000000000 -q \
-    EVALSHA "$sha" 5 'rb:{s:0}:stock' 'rb:{s:0}:held' 'rb:{s:0}:idem' 'rb:{s:0}:orders' \
-    'rb:{s:0}:credited' user__rand_int__ 1 1 'u:k__rand_int__' fp 1700000000000 s 0 0 |
+    EVALSHA "$sha" 6 'rb:{s:0}:stock' 'rb:{s:0}:held' 'rb:{s:0}:idem' 'rb:{s:0}:orders' \
+    'rb:{s:0}:credited' 'rb:{s:0}:tok:' user__rand_int__ 1 1 'u:k__rand_int__' fp 1700000000000 s 0 0 0 |
     tr '\r' '\n' | awk '/requests per second/ { p50 = $0; sub(/.*p50=/, "", p50); print $(NF-5), "p50 " p50; exit }')
 redis-cli -h 127.0.0.1 -p "$RPORT" FLUSHALL >/dev/null
 
@@ -132,26 +153,53 @@ target/release/examples/hello "$HPORT" 2>"$tmp/hello.log" &
 pids+=($!)
 wait_for hello "${pids[-1]}" "$tmp/hello.log" 100 curl -sf "http://127.0.0.1:$HPORT/"
 
-free_port
-GPORT=$REPLY
-FLASHGATE_HTTP__ADDR=127.0.0.1:$GPORT \
-    FLASHGATE_REDIS__URL=redis://127.0.0.1:$RPORT \
-    FLASHGATE_REDIS__KEY_PREFIX=bench \
-    FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET \
-    FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
-    FLASHGATE_DATABASE__URL="sqlite://$tmp/flashgate.db?mode=rwc" \
-    RUST_LOG=info target/release/flashgate serve 2>"$tmp/gateway.log" &
-pids+=($!)
-wait_for gateway "${pids[-1]}" "$tmp/gateway.log" 300 curl -sf "http://127.0.0.1:$GPORT/health/ready"
+# start_gateway NAME PREFIX [ENV...]: a release gateway on a free port (its port in $REPLY),
+# sharing the redis-server, with its own key prefix, database and log.
+start_gateway() {
+    local name=$1 prefix=$2
+    shift 2
+    free_port
+    env FLASHGATE_HTTP__ADDR="127.0.0.1:$REPLY" \
+        FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
+        FLASHGATE_REDIS__KEY_PREFIX="$prefix" \
+        FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
+        FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" \
+        FLASHGATE_DATABASE__URL="sqlite://$tmp/$name.db?mode=rwc" \
+        RUST_LOG=info "$@" target/release/flashgate serve 2>"$tmp/$name.log" &
+    pids+=($!)
+    wait_for "$name" "${pids[-1]}" "$tmp/$name.log" 300 curl -sf "http://127.0.0.1:$REPLY/health/ready"
+}
 
-put_sale "$LIVE_SALE" 10000000 64
-put_sale "$SOLD_OUT_SALE" 1 1
+# Guards off: no purchase token, no rate limit (the in-flight cap is always on).
+start_gateway gateway bench FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
+    FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
+    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0
+GPORT=$REPLY
+# Guards on: tokens required; per-IP and per-sale limits far above what one machine sends
+# (every request comes from 127.0.0.1), per-buyer at the shipped 5/s, burst 10.
+start_gateway guarded "$GUARDED_PREFIX" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true \
+    FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000 \
+    FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10 \
+    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000
+G2PORT=$REPLY
+
+for port in "$GPORT" "$G2PORT"; do
+    put_sale "$port" "$LIVE_SALE" 10000000 64
+    put_sale "$port" "$SOLD_OUT_SALE" 1 1
+done
 seed=$(FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
     target/release/flashgate token --user bench-seed)
-code=$(curl -sS -o "$tmp/body.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $seed" \
-    -H 'Idempotency-Key: seed-1' -H 'Content-Type: application/json' --data '{"quantity":1}' \
-    "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase")
-[[ $code == 202 ]] || die "buying the sold-out sale's only unit answered $code: $(cat "$tmp/body.json")"
+buy_one "$GPORT" "$SOLD_OUT_SALE" "$seed" '{"quantity":1}'
+# The guarded runs' buyers carry purchase tokens bound to each sale's epoch; the guarded
+# sold-out sale's unit goes to a buyer outside the wrk files.
+for sale in "$LIVE_SALE" "$SOLD_OUT_SALE"; do
+    quietly "minting $BENCH_TOKENS purchase tokens for $sale" target/release/examples/mint_tokens \
+        "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens-$sale.txt" "$sale" "$(sale_epoch "$GUARDED_PREFIX" "$sale")"
+done
+MINT_USER_PREFIX=seed- quietly "minting the seed buyer's purchase token" target/release/examples/mint_tokens \
+    "$JWT_SECRET" 1 "$tmp/seed.txt" "$SOLD_OUT_SALE" "$(sale_epoch "$GUARDED_PREFIX" "$SOLD_OUT_SALE")"
+read -r seed_jwt seed_token <"$tmp/seed.txt"
+buy_one "$G2PORT" "$SOLD_OUT_SALE" "$seed_jwt" "{\"quantity\":1,\"purchase_token\":\"$seed_token\"}"
 
 lua=(benches/wrk/purchase.lua "$tmp/tokens.txt" "$WRK_THREADS")
 # (a) gets the very requests (b) and (c) get: same script, headers and body. The script
@@ -163,7 +211,7 @@ cmdstats >"$tmp/before"
 run_wrk b "http://127.0.0.1:$GPORT/api/v1/sales/$LIVE_SALE/purchase" "${lua[@]}"
 cmdstats >"$tmp/after"
 sleep 0.5 # let the gateway finish the requests wrk stopped waiting for
-code=$(admin GET "/admin/v1/sales/$LIVE_SALE")
+code=$(admin "$GPORT" GET "/admin/v1/sales/$LIVE_SALE")
 [[ $code == 200 ]] || die "GET sale $LIVE_SALE answered $code"
 # The sale's own "sold", not a shard's.
 sold=$(sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o '"sold":[0-9]*' | head -n 1 | cut -d: -f2)
@@ -171,6 +219,10 @@ sold=$(sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o '"sold":[0-9]*' |
 accepted=$(wrk_answers b 202)
 ((accepted > 0)) || die "(b) got no 202 answer; statuses: $(wrk_status b)"
 run_wrk c "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase" "${lua[@]}"
+run_wrk d "http://127.0.0.1:$G2PORT/api/v1/sales/$LIVE_SALE/purchase" \
+    benches/wrk/purchase.lua "$tmp/tokens-$LIVE_SALE.txt" "$WRK_THREADS"
+run_wrk e "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
+    benches/wrk/purchase.lua "$tmp/tokens-$SOLD_OUT_SALE.txt" "$WRK_THREADS"
 
 # Which script each EVALSHA runs cannot be told from commandstats, and MONITOR is too slow to
 # leave on during a measured run: watch SAMPLE purchases one after another instead, by buyers
@@ -198,7 +250,8 @@ kill "${pids[-1]}"
 a_rps=$(wrk_rps a)
 echo "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency, 127.0.0.1, $(nproc) cores, $BENCH_TOKENS buyers"
 printf '%-30s %10s %9s %9s %7s\n' target req/s "p50 ms" "p99 ms" "vs (a)"
-for run in "a hello (HTTP ceiling)" "a0 hello, plain GET" "b purchase, in stock" "c purchase, sold out"; do
+for run in "a hello (HTTP ceiling)" "a0 hello, plain GET" "b purchase, in stock" "c purchase, sold out" \
+    "d guarded, in stock" "e guarded, sold out"; do
     name=${run%% *}
     rps=$(wrk_rps "$name")
     printf '%-30s %10s %9s %9s %7s\n' "($name) ${run#* }" "$rps" "$(wrk_pct "$name" 50%)" \
@@ -207,7 +260,9 @@ done
 printf '%-30s %10s %s\n' "redis PING (-c 50 -P 1)" "${redis_ping%% *}" "(redis-benchmark, ${redis_ping#* })"
 printf '%-30s %10s %s\n' "redis EVALSHA purchase.lua" "${redis_eval%% *}" "(redis-benchmark -c 50, ${redis_eval#* })"
 echo "(b) vs the EVALSHA ceiling: $(awk -v b="$(wrk_rps b)" -v e="${redis_eval%% *}" 'BEGIN { printf "%.2f", b / e }')"
-for name in b c; do
+ratio() { awk -v x="$(wrk_rps "$1")" -v y="$(wrk_rps "$2")" 'BEGIN { printf "%.2f", x / y }'; }
+echo "guards on vs off: in stock (d)/(b) $(ratio d b), sold out (e)/(c) $(ratio e c)"
+for name in b c d e; do
     echo "($name) statuses: $(wrk_status "$name")"
     reused=$(wrk_count "$name" tokens_reused)
     ((reused == 0)) || echo "($name) WARNING: $reused requests reused a buyer; raise BENCH_TOKENS or shorten WRK_DURATION"
@@ -257,4 +312,6 @@ awk -v n="$sample_ok" -v m="$SAMPLE" '
         for (c in count) if (c != "purchase.lua") printf " %s %d", c, count[c]
         print ""
     }' "$tmp/shas" "$tmp/monitor.txt"
-echo "gateway log: $(grep -c -E ' (WARN|ERROR) ' "$tmp/gateway.log" || true) warnings/errors"
+for name in gateway guarded; do
+    echo "$name log: $(grep -c -E ' (WARN|ERROR) ' "$tmp/$name.log" || true) warnings/errors"
+done

@@ -2,7 +2,8 @@
 -- fresh Idempotency-Key, POSTed to the path of the URL wrk is given.
 --
 -- Usage: wrk -t T -c C -d D -s benches/wrk/purchase.lua URL -- TOKEN_FILE T
---   TOKEN_FILE  one buyer JWT per line (examples/mint_tokens.rs), all distinct users
+--   TOKEN_FILE  one buyer JWT per line (examples/mint_tokens.rs), all distinct users; a line
+--               may carry a purchase token after a space, sent as the body's purchase_token
 --   T           the same thread count as -t: thread k (1-based) uses lines k, k+T, k+2T, ...
 --               so no two threads ever send the same buyer.
 -- Keys are "<thread>-<counter>". If a thread runs out of tokens it starts over and counts
@@ -43,7 +44,15 @@ function init(args)
    statuses = {}
    counter = 0
    tokens_reused = 0
-   body = '{"quantity":1}'
+end
+
+-- The headers' bearer and the body of token file line `line`.
+local function buyer(line)
+   local jwt, purchase_token = line:match("^(%S+) (%S+)$")
+   if jwt == nil then
+      return line, '{"quantity":1}'
+   end
+   return jwt, '{"quantity":1,"purchase_token":"' .. purchase_token .. '"}'
 end
 
 function request()
@@ -53,8 +62,9 @@ function request()
       tokens_reused = tokens_reused + 1
       i = (i - 1) % #tokens + 1
    end
+   local jwt, body = buyer(tokens[i])
    return wrk.format("POST", wrk.path, {
-      ["Authorization"] = "Bearer " .. tokens[i],
+      ["Authorization"] = "Bearer " .. jwt,
       ["Idempotency-Key"] = id .. "-" .. counter,
       ["Content-Type"] = "application/json",
    }, body)
