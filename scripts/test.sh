@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# flashgate's full check, as CI runs it: system dependencies, formatting, lints, then every
-# test target (integration tests start real redis-server and PostgreSQL processes).
+# flashgate's full check, as CI runs it: system dependencies, formatting, lints, every test
+# target (integration tests start real redis-server and PostgreSQL processes), then the k6
+# load-test smoke runs (flash-sale and bots, against the debug build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,3 +27,6 @@ cargo test --all-targets 2>&1 | tee "$log"
 # those belongs to a target without tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+
+step "k6 load-test smoke runs"
+bash scripts/loadtest-smoke.sh

@@ -330,3 +330,34 @@ async fn token_issuance_is_capped_by_remaining_stock() {
     );
     assert_eq!(app.sold("capped", 2).await, 0);
 }
+
+/// Once the sale is known to be sold out, nobody gets a challenge or a token, not even a
+/// buyer who holds units (a retry of an accepted purchase resends its own token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sell_out_no_challenge_is_handed_out() {
+    let redis = RedisServer::start();
+    let app = token_app(RedisTarget::Single(redis.url())).await;
+    app.create_sale("gone", &live_sale(1, 1, 1, 1)).await;
+    let token = app.purchase_token("gone", "holder").await;
+    let bought = app
+        .purchase_with_token("gone", "holder", "k", 1, Some(&token))
+        .await;
+    assert!(outcome(bought).await.is_ok());
+    let late = app.purchase_token("gone", "late").await;
+    let response = app
+        .purchase_with_token("gone", "late", "k", 1, Some(&late))
+        .await;
+    let sold_out = (StatusCode::CONFLICT, "sold-out".to_owned());
+    assert_eq!(outcome(response).await, Err(sold_out.clone()));
+    for buyer in ["holder", "late", "newcomer"] {
+        let response = app
+            .post_json("/api/v1/sales/gone/challenge", buyer, None, &json!({}))
+            .await;
+        assert_eq!(problem_slug(response).await, sold_out, "{buyer}");
+    }
+    // The holder's retry of its accepted purchase still gets its order.
+    let retry = app
+        .purchase_with_token("gone", "holder", "k", 1, Some(&token))
+        .await;
+    assert!(outcome(retry).await.is_ok());
+}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the benchmark scripts (sourced, not run). The caller sets BENCH_NAME
 # (for messages) and `tmp` (its temp dir) before sourcing.
 
@@ -8,7 +9,7 @@ die() {
 
 # Shows what is running, on one overwritten line, when stderr is a terminal.
 progress() {
-    [[ -t 2 ]] && printf '\r\033[K$BENCH_NAME: %s...' "$*" >&2
+    [[ -t 2 ]] && printf '\r\033[K%s: %s...' "$BENCH_NAME" "$*" >&2
     return 0
 }
 
@@ -23,12 +24,19 @@ quietly() {
     fi
 }
 
-# Sets REPLY to a loopback port nobody listens on (and not handed out before).
+# Sets REPLY to a loopback port nobody listens on (and not handed out before), below the
+# kernel's ephemeral range: a port in that range may be the local end of some outgoing
+# connection (a load generator leaves thousands) and then cannot be bound.
 taken=" "
 free_port() {
-    local port
+    local port low=32768 high=60999
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
+        if ((low > 12000)); then
+            port=$((10000 + RANDOM % (low - 10000)))
+        else
+            port=$((20000 + RANDOM % 40000))
+        fi
         [[ $taken == *" $port "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             taken+="$port "

@@ -12,7 +12,6 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, SalePath};
 use super::guards;
 use super::state::AppState;
-use crate::domain::UserId;
 use crate::sales::SaleRuntime;
 use crate::tokens::store::{self, Issue, IssueCall};
 use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
@@ -42,11 +41,12 @@ pub struct TokenView {
     expires_at: OffsetDateTime,
 }
 
-/// The sale, if it exists, is live and not known to be sold out.
+/// The sale, if it exists, is live and not known to be sold out. (Unlike a purchase, no
+/// buyer is let through a sold-out sale here: a buyer retrying an accepted purchase resends
+/// its original request, token included, and needs no new token.)
 async fn live_sale(
     state: &AppState,
     sale_id: &crate::domain::SaleId,
-    user: &UserId,
 ) -> Result<std::sync::Arc<SaleRuntime>, ApiError> {
     let rt = state
         .sales
@@ -54,7 +54,7 @@ async fn live_sale(
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
     guards::sale_window(&rt, state.clock.now()).map_err(|(_, error)| error)?;
-    if rt.sold_out_for(user) {
+    if rt.is_sold_out() {
         return Err(ApiError::SoldOut);
     }
     Ok(rt)
@@ -66,7 +66,7 @@ pub async fn challenge(
     Buyer(user): Buyer,
     SalePath(sale_id): SalePath,
 ) -> Result<Json<ChallengeView>, ApiError> {
-    let rt = live_sale(&state, &sale_id, &user).await?;
+    let rt = live_sale(&state, &sale_id).await?;
     let now_ms = state.clock.now_ms();
     let expires_ms = now_ms.saturating_add_unsigned(state.settings.tokens.challenge_ttl_ms);
     let difficulty = rt.sale.spec.pow_difficulty();
@@ -89,7 +89,7 @@ pub async fn issue_token(
     SalePath(sale_id): SalePath,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    let rt = live_sale(&state, &sale_id, &user).await?;
+    let rt = live_sale(&state, &sale_id).await?;
     let settings = &state.settings.tokens;
     let now_ms = state.clock.now_ms();
     let to = Audience {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The load-test smoke runs, as CI runs them (scripts/test.sh calls this): the flash-sale
+# buyer journey and the bot traffic, each with a debug build, a few VUs and a few seconds
+# (loadtest/run SCENARIO --smoke). Both run even when the first fails; exits non-zero when
+# either does. Their raw outputs are in target/loadtest/{flash-sale,bots}-smoke/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+failed=()
+for scenario in flash-sale bots; do
+    printf '\n==> loadtest/run %s --smoke\n' "$scenario"
+    start=$SECONDS
+    if loadtest/run "$scenario" --smoke </dev/null; then
+        echo "loadtest-smoke: $scenario passed in $((SECONDS - start)) s"
+    else
+        echo "loadtest-smoke: $scenario FAILED after $((SECONDS - start)) s"
+        failed+=("$scenario")
+    fi
+done
+if ((${#failed[@]} > 0)); then
+    echo "loadtest-smoke: FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "loadtest-smoke: flash-sale and bots passed"
