@@ -11,6 +11,11 @@ use std::process::ExitCode;
 use axum::Router;
 use tokio::net::TcpListener;
 
+// mimalloc: the gateway allocates and frees many small, short-lived buffers per request
+// across threads, where glibc's allocator spent about a fifth of the gateway's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let Some(port) = std::env::args().nth(1).and_then(|p| p.parse::<u16>().ok()) else {
