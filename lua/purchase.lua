@@ -2,16 +2,15 @@
 --
 -- KEYS[1]  shard hash    fields: stock, lent, sold, pending_units, ver
 -- KEYS[2]  held hash     user -> units the buyer holds in this sale (kept on the buyer's home shard)
--- KEYS[3]  idem hash     "<user>:<idempotency key>" -> "<order id>|<quantity>|<fingerprint>"
+-- KEYS[3]  idem hash     "<user>:<idempotency key>" -> "<order id>|<quantity>|<fingerprint>",
+--                        and "#<token id>" -> "1" for every purchase token spent here
 -- KEYS[4]  order stream  one entry per accepted order that is not yet a database row
 -- KEYS[5]  credited set  ids of stock loans already credited to this shard
--- KEYS[6]  spent token   string marking the request's purchase token as spent (any key of
---                        this shard's slot when the request carries no token)
 --
 -- ARGV[1] user          ARGV[2] quantity (>= 1)       ARGV[3] per-user limit
 -- ARGV[4] idem field    ARGV[5] request fingerprint   ARGV[6] now (unix ms)
 -- ARGV[7] sale id       ARGV[8] shard index
--- ARGV[9] how long the spent-token mark must live, in ms (0 = the request has no token)
+-- ARGV[9] the purchase token's field in the idem hash ("#<token id>"; "" = no token)
 -- ARGV[10] number of loan credits c, followed by c pairs: loan id, units
 --
 -- Returns one of:
@@ -33,10 +32,9 @@
 -- Few calls on purpose: this script runs once per purchase, the hottest path of all.
 
 local shard, held, idem, stream, credited = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local spent_token = KEYS[6]
 local user, idem_field, fingerprint = ARGV[1], ARGV[4], ARGV[5]
 local qty, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local token_ttl = tonumber(ARGV[9])
+local token_field = ARGV[9]
 
 local credits = tonumber(ARGV[10])
 for i = 0, credits - 1 do
@@ -47,7 +45,15 @@ for i = 0, credits - 1 do
   end
 end
 
-local seen = redis.call('HGET', idem, idem_field)
+-- One read for both: the idempotency record, and whether the token was spent. (Token
+-- fields start with '#', which no user id contains, so they never meet a key's field.)
+local seen, spent
+if token_field == '' then
+  seen = redis.call('HGET', idem, idem_field)
+else
+  local fields = redis.call('HMGET', idem, idem_field, token_field)
+  seen, spent = fields[1], fields[2]
+end
 if seen then
   local prev_order, prev_qty, prev_fp = string.match(seen, '^([^|]*)|([^|]*)|(.*)$')
   if prev_fp == fingerprint then
@@ -56,7 +62,7 @@ if seen then
   return {'conflict'}
 end
 
-if token_ttl > 0 and redis.call('EXISTS', spent_token) == 1 then
+if spent then
   return {'used'}
 end
 
@@ -79,8 +85,10 @@ redis.call('HSET', shard,
   'pending_units', tonumber(c[3] or '0') + qty,
   'ver', tonumber(c[4] or '0') + 1)
 redis.call('HSET', held, user, holds + qty)
-if token_ttl > 0 then
-  redis.call('SET', spent_token, '1', 'PX', token_ttl)
+local record = ARGV[7] .. '.' .. ARGV[8] .. '.' .. entry .. '|' .. qty .. '|' .. fingerprint
+if token_field == '' then
+  redis.call('HSET', idem, idem_field, record)
+else
+  redis.call('HSET', idem, idem_field, record, token_field, '1')
 end
-redis.call('HSET', idem, idem_field, ARGV[7] .. '.' .. ARGV[8] .. '.' .. entry .. '|' .. qty .. '|' .. fingerprint)
 return {'ok', entry, stock - qty}

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use crate::domain::{Quantity, UserId, Window};
 use crate::sales::{Rejection, SaleRuntime};
 use crate::stock::SpendToken;
-use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, TokenSigner};
+use crate::tokens::{Audience, InvalidToken, TokenSigner};
 
 /// Why the sale takes no requests now, if it does not: before its start, after its end, or
 /// paused. Counted by the caller when it refuses a purchase.
@@ -70,10 +70,7 @@ pub fn purchase_token(
         None => return Ok(None),
     };
     match verified {
-        Ok(token) => Ok(Some(SpendToken {
-            id: token.id,
-            retain_ms: u64::try_from(token.expires_ms - now_ms).unwrap_or(0) + CLOCK_SKEW_MARGIN_MS,
-        })),
+        Ok(token) => Ok(Some(SpendToken(token.id))),
         Err(invalid) => {
             rt.stats.record(Rejection::InvalidToken);
             Err(ApiError::InvalidToken(invalid))

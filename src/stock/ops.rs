@@ -48,17 +48,19 @@ pub struct PurchaseCall<'a> {
     pub shard: u32,
     pub credits: &'a [Loan],
     /// The purchase token to spend with this purchase, if any.
-    pub token: Option<&'a SpendToken>,
+    pub token: Option<SpendToken>,
 }
 
-/// A verified purchase token to be spent with its purchase.
-#[derive(Debug, Clone, Copy)]
-pub struct SpendToken {
-    /// The token's id.
-    pub id: TokenId,
-    /// How long the spent mark must outlive this moment, in ms (past every instance's
-    /// notion of the token's expiry).
-    pub retain_ms: u64,
+/// A verified purchase token, spent (recorded in the buyer's idem hash) with its purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendToken(pub TokenId);
+
+impl SpendToken {
+    /// The token's field in the idem hash: `#` and the id (no user id contains `#`, so it
+    /// never meets an idempotency field).
+    fn field(self) -> String {
+        format!("#{}", self.0.to_hex())
+    }
 }
 
 /// Runs `purchase.lua` on the buyer's home shard.
@@ -73,10 +75,6 @@ pub async fn purchase(
         .key(&keys.idem)
         .key(&keys.orders)
         .key(&keys.credited);
-    match call.token {
-        Some(token) => inv.key(keys.spent_token(token.id)),
-        None => inv.key(&keys.spent_token_prefix),
-    };
     inv.arg(call.user.as_str())
         .arg(call.quantity)
         .arg(call.limit)
@@ -85,7 +83,7 @@ pub async fn purchase(
         .arg(call.now_ms)
         .arg(call.sale.as_str())
         .arg(call.shard)
-        .arg(call.token.map_or(0, |t| t.retain_ms.max(1)))
+        .arg(call.token.map(SpendToken::field).unwrap_or_default())
         .arg(call.credits.len());
     for loan in call.credits {
         inv.arg(&loan.id).arg(loan.units);

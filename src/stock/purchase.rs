@@ -133,7 +133,7 @@ impl StockEngine {
                 now_ms: req.now_ms,
                 shard: home,
                 credits: &credits,
-                token: req.token.as_ref(),
+                token: req.token,
             };
             // On error the credits' fate is unknown; their loan records let recovery finish them.
             let reply = ops::purchase(&mut self.conn.clone(), rt.keys(home), &call).await?;

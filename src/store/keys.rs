@@ -32,17 +32,9 @@ pub struct ShardKeys {
     pub credited: String,
     /// Hash: loans this shard made to others and that are not settled yet.
     pub loans: String,
-    /// Prefix of the strings marking purchase tokens spent on this shard (`<prefix><id>`,
-    /// each expiring after its token).
-    pub spent_token_prefix: String,
 }
 
 impl ShardKeys {
-    /// The key marking purchase token `id` as spent on this shard.
-    pub fn spent_token(&self, id: TokenId) -> String {
-        format!("{}{}", self.spent_token_prefix, id.to_hex())
-    }
-
     /// Every key of the shard, for deletion.
     pub fn all(&self) -> [&str; 7] {
         [
@@ -76,7 +68,6 @@ impl Keys {
             recovering: format!("{base}:recovering"),
             credited: format!("{base}:credited"),
             loans: format!("{base}:loans"),
-            spent_token_prefix: format!("{base}:tok:"),
         }
     }
 
@@ -176,7 +167,6 @@ mod tests {
             for key in shard_keys.all() {
                 prop_assert_eq!(hash_slot(key), slot);
             }
-            prop_assert_eq!(hash_slot(&shard_keys.spent_token(TokenId::random())), slot);
         }
 
         #[test]

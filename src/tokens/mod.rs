@@ -24,6 +24,7 @@ pub enum InvalidToken {
     Pow(#[from] pow::PowError),
 }
 
-/// How long past its expiry a spent challenge or token stays recorded in Redis: instances
-/// whose clocks run behind must still find the record while they think it unexpired.
+/// How long past its expiry a spent challenge stays recorded in Redis: instances whose
+/// clocks run behind must still find the record while they think it unexpired. (Spent
+/// tokens are recorded next to the idempotency records and do not expire.)
 pub const CLOCK_SKEW_MARGIN_MS: u64 = 60_000;
