@@ -11,13 +11,16 @@
 #                  per-IP, per-buyer and per-sale rate limits (set high enough to refuse
 #                  nothing: all wrk traffic comes from one IP); (b) and (c) run with guards
 #                  off (no token, no rate limit). Target: (d) >= 90% of (b), (e) of (c).
+#                  The sold-out pair (c), (e) runs GUARD_ROUNDS times, alternating, and the
+#                  median ratio is reported (a sold-out answer consumes no buyer or token).
 # plus Redis ceiling lines (redis-benchmark PING, and EVALSHA of our own purchase.lua).
 # After (b) it checks that the sale's `sold`
 # equals the 202 answers and counts Redis commands per accepted purchase (INFO commandstats),
 # then names the script of every top-level EVALSHA during a short MONITOR sample of purchases.
 #
 # Usage: scripts/bench-http.sh
-# Environment: WRK_THREADS (2), WRK_CONNS (64), WRK_DURATION (10s), BENCH_TOKENS (1000000:
+# Environment: WRK_THREADS (2), WRK_CONNS (64), WRK_DURATION (10s), GUARD_ROUNDS (3),
+# BENCH_TOKENS (1000000:
 # buyers for (b); each buys once, so a run must not send more purchases than this).
 # Starts its own redis-server, hello and gateway on free loopback ports in a temp dir and
 # stops them on exit. Raw wrk outputs are kept in target/bench-http/.
@@ -28,6 +31,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
 BENCH_TOKENS=${BENCH_TOKENS:-1000000}
+GUARD_ROUNDS=${GUARD_ROUNDS:-3}
 LIVE_SALE=bench-live
 GUARDED_PREFIX=bench-g
 SOLD_OUT_SALE=bench-sold-out
@@ -223,6 +227,11 @@ run_wrk d "http://127.0.0.1:$G2PORT/api/v1/sales/$LIVE_SALE/purchase" \
     benches/wrk/purchase.lua "$tmp/tokens-$LIVE_SALE.txt" "$WRK_THREADS"
 run_wrk e "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
     benches/wrk/purchase.lua "$tmp/tokens-$SOLD_OUT_SALE.txt" "$WRK_THREADS"
+for ((round = 2; round <= GUARD_ROUNDS; round++)); do
+    run_wrk "c$round" "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase" "${lua[@]}"
+    run_wrk "e$round" "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
+        benches/wrk/purchase.lua "$tmp/tokens-$SOLD_OUT_SALE.txt" "$WRK_THREADS"
+done
 
 # Which script each EVALSHA runs cannot be told from commandstats, and MONITOR is too slow to
 # leave on during a measured run: watch SAMPLE purchases one after another instead, by buyers
@@ -261,7 +270,12 @@ printf '%-30s %10s %s\n' "redis PING (-c 50 -P 1)" "${redis_ping%% *}" "(redis-b
 printf '%-30s %10s %s\n' "redis EVALSHA purchase.lua" "${redis_eval%% *}" "(redis-benchmark -c 50, ${redis_eval#* })"
 echo "(b) vs the EVALSHA ceiling: $(awk -v b="$(wrk_rps b)" -v e="${redis_eval%% *}" 'BEGIN { printf "%.2f", b / e }')"
 ratio() { awk -v x="$(wrk_rps "$1")" -v y="$(wrk_rps "$2")" 'BEGIN { printf "%.2f", x / y }'; }
-echo "guards on vs off: in stock (d)/(b) $(ratio d b), sold out (e)/(c) $(ratio e c)"
+sold_out_ratios=$(ratio e c)
+for ((round = 2; round <= GUARD_ROUNDS; round++)); do
+    sold_out_ratios+=" $(ratio "e$round" "c$round")"
+done
+median=$(tr ' ' '\n' <<<"$sold_out_ratios" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+echo "guards on vs off: in stock (d)/(b) $(ratio d b); sold out (e)/(c) median $median of rounds: $sold_out_ratios"
 for name in b c d e; do
     echo "($name) statuses: $(wrk_status "$name")"
     reused=$(wrk_count "$name" tokens_reused)
