@@ -22,11 +22,13 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test --all-targets"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets 2>&1 | tee "$log"
+tests=0
+cargo test --all-targets 2>&1 | tee "$log" || tests=$?
 # One closing line for the whole suite (cargo prints one per test binary, and the last of
-# those belongs to a target without tests).
+# those belongs to a target without tests), printed whether or not a test failed.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+((tests == 0)) || exit "$tests"
 
 step "k6 load-test smoke runs"
 bash scripts/loadtest-smoke.sh
