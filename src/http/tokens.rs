@@ -2,6 +2,8 @@
 //! puzzle, `POST .../tokens` exchanges its answer for a single-use purchase token. Both are
 //! open only while the sale is live.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, SalePath};
 use super::guards;
 use super::state::AppState;
+use crate::domain::SaleId;
 use crate::sales::SaleRuntime;
 use crate::tokens::store::{self, Issue, IssueCall};
 use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
@@ -44,10 +47,7 @@ pub struct TokenView {
 /// The sale, if it exists, is live and not known to be sold out. (Unlike a purchase, no
 /// buyer is let through a sold-out sale here: a buyer retrying an accepted purchase resends
 /// its original request, token included, and needs no new token.)
-async fn live_sale(
-    state: &AppState,
-    sale_id: &crate::domain::SaleId,
-) -> Result<std::sync::Arc<SaleRuntime>, ApiError> {
+async fn live_sale(state: &AppState, sale_id: &SaleId) -> Result<Arc<SaleRuntime>, ApiError> {
     let rt = state
         .sales
         .get(sale_id)
