@@ -84,25 +84,6 @@ wrk_status() { awk '/^status / { printf "%s%s: %s", sep, $2, $3; sep = ", " }' "
 wrk_count() { awk -v k="$2" '$1 == k { s += $2 } END { print s + 0 }' "$OUT/$1.txt"; }
 wrk_answers() { awk -v c="$2" '$1 == "status" && $2 == c { s += $3 } END { print s + 0 }' "$OUT/$1.txt"; }
 
-# admin PORT METHOD PATH [BODY]: an operator call to the gateway on PORT; prints the HTTP
-# status, keeps the body in $tmp/body.json.
-admin() {
-    local data=()
-    (($# < 4)) || data=(--data "$4")
-    curl -sS -o "$tmp/body.json" -w '%{http_code}' -X "$2" -H "Authorization: Bearer $ADMIN_TOKEN" \
-        -H 'Content-Type: application/json' "http://127.0.0.1:$1$3" "${data[@]}"
-}
-
-# put_sale PORT ID STOCK SHARDS: a live sale (opened a minute ago, for an hour), one unit per
-# buyer, on the gateway on PORT.
-put_sale() {
-    local body code
-    body=$(printf '{"name":"%s","stock":%d,"shards":%d,"starts_at":"%s","ends_at":"%s","per_user_limit":1,"max_per_order":1,"pow_difficulty":0}' \
-        "$2" "$3" "$4" "$(date -u -d '-1 minute' +%FT%TZ)" "$(date -u -d '+1 hour' +%FT%TZ)")
-    code=$(admin "$1" PUT "/admin/v1/sales/$2" "$body")
-    [[ $code == 20[01] ]] || die "PUT sale $2 answered $code: $(cat "$tmp/body.json")"
-}
-
 # buy_one PORT SALE JWT BODY: one purchase that must be accepted.
 buy_one() {
     local code
@@ -189,8 +170,8 @@ start_gateway guarded "$GUARDED_PREFIX" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN
 G2PORT=$REPLY
 
 for port in "$GPORT" "$G2PORT"; do
-    put_sale "$port" "$LIVE_SALE" 10000000 64
-    put_sale "$port" "$SOLD_OUT_SALE" 1 1
+    put_live_sale "$port" "$LIVE_SALE" 10000000 64
+    put_live_sale "$port" "$SOLD_OUT_SALE" 1 1
 done
 seed=$(FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
     target/release/flashgate token --user bench-seed)
@@ -216,7 +197,7 @@ cmdstats >"$tmp/before"
 run_wrk b "http://127.0.0.1:$GPORT/api/v1/sales/$LIVE_SALE/purchase" "${lua[@]}"
 cmdstats >"$tmp/after"
 sleep 0.5 # let the gateway finish the requests wrk stopped waiting for
-code=$(admin "$GPORT" GET "/admin/v1/sales/$LIVE_SALE")
+code=$(admin GET "/admin/v1/sales/$LIVE_SALE")
 [[ $code == 200 ]] || die "GET sale $LIVE_SALE answered $code"
 # The sale's own "sold", not a shard's.
 sold=$(sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o '"sold":[0-9]*' | head -n 1 | cut -d: -f2)

@@ -62,3 +62,27 @@ wait_for() {
     tail -n 20 "$log" >&2
     die "$name not ready after $((tries / 10)) s"
 }
+
+# admin_at PORT METHOD PATH [BODY]: an operator call (Bearer $ADMIN_TOKEN) to the gateway on
+# PORT; prints the HTTP status, keeps the body in $tmp/body.json.
+admin_at() {
+    local data=()
+    (($# < 4)) || data=(--data "$4")
+    curl -sS -m 30 -o "$tmp/body.json" -w '%{http_code}' -X "$2" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' "http://127.0.0.1:$1$3" "${data[@]}"
+}
+
+# admin METHOD PATH [BODY]: admin_at the gateway on $GPORT.
+admin() {
+    admin_at "$GPORT" "$@"
+}
+
+# put_live_sale PORT ID STOCK SHARDS: a live sale (opened a minute ago, for an hour), one unit
+# per buyer, on the gateway on PORT.
+put_live_sale() {
+    local body code
+    body=$(printf '{"name":"%s","stock":%d,"shards":%d,"starts_at":"%s","ends_at":"%s","per_user_limit":1,"max_per_order":1,"pow_difficulty":0}' \
+        "$2" "$3" "$4" "$(date -u -d '-1 minute' +%FT%TZ)" "$(date -u -d '+1 hour' +%FT%TZ)")
+    code=$(admin_at "$1" PUT "/admin/v1/sales/$2" "$body")
+    [[ $code == 20[01] ]] || die "PUT sale $2 answered $code: $(cat "$tmp/body.json")"
+}
