@@ -20,7 +20,7 @@ impl Clock {
 
     /// Unix milliseconds of the current instant.
     pub fn now_ms(&self) -> i64 {
-        (self.now().unix_timestamp_nanos() / 1_000_000) as i64
+        unix_ms(self.now())
     }
 
     /// Moves this clock (and its clones) by `by`.
@@ -28,4 +28,15 @@ impl Clock {
         self.offset_ms
             .fetch_add(by.whole_milliseconds() as i64, Ordering::Relaxed);
     }
+}
+
+/// Unix milliseconds of `at`.
+pub fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The instant `unix_ms` milliseconds after the epoch (the epoch itself if out of range).
+pub fn from_unix_ms(unix_ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

@@ -14,9 +14,10 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
 use super::in_flight::{self, InFlight};
-use super::rate_limit::{self, IpLimit};
+use super::rate_limit::{self, IpLimit, Limited};
 use super::state::AppState;
 use super::tokens;
+use crate::clock::unix_ms;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::orders::{self, NewOrder, OrderStatus};
 use crate::persist::queue::Admission;
@@ -149,13 +150,11 @@ async fn purchase(
     (limits
         .check_user(&user)
         .and_then(|()| limits.check_sale(&sale_id)))
-    .map_err(|limited| {
-        rt.stats.record(Rejection::RateLimited);
-        ApiError::RateLimited(limited)
-    })?;
+    .map_err(|limited| rate_limited(&rt, limited))?;
     guards::quantity_is_allowed(&rt, quantity)?;
-    let now_ms = state.clock.now_ms();
-    guards::sale_is_open(&rt, state.clock.now())?;
+    let now = state.clock.now();
+    let now_ms = unix_ms(now);
+    guards::sale_is_open(&rt, now)?;
     let token = guards::purchase_token(
         &state.tokens,
         &rt,
@@ -169,10 +168,10 @@ async fn purchase(
         return Err(refusal(&rt, Refusal::SoldOut));
     }
     if let Some(shared) = &state.shared_sale_limit {
-        shared.check(&sale_id).await?.map_err(|limited| {
-            rt.stats.record(Rejection::RateLimited);
-            ApiError::RateLimited(limited)
-        })?;
+        shared
+            .check(&sale_id)
+            .await?
+            .map_err(|limited| rate_limited(&rt, limited))?;
     }
     let admission = state.queue.admit().map_err(|_| {
         rt.stats.record(Rejection::QueueFull);
@@ -228,6 +227,12 @@ async fn hand_off(state: &AppState, admission: Admission, order: NewOrder) -> Or
         }
         Admission::Spill => OrderStatus::Pending,
     }
+}
+
+/// The answer to a purchase over a rate limit, counted.
+fn rate_limited(rt: &SaleRuntime, limited: Limited) -> ApiError {
+    rt.stats.record(Rejection::RateLimited);
+    ApiError::RateLimited(limited)
 }
 
 /// The refusal for an outcome that took no stock, counted.

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, SalePath};
 use super::guards;
 use super::state::AppState;
+use crate::clock::{from_unix_ms, unix_ms};
 use crate::domain::SaleId;
 use crate::sales::SaleRuntime;
 use crate::tokens::store::{self, Issue, IssueCall};
@@ -47,13 +48,17 @@ pub struct TokenView {
 /// The sale, if it exists, is live and not known to be sold out. (Unlike a purchase, no
 /// buyer is let through a sold-out sale here: a buyer retrying an accepted purchase resends
 /// its original request, token included, and needs no new token.)
-async fn live_sale(state: &AppState, sale_id: &SaleId) -> Result<Arc<SaleRuntime>, ApiError> {
+async fn live_sale(
+    state: &AppState,
+    sale_id: &SaleId,
+    now: OffsetDateTime,
+) -> Result<Arc<SaleRuntime>, ApiError> {
     let rt = state
         .sales
         .get(sale_id)
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
-    guards::sale_window(&rt, state.clock.now()).map_err(|(_, error)| error)?;
+    guards::sale_window(&rt, now).map_err(|(_, error)| error)?;
     if rt.is_sold_out() {
         return Err(ApiError::SoldOut);
     }
@@ -66,8 +71,9 @@ pub async fn challenge(
     Buyer(user): Buyer,
     SalePath(sale_id): SalePath,
 ) -> Result<Json<ChallengeView>, ApiError> {
-    let rt = live_sale(&state, &sale_id).await?;
-    let now_ms = state.clock.now_ms();
+    let now = state.clock.now();
+    let rt = live_sale(&state, &sale_id, now).await?;
+    let now_ms = unix_ms(now);
     let expires_ms = now_ms.saturating_add_unsigned(state.settings.tokens.challenge_ttl_ms);
     let difficulty = rt.sale.spec.pow_difficulty();
     let to = Audience {
@@ -78,7 +84,7 @@ pub async fn challenge(
     Ok(Json(ChallengeView {
         challenge,
         difficulty,
-        expires_at: at_ms(expires_ms),
+        expires_at: from_unix_ms(expires_ms),
     }))
 }
 
@@ -89,9 +95,10 @@ pub async fn issue_token(
     SalePath(sale_id): SalePath,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    let rt = live_sale(&state, &sale_id).await?;
+    let now = state.clock.now();
+    let rt = live_sale(&state, &sale_id, now).await?;
     let settings = &state.settings.tokens;
-    let now_ms = state.clock.now_ms();
+    let now_ms = unix_ms(now);
     let to = Audience {
         sale: &sale_id,
         user: &user,
@@ -116,7 +123,7 @@ pub async fn issue_token(
             StatusCode::CREATED,
             Json(TokenView {
                 purchase_token: text,
-                expires_at: at_ms(expires_ms),
+                expires_at: from_unix_ms(expires_ms),
             }),
         )),
         Issue::ChallengeUsed => Err(ApiError::TokenUsed(
@@ -135,11 +142,6 @@ fn issue_cap(per_unit: f64, remaining: u64) -> u64 {
         return 0;
     }
     ((per_unit * remaining as f64).ceil() as u64).max(1)
-}
-
-fn at_ms(unix_ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

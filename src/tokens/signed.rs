@@ -179,18 +179,13 @@ impl TokenSigner {
         difficulty: u8,
         expires_ms: i64,
     ) -> (Challenge, String) {
+        let (id, text) = self.issue(Kind::Challenge, u64::from(difficulty), to, expires_ms);
         let challenge = Challenge {
-            id: TokenId::random(),
+            id,
             expires_ms,
             difficulty,
         };
-        let payload = Payload {
-            kind: Kind::Challenge,
-            expires_ms,
-            id: challenge.id,
-            extra: u64::from(difficulty),
-        };
-        (challenge, self.seal(&payload, to))
+        (challenge, text)
     }
 
     /// A new purchase token for `to` under sale epoch `epoch`, and its wire form.
@@ -200,18 +195,30 @@ impl TokenSigner {
         epoch: u64,
         expires_ms: i64,
     ) -> (PurchaseToken, String) {
+        let (id, text) = self.issue(Kind::PurchaseToken, epoch, to, expires_ms);
         let token = PurchaseToken {
-            id: TokenId::random(),
+            id,
             expires_ms,
             epoch,
         };
+        (token, text)
+    }
+
+    /// A fresh id and the sealed credential of `kind` carrying it.
+    fn issue(
+        &self,
+        kind: Kind,
+        extra: u64,
+        to: Audience<'_>,
+        expires_ms: i64,
+    ) -> (TokenId, String) {
         let payload = Payload {
-            kind: Kind::PurchaseToken,
+            kind,
             expires_ms,
-            id: token.id,
-            extra: epoch,
+            id: TokenId::random(),
+            extra,
         };
-        (token, self.seal(&payload, to))
+        (payload.id, self.seal(&payload, to))
     }
 
     /// The challenge `text`, if this gateway issued it to `to` and it has not expired.
