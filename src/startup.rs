@@ -174,11 +174,19 @@ impl Application {
         let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
         let app = http::app(self.state.clone());
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartupError::Serve);
+        // The peer address is only read by the per-IP limit; without it, no request pays
+        // for recording it.
+        let served = if self.state.ip_limit.limits.limits_ip() {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        } else {
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        .map_err(StartupError::Serve);
         writer.shutdown().await;
         workers.stop().await;
         if let Some(redis) = self.embedded {

@@ -1,6 +1,8 @@
 //! Buyer identity: HS256 JSON Web Tokens, verified in constant time. The site's login
 //! service mints them; the gateway only verifies (and `flashgate token` mints test ones).
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -27,15 +29,25 @@ pub enum JwtError {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Claims {
-    sub: String,
+struct Claims<'a> {
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
     exp: i64,
 }
+
+/// The header every HS256 token minted by common libraries carries,
+/// `{"alg":"HS256","typ":"JWT"}`, base64url: recognised without decoding it.
+const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+/// Bytes of an HMAC-SHA256 signature.
+const SIGNATURE_LEN: usize = 32;
+/// Claims this long or shorter are decoded on the stack.
+const STACK_CLAIMS: usize = 384;
 
 /// Verifies (and mints) HS256 tokens with one secret.
 #[derive(Clone)]
@@ -65,20 +77,34 @@ impl JwtKeys {
         else {
             return Err(JwtError::Malformed);
         };
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| JwtError::Malformed)?;
+        let mut tag = [0u8; SIGNATURE_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(signature, &mut tag) {
+            Ok(SIGNATURE_LEN) => {}
+            _ => return Err(JwtError::Malformed),
+        }
         let mut mac = self.mac.clone();
         mac.update(header.as_bytes());
         mac.update(b".");
         mac.update(payload.as_bytes());
-        mac.verify_slice(&signature)
-            .map_err(|_| JwtError::Signature)?;
-        let header: Header = decode_json(header)?;
-        if header.alg != "HS256" {
-            return Err(JwtError::Algorithm);
+        mac.verify_slice(&tag).map_err(|_| JwtError::Signature)?;
+        if header != STANDARD_HEADER {
+            let bytes = decode_segment(header)?;
+            let header: Header = serde_json::from_slice(&bytes).map_err(|_| JwtError::Claims)?;
+            if header.alg != "HS256" {
+                return Err(JwtError::Algorithm);
+            }
         }
-        let claims: Claims = decode_json(payload)?;
+        let mut stack = [0u8; STACK_CLAIMS];
+        let heap;
+        let claims = match URL_SAFE_NO_PAD.decode_slice(payload, &mut stack) {
+            Ok(len) => &stack[..len],
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                heap = decode_segment(payload)?;
+                &heap[..]
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(JwtError::Malformed),
+        };
+        let claims: Claims = serde_json::from_slice(claims).map_err(|_| JwtError::Claims)?;
         if claims.exp <= now_unix {
             return Err(JwtError::Expired);
         }
@@ -87,9 +113,9 @@ impl JwtKeys {
 
     /// A token for `user` expiring at `exp` (unix seconds).
     pub fn mint(&self, user: &UserId, exp: i64) -> String {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let header = STANDARD_HEADER;
         let claims = Claims {
-            sub: user.as_str().to_owned(),
+            sub: Cow::Borrowed(user.as_str()),
             exp,
         };
         let payload =
@@ -103,11 +129,10 @@ impl JwtKeys {
     }
 }
 
-fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, JwtError> {
-    let bytes = URL_SAFE_NO_PAD
+fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD
         .decode(segment)
-        .map_err(|_| JwtError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtError::Claims)
+        .map_err(|_| JwtError::Malformed)
 }
 
 #[cfg(test)]
@@ -156,6 +181,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Signs `header.payload` (both JSON) with `keys`, however unusual they are.
+    fn signed(keys: &JwtKeys, header: &str, payload: &str) -> String {
+        let header = URL_SAFE_NO_PAD.encode(header);
+        let payload = URL_SAFE_NO_PAD.encode(payload);
+        let mut mac = keys.mac.clone();
+        mac.update(format!("{header}.{payload}").as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{header}.{payload}.{signature}")
+    }
+
+    #[test]
+    fn the_standard_header_constant_is_what_it_says() {
+        let decoded = URL_SAFE_NO_PAD.decode(STANDARD_HEADER).unwrap();
+        assert_eq!(decoded, br#"{"alg":"HS256","typ":"JWT"}"#);
+    }
+
+    #[test]
+    fn any_hs256_header_is_accepted_not_only_the_standard_one() {
+        for header in [r#"{"typ":"JWT","alg":"HS256"}"#, r#"{"alg":"HS256"}"#] {
+            let token = signed(&keys(), header, r#"{"sub":"alice","exp":9999999999}"#);
+            assert_eq!(keys().verify(&token, NOW), Ok(alice()), "{header}");
+        }
+    }
+
+    #[test]
+    fn a_signed_header_naming_another_algorithm_is_refused() {
+        let token = signed(
+            &keys(),
+            r#"{"alg":"HS512","typ":"JWT"}"#,
+            r#"{"sub":"alice","exp":9999999999}"#,
+        );
+        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Algorithm));
+    }
+
+    #[test]
+    fn long_claims_and_escaped_subjects_verify() {
+        let roles = "r".repeat(2 * STACK_CLAIMS);
+        let long = format!(r#"{{"sub":"alice","exp":9999999999,"roles":"{roles}"}}"#);
+        let token = signed(&keys(), r#"{"alg":"HS256","typ":"JWT"}"#, &long);
+        assert_eq!(keys().verify(&token, NOW), Ok(alice()));
+        let escaped = signed(
+            &keys(),
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"sub":"\u0061lice","exp":9999999999}"#,
+        );
+        assert_eq!(keys().verify(&escaped, NOW), Ok(alice()));
+    }
+
+    #[test]
+    fn a_signature_of_the_wrong_length_is_malformed() {
+        let token = keys().mint(&alice(), NOW + 60);
+        let short = &token[..token.len() - 4];
+        assert_eq!(keys().verify(short, NOW), Err(JwtError::Malformed));
+        assert_eq!(
+            keys().verify(&format!("{token}AAAA"), NOW),
+            Err(JwtError::Malformed)
+        );
     }
 
     #[test]

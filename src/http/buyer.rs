@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
-use super::in_flight::{self, InFlight};
+use super::in_flight::{InFlight, InFlightLayer};
 use super::rate_limit::{self, IpLimit, Limited};
 use super::state::AppState;
 use super::tokens;
@@ -28,7 +28,7 @@ use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
 /// `in_flight`, then (in the handler) the per-buyer and per-sale limits and the purchase
 /// token. Challenges and tokens pass the per-IP limit too.
 pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppState> {
-    let capped = axum::middleware::from_fn_with_state(in_flight, in_flight::limit);
+    let capped = InFlightLayer::new(in_flight);
     let mut purchase_route = post(purchase).route_layer(capped);
     let mut challenge_route = post(tokens::challenge);
     let mut token_route = post(tokens::issue_token);

@@ -2,7 +2,9 @@
 //! Server-side failures are logged once here and never described to the client.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -223,6 +225,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::SoldOut = self {
+            return sold_out_response();
+        }
         let status = self.status();
         // Shedding load is a deliberate answer, not a failure: logging every one of them would
         // spend the CPU an overloaded gateway lacks. Real failures are logged once, here.
@@ -241,6 +246,29 @@ impl IntoResponse for ApiError {
         response.headers_mut().extend(headers);
         response
     }
+}
+
+/// The answer after sell-out, the refusal a flash sale sends most: its body is serialised
+/// once and shared by every response.
+fn sold_out_response() -> Response {
+    static BODY: LazyLock<Bytes> = LazyLock::new(|| {
+        let error = ApiError::SoldOut;
+        let problem = Problem {
+            slug: error.slug(),
+            title: error.title(),
+            status: error.status(),
+            detail: error.detail(),
+            extras: error.extras(),
+        };
+        Bytes::from(serde_json::to_vec(&problem).expect("problems serialize"))
+    });
+    let mut response = Response::new(Body::from(BODY.clone()));
+    *response.status_mut() = StatusCode::CONFLICT;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }
 
 /// Whole seconds to wait before retrying (rounded up, at least 1).
@@ -308,6 +336,26 @@ mod tests {
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "application/problem+json"
+        );
+    }
+
+    #[test]
+    fn the_shared_sold_out_answer_is_the_problem_it_stands_for() {
+        let response = ApiError::SoldOut.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body =
+            futures_util::FutureExt::now_or_never(axum::body::to_bytes(response.into_body(), 4096))
+                .expect("a shared body is ready")
+                .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "/problems/sold-out", "title": "Sold out", "status": 409,
+                   "detail": "no stock left"})
         );
     }
 

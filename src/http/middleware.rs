@@ -1,22 +1,77 @@
 //! Edge middleware and fallbacks, each answering in problem+json.
 
 use std::any::Any;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::Map;
+use tokio::time::Timeout;
+use tokio::time::error::Elapsed;
+use tower::{Layer, Service};
 
 use super::error::{ApiError, Problem};
 
 /// Answers 503 `overloaded` when a request takes longer than `http.request_timeout_ms`
 /// (503 rather than 408: the client did nothing wrong and should retry).
-pub async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Overloaded("the request timed out").into_response(),
+///
+/// A plain tower layer rather than `axum::middleware::from_fn`: every request passes it,
+/// and this form neither boxes the inner future nor clones the inner service per request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeoutLayer {
+    limit: Duration,
+}
+
+impl RequestTimeoutLayer {
+    /// Requests get at most `limit` each.
+    pub fn new(limit: Duration) -> Self {
+        Self { limit }
     }
+}
+
+impl<S> Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestTimeout {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// The service made by [`RequestTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+type Answered = Result<Response, Infallible>;
+
+impl<S> Service<Request> for RequestTimeout<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Map<Timeout<S::Future>, fn(Result<Answered, Elapsed>) -> Answered>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        tokio::time::timeout(self.limit, self.inner.call(req)).map(timed_out_as_overloaded)
+    }
+}
+
+fn timed_out_as_overloaded(outcome: Result<Answered, Elapsed>) -> Answered {
+    outcome.unwrap_or_else(|_| Ok(ApiError::Overloaded("the request timed out").into_response()))
 }
 
 /// Unknown paths.
@@ -73,10 +128,7 @@ mod tests {
                 }),
             )
             .route("/fast", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn_with_state(
-                Duration::from_millis(50),
-                request_timeout,
-            ))
+            .layer(RequestTimeoutLayer::new(Duration::from_millis(50)))
     }
 
     #[tokio::test]

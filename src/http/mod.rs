@@ -39,10 +39,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            timeout,
-            middleware::request_timeout,
-        ))
+        .layer(middleware::RequestTimeoutLayer::new(timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response));
     // A span per request is worth its few per cent of throughput only when someone reads it.
     let router = if trace {
