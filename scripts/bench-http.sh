@@ -115,7 +115,7 @@ progress "starting redis-server, hello and the gateway"
 free_port
 RPORT=$REPLY
 redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$tmp/redis" --appendonly yes \
-    --appendfsync everysec --save '' --logfile "$tmp/redis.log" &
+    --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$tmp/redis.log" &
 pids+=($!)
 wait_for redis-server "${pids[-1]}" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
 progress "redis-benchmark PING"

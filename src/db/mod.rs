@@ -5,7 +5,9 @@
 mod postgres;
 mod sqlite;
 
-use sqlx::{PgPool, SqlitePool};
+use sqlx::PgPool;
+
+pub use sqlite::SqliteStore;
 
 use crate::domain::{OrderId, SaleId};
 use crate::orders::NewOrder;
@@ -47,7 +49,7 @@ pub struct ShardTotals {
 #[derive(Debug, Clone)]
 pub enum OrderStore {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    Sqlite(SqliteStore),
 }
 
 impl OrderStore {
@@ -67,7 +69,11 @@ impl OrderStore {
     async fn migrate(&self) -> Result<(), DbError> {
         match self {
             Self::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
-            Self::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Self::Sqlite(store) => {
+                sqlx::migrate!("migrations/sqlite")
+                    .run(&store.writes)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -80,7 +86,7 @@ impl OrderStore {
         }
         match self {
             Self::Postgres(pool) => postgres::insert(pool, orders, persisted_at_ms).await,
-            Self::Sqlite(pool) => sqlite::insert(pool, orders, persisted_at_ms).await,
+            Self::Sqlite(store) => sqlite::insert(&store.writes, orders, persisted_at_ms).await,
         }
     }
 
@@ -93,10 +99,10 @@ impl OrderStore {
                     .fetch_optional(pool)
                     .await?
             }
-            Self::Sqlite(pool) => {
+            Self::Sqlite(store) => {
                 sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id = ?")
                     .bind(id.to_string())
-                    .fetch_optional(pool)
+                    .fetch_optional(&store.reads)
                     .await?
             }
         };
@@ -122,10 +128,13 @@ impl OrderStore {
                     .fetch_all(pool)
                     .await?
             }
-            Self::Sqlite(pool) => {
-                sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE sale_id = ? ORDER BY created_at_ms")
+            Self::Sqlite(store) => {
+                let (from, to) = sqlite::sale_key_range(sale.as_str());
+                sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? ORDER BY created_at_ms")
+                    .bind(from)
+                    .bind(to)
                     .bind(sale.as_str())
-                    .fetch_all(pool)
+                    .fetch_all(&store.reads)
                     .await?
             }
         };
@@ -156,7 +165,7 @@ impl OrderStore {
             .bind(ids)
             .fetch_all(pool)
             .await?),
-            Self::Sqlite(pool) => sqlite::existing(pool, ids).await,
+            Self::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
         }
     }
 
@@ -169,10 +178,13 @@ impl OrderStore {
                     .fetch_all(pool)
                     .await?
             }
-            Self::Sqlite(pool) => {
-                sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE sale_id = ? GROUP BY shard")
+            Self::Sqlite(store) => {
+                let (from, to) = sqlite::sale_key_range(sale.as_str());
+                sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? GROUP BY shard")
+                    .bind(from)
+                    .bind(to)
                     .bind(sale.as_str())
-                    .fetch_all(pool)
+                    .fetch_all(&store.reads)
                     .await?
             }
         };
@@ -192,10 +204,81 @@ impl OrderStore {
             Self::Postgres(pool) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
             }
-            Self::Sqlite(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
+            Self::Sqlite(store) => {
+                sqlx::query("SELECT 1").execute(&store.reads).await?;
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EntryId, Quantity, UserId};
+
+    fn order(sale: &str, shard: u32, seq: u64, quantity: u32) -> NewOrder {
+        NewOrder {
+            order_id: OrderId::new(
+                SaleId::parse(sale).unwrap(),
+                shard,
+                EntryId::parse(&format!("1700000000000-{seq}")).unwrap(),
+            ),
+            user: UserId::parse(&format!("u{seq}")).unwrap(),
+            quantity: Quantity::new(quantity).unwrap(),
+            created_ms: 1_700_000_000_000 + seq as i64,
+        }
+    }
+
+    /// Per-sale queries on SQLite read the sale's key range: sales whose ids sort right
+    /// next to it ("a-b", "a_b", "ab", "a0") must not leak into its listing or totals.
+    #[tokio::test]
+    async fn sqlite_per_sale_queries_see_exactly_that_sale() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = OrderStore::connect(&url).await.unwrap();
+        let mut orders = vec![
+            order("a", 0, 1, 2),
+            order("a", 1, 2, 1),
+            order("a", 1, 3, 3),
+        ];
+        for (i, neighbour) in ["a-b", "a_b", "ab", "a0", "A"].iter().enumerate() {
+            orders.push(order(neighbour, 0, 10 + i as u64, 5));
+        }
+        assert_eq!(store.insert(&orders, 1).await.unwrap(), orders.len() as u64);
+        assert_eq!(
+            store.insert(&orders, 2).await.unwrap(),
+            0,
+            "inserts are idempotent"
+        );
+
+        let sale = SaleId::parse("a").unwrap();
+        let listed: Vec<String> = store
+            .list(&sale)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.order_id.to_string())
+            .collect();
+        let expected: Vec<String> = orders[..3].iter().map(|o| o.order_id.to_string()).collect();
+        assert_eq!(listed, expected);
+
+        let mut totals = store.totals(&sale).await.unwrap();
+        totals.sort_by_key(|t| t.shard);
+        assert_eq!(
+            totals,
+            [
+                ShardTotals {
+                    shard: 0,
+                    rows: 1,
+                    units: 2
+                },
+                ShardTotals {
+                    shard: 1,
+                    rows: 2,
+                    units: 4
+                },
+            ]
+        );
     }
 }

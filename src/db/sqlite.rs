@@ -15,11 +15,27 @@ use crate::orders::NewOrder;
 /// Rows per INSERT statement (7 parameters each, well under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 1000;
 
-pub(super) async fn connect(url: &str) -> Result<SqlitePool, DbError> {
+/// The SQLite order store: one connection that writes, a small pool that reads.
+///
+/// One writer because SQLite runs one write transaction at a time anyway, and because a
+/// connection's page cache survives only while no *other* connection commits: with every
+/// batch on the same connection, the B-tree pages each commit touches stay cached instead
+/// of being read back from the file after each commit.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The only connection that inserts orders.
+    pub(super) writes: SqlitePool,
+    /// Lookups, listings, reconciliation and health checks.
+    pub(super) reads: SqlitePool,
+}
+
+pub(super) async fn connect(url: &str) -> Result<SqliteStore, DbError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
+        // Statement journals (a multi-row INSERT keeps one) in memory, never in temp files.
+        .pragma("temp_store", "memory")
         .busy_timeout(Duration::from_secs(5));
     if let Some(dir) = Path::new(options.get_filename())
         .parent()
@@ -28,11 +44,24 @@ pub(super) async fn connect(url: &str) -> Result<SqlitePool, DbError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| DbError::SqliteDir(dir.display().to_string(), e))?;
     }
-    Ok(SqlitePoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(options)
-        .await?)
+    let pool = |connections: u32| {
+        SqlitePoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options.clone())
+    };
+    Ok(SqliteStore {
+        writes: pool(1).await?,
+        reads: pool(4).await?,
+    })
+}
+
+/// Bounds of the order ids of `sale`: ids are `<sale>.<shard>.<entry>`, so the primary key
+/// keeps a sale's rows together between `<sale>.` and `<sale>/` ('/' follows '.'). No sale
+/// id contains '.' or '/', so no other sale's ids fall in between; the queries still filter
+/// on `sale_id` as well, which costs nothing on rows already in range.
+pub(super) fn sale_key_range(sale: &str) -> (String, String) {
+    (format!("{sale}."), format!("{sale}/"))
 }
 
 pub(super) async fn insert(
