@@ -23,6 +23,8 @@ pub enum DbError {
     Query(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot encode the rows for the database")]
+    Encode(#[source] serde_json::Error),
     #[error("stored order {0} is invalid")]
     BadRow(String),
 }
@@ -251,6 +253,21 @@ mod tests {
             0,
             "inserts are idempotent"
         );
+
+        let first = &orders[0];
+        let row = store.find(&first.order_id).await.unwrap().expect("a row");
+        assert_eq!(
+            (
+                row.user_id.as_str(),
+                row.quantity,
+                row.created_at_ms,
+                row.persisted_at_ms
+            ),
+            ("u1", 2, first.created_ms, 1),
+            "the first insert wrote the row; the second changed nothing"
+        );
+        let ids = [first.order_id.to_string(), "a.0.1-1".to_owned()];
+        assert_eq!(store.existing(&ids).await.unwrap(), [ids[0].clone()]);
 
         let sale = SaleId::parse("a").unwrap();
         let listed: Vec<String> = store

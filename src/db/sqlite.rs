@@ -1,19 +1,16 @@
 //! SQLite specifics: the embedded default. One file, WAL journal, full fsync on commit (a
-//! row is what makes an order safe to forget in Redis), multi-row inserts in one
-//! transaction.
+//! row is what makes an order safe to forget in Redis), a whole batch inserted by one
+//! statement.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::DbError;
 use crate::orders::NewOrder;
-
-/// Rows per INSERT statement (7 parameters each, well under SQLite's 32,766).
-const ROWS_PER_STATEMENT: usize = 1000;
 
 /// The SQLite order store: one connection that writes, a small pool that reads.
 ///
@@ -64,49 +61,50 @@ pub(super) fn sale_key_range(sale: &str) -> (String, String) {
     (format!("{sale}."), format!("{sale}/"))
 }
 
+/// Inserts a whole batch with one constant statement: the rows travel as one JSON array
+/// (`[[order_id, sale_id, shard, user_id, quantity, created_at_ms], ...]`) that SQLite
+/// unpacks with `json_each`. One bind instead of seven per row, no SQL text built per batch,
+/// the prepared statement reused, and the statement is its own transaction. (`WHERE true`
+/// is how SQLite tells the upsert's `ON` from a join's when an INSERT takes a SELECT.)
+const INSERT_FROM_JSON: &str = "INSERT INTO orders \
+     (order_id, sale_id, shard, user_id, quantity, created_at_ms, persisted_at_ms) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, ?2 \
+     FROM json_each(?1) WHERE true \
+     ON CONFLICT (order_id) DO NOTHING";
+
 pub(super) async fn insert(
     pool: &SqlitePool,
     orders: &[NewOrder],
     persisted_at_ms: i64,
 ) -> Result<u64, DbError> {
-    let mut tx = pool.begin().await?;
-    let mut inserted = 0;
-    for chunk in orders.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO orders (order_id, sale_id, shard, user_id, quantity, created_at_ms, persisted_at_ms) ",
-        );
-        builder.push_values(chunk, |mut row, order| {
-            row.push_bind(order.order_id.to_string())
-                .push_bind(order.order_id.sale().as_str().to_owned())
-                .push_bind(i64::from(order.order_id.shard()))
-                .push_bind(order.user.as_str().to_owned())
-                .push_bind(i64::from(order.quantity.get()))
-                .push_bind(order.created_ms)
-                .push_bind(persisted_at_ms);
-        });
-        builder.push(" ON CONFLICT (order_id) DO NOTHING");
-        inserted += builder.build().execute(&mut *tx).await?.rows_affected();
-    }
-    tx.commit().await?;
-    Ok(inserted)
+    let rows: Vec<_> = orders
+        .iter()
+        .map(|order| {
+            (
+                &order.order_id,
+                order.order_id.sale(),
+                order.order_id.shard(),
+                &order.user,
+                order.quantity.get(),
+                order.created_ms,
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).map_err(DbError::Encode)?;
+    let done = sqlx::query(INSERT_FROM_JSON)
+        .bind(rows)
+        .bind(persisted_at_ms)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 pub(super) async fn existing(pool: &SqlitePool, ids: &[String]) -> Result<Vec<String>, DbError> {
-    let mut found = Vec::new();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut builder: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT order_id FROM orders WHERE order_id IN (");
-        let mut list = builder.separated(", ");
-        for id in chunk {
-            list.push_bind(id.clone());
-        }
-        builder.push(")");
-        found.extend(
-            builder
-                .build_query_scalar::<String>()
-                .fetch_all(pool)
-                .await?,
-        );
-    }
-    Ok(found)
+    let ids = serde_json::to_string(ids).map_err(DbError::Encode)?;
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM orders WHERE order_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
 }
