@@ -3,7 +3,11 @@
 //! background workers, then serve until a shutdown signal.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use axum::ServiceExt;
+use axum::extract::Request;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::Receiver;
@@ -173,15 +177,16 @@ impl Application {
         });
         let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
-        let app = http::app(self.state.clone());
+        let app = http::service(self.state.clone());
         // The peer address is only read by the per-IP limit; without it, no request pays
         // for recording it.
         let served = if self.state.ip_limit.limits.limits_ip() {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let app = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
             axum::serve(self.listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         } else {
+            let app = ServiceExt::<Request>::into_make_service(app);
             axum::serve(self.listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

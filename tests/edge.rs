@@ -146,6 +146,34 @@ async fn one_client_ip_over_its_rate_gets_429_whoever_the_buyer() {
     );
 }
 
+/// After sell-out, sold-out answers come from the shortcut in front of the router; the
+/// per-IP limit still applies there, once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_ip_limit_still_applies_after_sell_out() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.limits.ip = LimitSettings {
+        rate_per_sec: 1,
+        burst: 4,
+    };
+    let app = spawn_app_with(settings).await;
+    app.create_sale("ip-gone", &live_sale(1, 1, 1, 1)).await;
+    let buyers = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let answers = sequential(&app, "ip-gone", &buyers).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    // One unit, then "sold out" (b marks the sale sold out; c and d meet the shortcut); the
+    // burst of 4 is then spent, and the rest are refused by IP (or, as the allowance refills
+    // at 1/s, answered "sold out" again).
+    assert_eq!(&statuses[..4], [202, 409, 409, 409], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    for (status, headers, body) in &answers[4..] {
+        match status {
+            429 => assert_rate_limited(headers, body, "ip", 4),
+            _ => assert_eq!(body["type"], "/problems/sold-out", "{body}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() {
     let redis = RedisServer::start();

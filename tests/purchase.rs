@@ -164,6 +164,64 @@ async fn a_retry_after_sell_out_still_returns_the_original_order() {
     assert_eq!((retry.status, retry.order_id), (202, winner.order_id));
 }
 
+/// After sell-out, purchases by buyers who hold nothing are answered from memory, before the
+/// router: the shortcut must answer exactly "sold out" and count it, and leave everything it
+/// is not sure about to the full path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sell_out_the_shortcut_answers_only_what_it_may() {
+    let (_redis, app) = single().await;
+    app.create_sale("gone", &live_sale(1, 2, 1, 1)).await;
+    let winner = Answer::of(app.purchase("gone", "winner", "w", 1).await).await;
+    assert_eq!(winner.status, 202);
+    let first = Answer::of(app.purchase("gone", "loser", "l", 1).await).await;
+    assert_eq!(first.slug.as_deref(), Some("sold-out"), "marks it sold out");
+
+    let url = format!("{}/api/v1/sales/gone/purchase", app.base);
+    let send = |bearer: String, body: &'static str| {
+        app.client
+            .post(&url)
+            .bearer_auth(bearer)
+            .header("Idempotency-Key", "k")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    // A buyer with nothing: "sold out", whatever the body says.
+    for body in [r#"{"quantity":1}"#, r#"{"quantity":0}"#, "{not json"] {
+        let answer = send(app.token("late"), body).await.unwrap();
+        assert_eq!(
+            problem_slug(answer).await,
+            (reqwest::StatusCode::CONFLICT, "sold-out".to_owned()),
+            "{body}"
+        );
+    }
+    // No valid credential: still the full path's 401.
+    let forged = flashgate::auth::JwtKeys::new(b"not the gateway's secret, at all").mint(
+        &flashgate::domain::UserId::parse("late").unwrap(),
+        time::OffsetDateTime::now_utc().unix_timestamp() + 60,
+    );
+    let answer = send(forged, r#"{"quantity":1}"#).await.unwrap();
+    assert_eq!(problem_slug(answer).await.1, "unauthorized");
+    // The holder's retry reaches Redis and gets its order back.
+    let retry = Answer::of(app.purchase("gone", "winner", "w", 1).await).await;
+    assert_eq!((retry.status, retry.order_id), (202, winner.order_id));
+
+    let (_, sale) = app
+        .get_json("/admin/v1/sales/gone", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(sale["rejected_by_reason"]["sold_out"], 4, "{sale}");
+    assert_eq!(app.sold("gone", 2).await, 1);
+
+    // Past the end of the sale the window decides, not the shortcut.
+    app.state.clock.advance(time::Duration::hours(2));
+    let lasting = app.jwt.mint(
+        &flashgate::domain::UserId::parse("late").unwrap(),
+        time::OffsetDateTime::now_utc().unix_timestamp() + 3 * 3600,
+    );
+    let answer = send(lasting, r#"{"quantity":1}"#).await.unwrap();
+    assert_eq!(problem_slug(answer).await.1, "sale-ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_the_documented_problem_and_takes_nothing() {
     let (_redis, app) = single().await;

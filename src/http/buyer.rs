@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::guards;
 use super::in_flight::{InFlight, InFlightLayer};
-use super::rate_limit::{self, IpLimit, Limited};
+use super::rate_limit::{IpLimit, IpLimitLayer, Limited};
 use super::state::AppState;
 use super::tokens;
 use crate::clock::unix_ms;
@@ -34,7 +34,7 @@ pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppSta
     let mut token_route = post(tokens::issue_token);
     // No per-IP limit configured: no layer, rather than a no-op on every request.
     if ip_limit.limits.limits_ip() {
-        let by_ip = axum::middleware::from_fn_with_state(ip_limit, rate_limit::limit_ip);
+        let by_ip = IpLimitLayer::new(ip_limit);
         purchase_route = purchase_route.route_layer(by_ip.clone());
         challenge_route = challenge_route.route_layer(by_ip.clone());
         token_route = token_route.route_layer(by_ip);

@@ -4,8 +4,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -38,9 +38,9 @@ fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+/// The token of an `Authorization: Bearer <token>` header.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -57,7 +57,8 @@ impl FromRequestParts<AppState> for Buyer {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized("a Bearer token is required"))?;
+        let token =
+            bearer(&parts.headers).ok_or(ApiError::Unauthorized("a Bearer token is required"))?;
         let now = state.clock.now().unix_timestamp();
         state.jwt.verify(token, now).map(Buyer).map_err(|e| {
             ApiError::Unauthorized(match e {
@@ -78,8 +79,8 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token =
-            bearer(parts).ok_or(ApiError::Unauthorized("an admin Bearer token is required"))?;
+        let token = bearer(&parts.headers)
+            .ok_or(ApiError::Unauthorized("an admin Bearer token is required"))?;
         if admin_token_matches(token, &state.settings.admin.token) {
             Ok(Admin)
         } else {

@@ -11,6 +11,7 @@ pub mod in_flight;
 pub mod middleware;
 pub mod rate_limit;
 pub mod shared_limit;
+pub mod sold_out;
 pub mod state;
 pub mod tokens;
 
@@ -23,6 +24,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+
+/// What the server runs: the application behind the sold-out shortcut.
+pub fn service(state: AppState) -> sold_out::SoldOutShortcut<Router> {
+    sold_out::SoldOutShortcut::new(app(state.clone()), state)
+}
 
 /// The whole application: every resource router merged, wrapped in the edge middleware.
 pub fn app(state: AppState) -> Router {

@@ -5,20 +5,23 @@
 //! Keyed limiters remember one state per key; `cleanup` (run periodically by a worker)
 //! forgets keys whose allowance is full again, so memory stays bounded by recent traffic.
 
+use std::convert::Infallible;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, Ready, ready};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
+use tower::{Layer, Service};
 
 use super::client_ip::client_ip;
 use super::error::ApiError;
@@ -168,23 +171,75 @@ pub struct IpLimit {
     pub trusted_proxies: Vec<IpAddr>,
 }
 
-/// Route layer: refuses a request whose client IP is over its limit, before any other work.
-pub async fn limit_ip(State(limit): State<Arc<IpLimit>>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(peer) = peer {
+impl IpLimit {
+    /// Counts `req` against the limit of its client IP (the peer, or the address a trusted
+    /// proxy reports). A request without a peer address (none is recorded when no per-IP
+    /// limit is configured) passes.
+    pub fn check_request(&self, req: &Request) -> Result<(), Limited> {
+        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(());
+        };
         let forwarded = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
-        let ip = client_ip(peer, forwarded, &limit.trusted_proxies);
-        if let Err(limited) = limit.limits.check_ip(ip) {
-            return ApiError::RateLimited(limited).into_response();
+        let ip = client_ip(peer.ip(), forwarded, &self.trusted_proxies);
+        self.limits.check_ip(ip)
+    }
+}
+
+/// Route layer: refuses a request whose client IP is over its limit, before any other work.
+/// A plain tower layer (no boxed future, no service clone per request).
+#[derive(Clone)]
+pub struct IpLimitLayer {
+    limit: Arc<IpLimit>,
+}
+
+impl IpLimitLayer {
+    /// A layer enforcing `limit`.
+    pub fn new(limit: Arc<IpLimit>) -> Self {
+        Self { limit }
+    }
+}
+
+impl<S> Layer<S> for IpLimitLayer {
+    type Service = IpLimited<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IpLimited {
+            inner,
+            limit: Arc::clone(&self.limit),
         }
     }
-    next.run(req).await
+}
+
+/// The service made by [`IpLimitLayer`].
+#[derive(Clone)]
+pub struct IpLimited<S> {
+    inner: S,
+    limit: Arc<IpLimit>,
+}
+
+type Answered = Result<Response, Infallible>;
+
+impl<S> Service<Request> for IpLimited<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Answered>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match self.limit.check_request(&req) {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(limited) => Either::Left(ready(Ok(ApiError::RateLimited(limited).into_response()))),
+        }
+    }
 }
 
 #[cfg(test)]

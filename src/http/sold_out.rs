@@ -1,0 +1,121 @@
+//! The sold-out shortcut, in front of the router: once a sale is known to be sold out, a
+//! purchase by an authenticated buyer who holds none of it is answered 409 `sold-out`
+//! straight from memory, before routing, the edge layers, the body and the per-buyer checks.
+//! After sell-out such requests are nearly all the traffic a flash sale gets, and each now
+//! costs little more than parsing its request.
+//!
+//! It only ever *answers early* what the full path would answer anyway for stock: every
+//! request it is not sure about goes on unchanged to the router, which then does all its
+//! checks as usual. That is a request with no valid JWT (the router answers 401), a buyer
+//! who holds units (the router replays their order), or a sale outside its window or paused
+//! (410 and friends). The per-IP limit still applies first when configured: a client over
+//! it gets its 429 here. What it skips is what no longer matters once nothing can be bought:
+//! the body (quantity, purchase token), the Idempotency-Key and the per-buyer and per-sale
+//! rate limits; a malformed request for a sold-out sale is told "sold out".
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, Ready, ready};
+use tower::Service;
+
+use super::error::ApiError;
+use super::extract::bearer;
+use super::guards;
+use super::state::AppState;
+use crate::domain::SaleId;
+use crate::sales::Rejection;
+
+/// Wraps the router (`inner`) with the shortcut.
+#[derive(Clone)]
+pub struct SoldOutShortcut<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> SoldOutShortcut<S> {
+    /// The shortcut in front of `inner`, reading sales and credentials from `state`.
+    pub fn new(inner: S, state: AppState) -> Self {
+        Self { inner, state }
+    }
+}
+
+type Answered = Result<Response, Infallible>;
+
+impl<S> Service<Request> for SoldOutShortcut<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Answered>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match early_answer(&self.state, &req) {
+            Some(response) => Either::Left(ready(Ok(response))),
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
+}
+
+/// The answer for `req` if it is a purchase this shortcut may answer, else `None`.
+fn early_answer(state: &AppState, req: &Request) -> Option<Response> {
+    if req.method() != Method::POST {
+        return None;
+    }
+    let sale = purchase_sale(req.uri().path())?;
+    let rt = state.sales.cached(&SaleId::parse(sale).ok()?)?;
+    if !rt.is_sold_out() {
+        return None;
+    }
+    let now = state.clock.now();
+    let token = bearer(req.headers())?;
+    let user = state.jwt.verify(token, now.unix_timestamp()).ok()?;
+    if !rt.sold_out_for(&user) || guards::sale_window(&rt, now).is_err() {
+        return None;
+    }
+    if let Err(limited) = state.ip_limit.check_request(req) {
+        rt.stats.record(Rejection::RateLimited);
+        return Some(ApiError::RateLimited(limited).into_response());
+    }
+    rt.stats.record(Rejection::SoldOut);
+    Some(ApiError::SoldOut.into_response())
+}
+
+/// The sale id of a purchase path, `/api/v1/sales/{sale_id}/purchase`.
+fn purchase_sale(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/sales/")?
+        .strip_suffix("/purchase")
+        .filter(|id| !id.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_purchase_paths_name_a_sale() {
+        assert_eq!(purchase_sale("/api/v1/sales/s1/purchase"), Some("s1"));
+        for path in [
+            "/api/v1/sales/s1",
+            "/api/v1/sales/s1/tokens",
+            "/api/v1/sales/a/b/purchase",
+            "/api/v1/sales/s1/purchase/",
+            "/admin/v1/sales/s1/purchase",
+            "/api/v1/sales//purchase",
+        ] {
+            let named = purchase_sale(path);
+            assert!(
+                named.is_none_or(|id| SaleId::parse(id).is_err()),
+                "{path}: {named:?}"
+            );
+        }
+    }
+}
