@@ -12,9 +12,10 @@ use time::OffsetDateTime;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
+use super::gate::GateLayer;
 use super::guards;
 use super::in_flight::{InFlight, InFlightLayer};
-use super::rate_limit::{IpLimit, IpLimitLayer, Limited};
+use super::rate_limit::{IpGate, IpLimit, Limited};
 use super::state::AppState;
 use super::tokens;
 use crate::clock::unix_ms;
@@ -34,7 +35,7 @@ pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppSta
     let mut token_route = post(tokens::issue_token);
     // No per-IP limit configured: no layer, rather than a no-op on every request.
     if ip_limit.limits.limits_ip() {
-        let by_ip = IpLimitLayer::new(ip_limit);
+        let by_ip = GateLayer::new(IpGate(ip_limit));
         purchase_route = purchase_route.route_layer(by_ip.clone());
         challenge_route = challenge_route.route_layer(by_ip.clone());
         token_route = token_route.route_layer(by_ip);

@@ -22,6 +22,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::error::ApiError;
+use super::gate::Answered;
 
 /// The cap and what it has seen.
 #[derive(Debug)]
@@ -113,8 +114,6 @@ pub struct Capped<S> {
     inner: S,
     cap: Arc<InFlight>,
 }
-
-type Answered = Result<Response, Infallible>;
 
 impl<S> Service<Request> for Capped<S>
 where

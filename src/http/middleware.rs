@@ -15,6 +15,7 @@ use tokio::time::error::Elapsed;
 use tower::{Layer, Service};
 
 use super::error::{ApiError, Problem};
+use super::gate::Answered;
 
 /// Answers 503 `overloaded` when a request takes longer than `http.request_timeout_ms`
 /// (503 rather than 408: the client did nothing wrong and should retry).
@@ -50,8 +51,6 @@ pub struct RequestTimeout<S> {
     inner: S,
     limit: Duration,
 }
-
-type Answered = Result<Response, Infallible>;
 
 impl<S> Service<Request> for RequestTimeout<S>
 where

@@ -5,6 +5,7 @@ pub mod buyer;
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod gate;
 pub mod guards;
 pub mod health;
 pub mod in_flight;
@@ -25,9 +26,12 @@ use axum::extract::DefaultBodyLimit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use gate::Gated;
+use sold_out::SoldOutGate;
+
 /// What the server runs: the application behind the sold-out shortcut.
-pub fn service(state: AppState) -> sold_out::SoldOutShortcut<Router> {
-    sold_out::SoldOutShortcut::new(app(state.clone()), state)
+pub fn service(state: AppState) -> Gated<Router, SoldOutGate> {
+    Gated::new(app(state.clone()), SoldOutGate(state))
 }
 
 /// The whole application: every resource router merged, wrapped in the edge middleware.

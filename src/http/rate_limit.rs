@@ -5,26 +5,23 @@
 //! Keyed limiters remember one state per key; `cleanup` (run periodically by a worker)
 //! forgets keys whose allowance is full again, so memory stays bounded by recent traffic.
 
-use std::convert::Infallible;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::{Either, Ready, ready};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
-use tower::{Layer, Service};
 
 use super::client_ip::client_ip;
 use super::error::ApiError;
+use super::gate::Gate;
 use crate::domain::{SaleId, UserId};
 
 /// One limit as configured: a sustained rate and a burst.
@@ -188,57 +185,15 @@ impl IpLimit {
     }
 }
 
-/// Route layer: refuses a request whose client IP is over its limit, before any other work.
-/// A plain tower layer (no boxed future, no service clone per request).
+/// The per-IP limit as a route gate: a request whose client IP is over its limit is
+/// refused before any other work.
 #[derive(Clone)]
-pub struct IpLimitLayer {
-    limit: Arc<IpLimit>,
-}
+pub struct IpGate(pub Arc<IpLimit>);
 
-impl IpLimitLayer {
-    /// A layer enforcing `limit`.
-    pub fn new(limit: Arc<IpLimit>) -> Self {
-        Self { limit }
-    }
-}
-
-impl<S> Layer<S> for IpLimitLayer {
-    type Service = IpLimited<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        IpLimited {
-            inner,
-            limit: Arc::clone(&self.limit),
-        }
-    }
-}
-
-/// The service made by [`IpLimitLayer`].
-#[derive(Clone)]
-pub struct IpLimited<S> {
-    inner: S,
-    limit: Arc<IpLimit>,
-}
-
-type Answered = Result<Response, Infallible>;
-
-impl<S> Service<Request> for IpLimited<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<Ready<Answered>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        match self.limit.check_request(&req) {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(limited) => Either::Left(ready(Ok(ApiError::RateLimited(limited).into_response()))),
-        }
+impl Gate for IpGate {
+    fn answer(&self, req: &Request) -> Option<Response> {
+        let limited = self.0.check_request(req).err()?;
+        Some(ApiError::RateLimited(limited).into_response())
     }
 }
 

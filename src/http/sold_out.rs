@@ -13,55 +13,25 @@
 //! the body (quantity, purchase token), the Idempotency-Key and the per-buyer and per-sale
 //! rate limits; a malformed request for a sold-out sale is told "sold out".
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use futures_util::future::{Either, Ready, ready};
-use tower::Service;
 
 use super::error::ApiError;
 use super::extract::bearer;
+use super::gate::Gate;
 use super::guards;
 use super::state::AppState;
 use crate::domain::SaleId;
 use crate::sales::Rejection;
 
-/// Wraps the router (`inner`) with the shortcut.
+/// The shortcut, as a gate in front of the router.
 #[derive(Clone)]
-pub struct SoldOutShortcut<S> {
-    inner: S,
-    state: AppState,
-}
+pub struct SoldOutGate(pub AppState);
 
-impl<S> SoldOutShortcut<S> {
-    /// The shortcut in front of `inner`, reading sales and credentials from `state`.
-    pub fn new(inner: S, state: AppState) -> Self {
-        Self { inner, state }
-    }
-}
-
-type Answered = Result<Response, Infallible>;
-
-impl<S> Service<Request> for SoldOutShortcut<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<Ready<Answered>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        match early_answer(&self.state, &req) {
-            Some(response) => Either::Left(ready(Ok(response))),
-            None => Either::Right(self.inner.call(req)),
-        }
+impl Gate for SoldOutGate {
+    fn answer(&self, req: &Request) -> Option<Response> {
+        early_answer(&self.0, req)
     }
 }
 

@@ -1,0 +1,76 @@
+//! Gates: checks that may answer a request themselves, before the service behind them sees
+//! it (the per-IP limit, the sold-out shortcut). One tower service for all of them, with no
+//! boxed future and no service clone per request.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::Response;
+use futures_util::future::{Either, Ready, ready};
+use tower::{Layer, Service};
+
+/// What every edge service answers: a response, never an error.
+pub type Answered = Result<Response, Infallible>;
+
+/// A check in front of a service.
+pub trait Gate {
+    /// The answer to `req` if the gate gives it, or `None` to pass `req` on.
+    fn answer(&self, req: &Request) -> Option<Response>;
+}
+
+/// Puts a gate in front of each service it wraps.
+#[derive(Clone)]
+pub struct GateLayer<G> {
+    gate: G,
+}
+
+impl<G> GateLayer<G> {
+    /// A layer with `gate` in front.
+    pub fn new(gate: G) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S, G: Clone> Layer<S> for GateLayer<G> {
+    type Service = Gated<S, G>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Gated::new(inner, self.gate.clone())
+    }
+}
+
+/// `inner` behind `gate`.
+#[derive(Clone)]
+pub struct Gated<S, G> {
+    inner: S,
+    gate: G,
+}
+
+impl<S, G> Gated<S, G> {
+    /// `inner`, reached only by requests `gate` does not answer.
+    pub fn new(inner: S, gate: G) -> Self {
+        Self { inner, gate }
+    }
+}
+
+impl<S, G> Service<Request> for Gated<S, G>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    G: Gate,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Answered>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match self.gate.answer(&req) {
+            Some(response) => Either::Left(ready(Ok(response))),
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
+}
