@@ -240,7 +240,8 @@ pub struct QueueSettings {
     pub batch_size: usize,
     /// Longest a partial batch waits for more orders.
     pub batch_wait_ms: u64,
-    /// Batches written concurrently.
+    /// Batches written concurrently while there is a backlog (PostgreSQL; SQLite has one
+    /// writer connection, so its batches take turns).
     pub writers: usize,
     /// Longest pause between database retries.
     pub max_backoff_ms: u64,
