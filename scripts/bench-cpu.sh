@@ -36,11 +36,7 @@ tmp=$(mktemp -d)
 source scripts/lib/bench.sh
 pids=()
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
+    stop_pids
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -50,13 +46,7 @@ command -v wrk >/dev/null || die "wrk is missing (scripts/install-deps.sh instal
 quietly "building" cargo build --release --bin flashgate --example hello --example mint_tokens
 quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
 
-free_port
-RPORT=$REPLY
-redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$tmp" --appendonly yes \
-    --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$tmp/redis.log" &
-pids+=($!)
-redis_pid=${pids[-1]}
-wait_for redis-server "$redis_pid" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
+start_redis "$tmp/redis"
 
 free_port
 GPORT=$REPLY

@@ -46,13 +46,7 @@ tmp=$(mktemp -d)
 source scripts/lib/bench.sh
 pids=()
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -112,12 +106,7 @@ mkdir -p "$OUT" "$tmp/redis"
 quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
 
 progress "starting redis-server, hello and the gateway"
-free_port
-RPORT=$REPLY
-redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$tmp/redis" --appendonly yes \
-    --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$tmp/redis.log" &
-pids+=($!)
-wait_for redis-server "${pids[-1]}" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
+start_redis "$tmp/redis"
 progress "redis-benchmark PING"
 redis_ping=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -n 200000 -c 50 -P 1 -q PING | tr '\r' '\n' |
     awk '/requests per second/ { p50 = $0; sub(/.*p50=/, "", p50); print $2, "p50 " p50; exit }')

@@ -57,13 +57,7 @@ source scripts/lib/bench.sh
 pids=()
 pg_started=
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     if [[ -n $pg_started ]]; then
         as_postgres "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m fast -t 30 stop >/dev/null 2>&1 || true
     fi
@@ -161,13 +155,7 @@ pg_durability=$(sql postgres -At -c "SELECT string_agg(name || '=' || setting, '
 sql postgres -c "CREATE DATABASE $WRITER_DB" -c "CREATE DATABASE $LAG_DB"
 
 progress "starting redis-server"
-free_port
-RPORT=$REPLY
-redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$tmp/redis" --appendonly yes \
-    --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$tmp/redis.log" &
-pids+=($!)
-redis_pid=${pids[-1]}
-wait_for redis-server "${pids[-1]}" "$tmp/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
+start_redis "$tmp/redis"
 redis_version=$(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)
 
 # (1) RUNS rounds of: the writer, then COPY of the very rows it wrote. Each measurement starts

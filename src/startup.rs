@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use axum::ServiceExt;
 use axum::extract::Request;
-
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::Receiver;
 

@@ -86,3 +86,28 @@ put_live_sale() {
     code=$(admin_at "$1" PUT "/admin/v1/sales/$2" "$body")
     [[ $code == 20[01] ]] || die "PUT sale $2 answered $code: $(cat "$tmp/body.json")"
 }
+
+# Stops every process in the caller's `pids` array and waits for them.
+stop_pids() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+# start_redis DIR: a redis-server with the settings the README recommends for flashgate
+# (append-only file, fsync every second, 16-entry stream nodes) on a free loopback port, data
+# and log under DIR. Sets RPORT and redis_pid, and adds the process to `pids`.
+start_redis() {
+    mkdir -p "$1"
+    free_port
+    RPORT=$REPLY
+    redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$1" --appendonly yes \
+        --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$1/redis.log" &
+    pids+=($!)
+    redis_pid=${pids[-1]}
+    wait_for redis-server "$redis_pid" "$1/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
+}
