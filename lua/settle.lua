@@ -1,6 +1,6 @@
 -- settle.lua: close a stock loan on its donor shard once the recipient holds the units.
 --
--- KEYS[1]  donor shard hash  fields: lent, ver
+-- KEYS[1]  donor shard hash  fields: lent, given, ver
 -- KEYS[2]  donor loans hash  loan id -> "<recipient shard>|<units>|<created ms>"
 --
 -- ARGV[1] loan id
@@ -18,5 +18,6 @@ end
 local units = tonumber(string.match(rec, '^[^|]*|([^|]*)|'))
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'lent', -units)
+redis.call('HINCRBY', KEYS[1], 'given', units)
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 return 1

@@ -53,7 +53,8 @@ async fn one_buyer_fifty_concurrent_purchases_get_exactly_the_limit() {
 async fn buyers_of_empty_shards_are_served_from_the_one_shard_with_stock() {
     let (_redis, app) = single().await;
     app.create_sale("skew", &live_sale(40, 8, 1, 1)).await;
-    // Move every unit onto shard 3: the other seven shards are empty.
+    // Move every unit onto shard 3: the other seven shards are empty. (Each shard's
+    // allotment moves with its stock, so its counters still say it sold nothing.)
     let sale = flashgate::domain::SaleId::parse("skew").unwrap();
     let mut conn = app.redis.clone();
     for shard in 0..8 {
@@ -62,6 +63,8 @@ async fn buyers_of_empty_shards_are_served_from_the_one_shard_with_stock() {
         let _: () = redis::cmd("HSET")
             .arg(&key)
             .arg("stock")
+            .arg(units)
+            .arg("allotted")
             .arg(units)
             .query_async(&mut conn)
             .await
@@ -486,4 +489,74 @@ async fn redis_outage_answers_503_and_purchases_resume_after_restart() {
         .map(|c| c.sold)
         .sum();
     assert_eq!(sold, 2, "a request refused with 503 took stock");
+}
+
+/// A purchase the shard cannot serve takes its units with `HINCRBY` and puts them back: the
+/// shard must end exactly as it was, and a shard that does not exist (its sale deleted while
+/// the request was in flight) must not be created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
+    use flashgate::domain::{SaleId, UserId};
+    use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
+
+    let (_redis, app) = single().await;
+    app.create_sale("short", &live_sale(3, 1, 5, 5)).await;
+    let sale = SaleId::parse("short").unwrap();
+    let user = UserId::parse("alice").unwrap();
+    let mut conn = app.redis.clone();
+    let call = |shard, quantity| PurchaseCall {
+        user: &user,
+        quantity,
+        limit: 5,
+        idem_field: "alice:k",
+        fingerprint: "fp",
+        sale: &sale,
+        now_ms: 0,
+        shard,
+        credits: &[],
+        token: None,
+    };
+    let hash = |shard| app.keys.shard(&sale, shard).shard;
+    let fields = |conn: &mut flashgate::store::RedisConn, key: String| {
+        let mut conn = conn.clone();
+        async move {
+            let mut all: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            all.sort();
+            all
+        }
+    };
+
+    let before = fields(&mut conn, hash(0)).await;
+    let reply = ops::purchase(&mut conn, &app.keys.shard(&sale, 0), &call(0, 4))
+        .await
+        .unwrap();
+    assert_eq!(reply, PurchaseReply::Short { stock: 3 });
+    assert_eq!(fields(&mut conn, hash(0)).await, before);
+
+    let reply = ops::purchase(&mut conn, &app.keys.shard(&sale, 7), &call(7, 1))
+        .await
+        .unwrap();
+    assert_eq!(reply, PurchaseReply::Short { stock: 0 });
+    let exists: u32 = redis::cmd("EXISTS")
+        .arg(hash(7))
+        .arg(app.keys.shard(&sale, 7).buyers)
+        .arg(app.keys.shard(&sale, 7).orders)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "a purchase on a missing shard created keys");
+
+    // The refused attempts left the buyer free to buy the whole stock.
+    let reply = ops::purchase(&mut conn, &app.keys.shard(&sale, 0), &call(0, 3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        reply,
+        PurchaseReply::Accepted { stock_left: 0, .. }
+    ));
+    assert_eq!(app.sold("short", 1).await, 3);
 }

@@ -20,7 +20,7 @@ use crate::db::{DbError, OrderStore};
 use crate::domain::SaleId;
 use crate::orders::NewOrder;
 use crate::stock::StockEngine;
-use crate::stock::ops;
+use crate::stock::ops::{self, ShardAcks};
 use crate::store::StoreError;
 
 /// Why a batch of orders was not persisted (it stays pending in Redis either way).
@@ -62,7 +62,9 @@ impl Persister {
         &self.engine
     }
 
-    /// Inserts `orders` (skipping rows that exist), then acknowledges them shard by shard.
+    /// Inserts `orders` (skipping rows that exist), then acknowledges them: one `ack.lua`
+    /// call per shard in a cluster, and on a single node one call for up to
+    /// [`ACK_CALL_ORDERS`] orders of any shards.
     pub async fn persist(&self, orders: &[NewOrder]) -> Result<u64, PersistError> {
         if orders.is_empty() {
             return Ok(0);
@@ -76,12 +78,90 @@ impl Persister {
                 .or_default()
                 .push((order.order_id.entry().to_string(), order.quantity.get()));
         }
-        let acks = by_shard.into_iter().map(|((sale, shard), entries)| {
+        let shards = by_shard
+            .into_iter()
+            .map(|((sale, shard), orders)| ShardAcks {
+                keys: self.engine.keys().shard(sale, shard),
+                orders,
+            });
+        let calls = if self.engine.conn().is_cluster() {
+            shards.map(|shard| vec![shard]).collect()
+        } else {
+            ack_calls(shards)
+        };
+        try_join_all(calls.iter().map(|call| {
             let mut conn = self.engine.conn();
-            let keys = self.engine.keys().shard(sale, shard);
-            async move { ops::ack(&mut conn, &keys, &entries).await }
-        });
-        try_join_all(acks).await?;
+            async move { ops::ack(&mut conn, call).await }
+        }))
+        .await?;
         Ok(inserted)
+    }
+}
+
+/// Most orders one `ack.lua` call forgets on a single node: each costs Redis an `XDEL`
+/// (about 2 µs), and a call blocks every other command while it runs.
+pub const ACK_CALL_ORDERS: usize = 256;
+
+/// Groups shards into calls of at most [`ACK_CALL_ORDERS`] orders (a shard with more gets
+/// calls of its own, so no call is ever larger).
+fn ack_calls(shards: impl Iterator<Item = ShardAcks>) -> Vec<Vec<ShardAcks>> {
+    let mut calls: Vec<Vec<ShardAcks>> = Vec::new();
+    let mut size = 0;
+    for mut shard in shards {
+        while !shard.orders.is_empty() {
+            if calls.is_empty() || size == ACK_CALL_ORDERS {
+                calls.push(Vec::new());
+                size = 0;
+            }
+            let take = shard.orders.len().min(ACK_CALL_ORDERS - size);
+            let rest = shard.orders.split_off(take);
+            size += take;
+            let part = ShardAcks {
+                keys: shard.keys.clone(),
+                orders: std::mem::replace(&mut shard.orders, rest),
+            };
+            calls.last_mut().expect("pushed above").push(part);
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Keys;
+
+    fn shard(index: u32, orders: usize) -> ShardAcks {
+        let sale = SaleId::parse("s").unwrap();
+        ShardAcks {
+            keys: Keys::new("t").shard(&sale, index),
+            orders: (0..orders).map(|i| (format!("{i}-0"), 1)).collect(),
+        }
+    }
+
+    #[test]
+    fn ack_calls_keep_every_order_once_and_stay_within_the_bound() {
+        let sizes = [3, ACK_CALL_ORDERS - 1, 0, 2 * ACK_CALL_ORDERS + 5, 1];
+        let calls = ack_calls((0..).zip(sizes).map(|(i, n)| shard(i, n)));
+        assert!(
+            calls
+                .iter()
+                .all(|c| (1..=ACK_CALL_ORDERS).contains(&c.iter().map(|s| s.orders.len()).sum()))
+        );
+        assert!(calls.iter().flatten().all(|s| !s.orders.is_empty()));
+        for (i, n) in (0..).zip(sizes) {
+            let keys = shard(i, 0).keys;
+            let got: Vec<&(String, u32)> = calls
+                .iter()
+                .flatten()
+                .filter(|s| s.keys == keys)
+                .flat_map(|s| &s.orders)
+                .collect();
+            assert_eq!(got, shard(i, n).orders.iter().collect::<Vec<_>>());
+        }
+        assert_eq!(
+            calls.len(),
+            sizes.iter().sum::<usize>().div_ceil(ACK_CALL_ORDERS)
+        );
     }
 }

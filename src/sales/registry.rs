@@ -230,8 +230,10 @@ impl SaleRegistry {
                 .arg(&[
                     ("stock", units),
                     ("lent", 0),
-                    ("sold", 0),
-                    ("pending_units", 0),
+                    ("allotted", units),
+                    ("received", 0),
+                    ("given", 0),
+                    ("acked", 0),
                 ])
                 .query_async::<()>(&mut conn)
                 .await?;

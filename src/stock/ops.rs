@@ -51,13 +51,13 @@ pub struct PurchaseCall<'a> {
     pub token: Option<SpendToken>,
 }
 
-/// A verified purchase token, spent (recorded in the buyer's idem hash) with its purchase.
+/// A verified purchase token, spent (recorded in the buyer hash) with its purchase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpendToken(pub TokenId);
 
 impl SpendToken {
-    /// The token's field in the idem hash: `#` and the id (no user id contains `#`, so it
-    /// never meets an idempotency field).
+    /// The token's field in the buyer hash: `#` and the id (no user id contains `#`, so it
+    /// never meets a buyer's field).
     fn field(self) -> String {
         format!("#{}", self.0.to_hex())
     }
@@ -71,8 +71,7 @@ pub async fn purchase(
 ) -> Result<PurchaseReply, StoreError> {
     let mut inv = scripts::PURCHASE.prepare_invoke();
     inv.key(&keys.shard)
-        .key(&keys.held)
-        .key(&keys.idem)
+        .key(&keys.buyers)
         .key(&keys.orders)
         .key(&keys.credited);
     inv.arg(call.user.as_str())
@@ -183,22 +182,36 @@ pub async fn settle(
     Ok(settled == 1)
 }
 
-/// Runs `ack.lua`: forgets `orders` (stream entry id, quantity) of one shard, which must
-/// already be database rows. Returns how many were still in the stream.
-pub async fn ack(
-    conn: &mut RedisConn,
-    keys: &ShardKeys,
-    orders: &[(String, u32)],
-) -> Result<u64, StoreError> {
+/// The orders of one shard to forget: its keys and (stream entry id, quantity) pairs.
+#[derive(Debug, Clone)]
+pub struct ShardAcks {
+    pub keys: ShardKeys,
+    pub orders: Vec<(String, u32)>,
+}
+
+/// Runs `ack.lua` once for `shards`: forgets their orders, which must already be database
+/// rows. Returns how many were still in their streams. Several shards in one call only on a
+/// single node (in a cluster their keys live in different slots).
+pub async fn ack(conn: &mut RedisConn, shards: &[ShardAcks]) -> Result<u64, StoreError> {
     let mut inv = scripts::ACK.prepare_invoke();
-    inv.key(&keys.shard).key(&keys.orders);
-    for (entry, quantity) in orders {
+    for shard in shards {
+        inv.key(&shard.keys.shard).key(&shard.keys.orders);
+        inv.arg(shard.orders.len());
+    }
+    for (entry, quantity) in shards.iter().flat_map(|s| &s.orders) {
         inv.arg(entry).arg(*quantity);
     }
     Ok(inv.invoke_async(conn).await?)
 }
 
 /// The counters of one shard, read in one `HMGET`.
+///
+/// Redis keeps the ones a move of units changes: `stock`, `lent`, `ver`, and `allotted` (units
+/// given to the shard when the sale was set up), `received` (units credited to it by loans),
+/// `given` (units of its loans that were settled) and `acked` (units of its orders that became
+/// rows). A purchase changes `stock` alone: every unit ever on the shard is on its shelf, lent,
+/// or sold, so `sold` = `allotted + received - given - stock - lent`, and the units of orders
+/// not yet rows are `sold - acked`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardCounters {
     /// Units available on this shard.
@@ -209,9 +222,14 @@ pub struct ShardCounters {
     pub sold: u64,
     /// Units of accepted orders not yet persisted to the database.
     pub pending_units: u64,
-    /// Version, bumped by every change of `stock` or `lent`.
+    /// Version, bumped by every move of units between shards (borrow, credit, settle).
     pub ver: u64,
 }
+
+/// The fields [`read_counters`] reads, in order.
+const COUNTER_FIELDS: [&str; 7] = [
+    "stock", "lent", "ver", "allotted", "received", "given", "acked",
+];
 
 /// Reads a shard's counters (missing fields read as 0).
 pub async fn read_counters(
@@ -220,23 +238,32 @@ pub async fn read_counters(
 ) -> Result<ShardCounters, StoreError> {
     let values: Vec<Option<i64>> = redis::cmd("HMGET")
         .arg(&keys.shard)
-        .arg(&["stock", "lent", "sold", "pending_units", "ver"])
+        .arg(&COUNTER_FIELDS)
         .query_async(conn)
         .await?;
-    let fields: Option<Vec<u64>> = values
+    counters_from(&values).ok_or_else(|| StoreError::unexpected("shard counters", &values))
+}
+
+/// Derives the counters from the fields' values; `None` if they contradict each other.
+fn counters_from(values: &[Option<i64>]) -> Option<ShardCounters> {
+    let fields: Vec<u64> = values
         .iter()
         .map(|v| u64::try_from(v.unwrap_or(0)).ok())
-        .collect();
-    match fields.as_deref() {
-        Some(&[stock, lent, sold, pending_units, ver]) => Ok(ShardCounters {
-            stock,
-            lent,
-            sold,
-            pending_units,
-            ver,
-        }),
-        _ => Err(StoreError::unexpected("shard counters", &values)),
-    }
+        .collect::<Option<_>>()?;
+    let &[stock, lent, ver, allotted, received, given, acked] = fields.as_slice() else {
+        return None;
+    };
+    let sold = (allotted + received)
+        .checked_sub(given)?
+        .checked_sub(stock)?
+        .checked_sub(lent)?;
+    Some(ShardCounters {
+        stock,
+        lent,
+        sold,
+        pending_units: sold.checked_sub(acked)?,
+        ver,
+    })
 }
 
 #[cfg(test)]
@@ -277,5 +304,35 @@ mod tests {
         assert_eq!(decode_purchase(&[bulk("ok")]), None);
         assert_eq!(decode_purchase(&[bulk("maybe")]), None);
         assert_eq!(decode_purchase(&[bulk("short"), Value::Int(-1)]), None);
+    }
+
+    #[test]
+    fn counters_derive_sold_and_pending_from_the_conserved_total() {
+        // stock, lent, ver, allotted, received, given, acked: 10 allotted, 4 received by
+        // loans, 3 lent out of which 2 settled; 5 on the shelf, so 10 + 4 - 2 - 5 - 3 = 4
+        // sold, of which 1 is a row.
+        let values = [5, 3, 9, 10, 4, 2, 1].map(Some);
+        assert_eq!(
+            counters_from(&values),
+            Some(ShardCounters {
+                stock: 5,
+                lent: 3,
+                sold: 4,
+                pending_units: 3,
+                ver: 9,
+            })
+        );
+        // Missing fields read as 0: a shard that does not exist has sold nothing.
+        assert_eq!(counters_from(&[None; 7]), Some(ShardCounters::default()));
+    }
+
+    #[test]
+    fn contradictory_counters_are_rejected() {
+        // More units on the shelf than the shard ever had, more acked than sold, a
+        // negative field, a missing field.
+        assert_eq!(counters_from(&[11, 0, 1, 10, 0, 0, 0].map(Some)), None);
+        assert_eq!(counters_from(&[5, 0, 1, 10, 0, 0, 6].map(Some)), None);
+        assert_eq!(counters_from(&[-1, 0, 1, 10, 0, 0, 0].map(Some)), None);
+        assert_eq!(counters_from(&[Some(1); 6]), None);
     }
 }

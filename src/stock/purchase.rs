@@ -207,11 +207,12 @@ impl StockEngine {
         Ok(Judgement::SoldOut)
     }
 
-    /// Everyone who holds units of the sale (union of the home shards' `held` tables).
+    /// Everyone who holds units of the sale: the `=<user>` fields of the home shards' buyer
+    /// hashes.
     async fn buyers(&self, rt: &SaleRuntime) -> Result<HashSet<UserId>, StoreError> {
         let reads = (0..rt.shards()).map(|shard| {
             let mut conn = self.conn.clone();
-            let key = self.keys.shard(&rt.sale.id, shard).held;
+            let key = self.keys.shard(&rt.sale.id, shard).buyers;
             async move {
                 redis::cmd("HKEYS")
                     .arg(key)
@@ -223,7 +224,7 @@ impl StockEngine {
         Ok(per_shard
             .into_iter()
             .flatten()
-            .filter_map(|user| UserId::parse(&user).ok())
+            .filter_map(|field| UserId::parse(field.strip_prefix('=')?).ok())
             .collect())
     }
 }

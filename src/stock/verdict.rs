@@ -2,11 +2,13 @@
 //!
 //! Stock moves between shards (loans), so reading the shards one after another could miss
 //! units travelling from an unread shard to an already-read one. Every unit is always counted
-//! in some shard's `stock` or `lent`, and every change bumps that shard's `ver`; two collects
-//! that return the same versions for every shard therefore saw one instant at which all the
-//! values held together (the double-collect snapshot). Only such a consistent snapshot may
-//! say "sold out". Concurrent requests share one snapshot taken after they asked (single
-//! flight), so a burst at sell-out costs Redis a few snapshots, not one per request.
+//! in some shard's `stock` or `lent`, and every move of units between shards bumps the `ver`
+//! of the shards it touches (purchases only remove units and leave `ver` alone). Two collects
+//! that return the same versions for every shard therefore saw no unit move between them, and
+//! the second one's unsold total is an upper bound of the units unsold when it ends
+//! (docs/DESIGN.md §4). Only such a consistent snapshot may say "sold out" or "not enough
+//! left". Concurrent requests share one snapshot taken after they asked (single flight), so a
+//! burst at sell-out costs Redis a few snapshots, not one per request.
 
 use std::time::Instant;
 
@@ -23,7 +25,7 @@ use crate::store::StoreError;
 pub struct Snapshot {
     /// When the first collect started.
     pub started: Instant,
-    /// Whether both collects saw identical versions (the values held at one instant).
+    /// Whether both collects saw identical versions (no units moved between shards meanwhile).
     pub consistent: bool,
     /// The second collect, shard by shard.
     pub shards: Vec<ShardCounters>,

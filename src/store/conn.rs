@@ -68,6 +68,14 @@ impl RedisConn {
     }
 }
 
+impl RedisConn {
+    /// Whether every script call must keep to one slot (a cluster); a single node runs a
+    /// script over any keys.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

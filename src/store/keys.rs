@@ -18,12 +18,13 @@ pub struct Keys {
 /// The keys of one stock shard; all share one hash tag and so one cluster slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardKeys {
-    /// Hash: `stock`, `lent`, `sold`, `pending_units`, `ver`.
+    /// Hash: `stock`, `lent`, `ver`, `allotted`, `received`, `given`, `acked`
+    /// ([`crate::stock::ops::ShardCounters`] says what each means).
     pub shard: String,
-    /// Hash: user -> units held (for buyers whose home is this shard).
-    pub held: String,
-    /// Hash: `<user>:<idempotency key>` -> `<order id>|<quantity>|<fingerprint>`.
-    pub idem: String,
+    /// Hash: the records of the buyers whose home is this shard: `=<user>` -> units held,
+    /// `<user>:<idempotency key>` -> `<order id>|<quantity>|<fingerprint>`, `#<token id>` ->
+    /// `1` for every purchase token spent.
+    pub buyers: String,
     /// Stream: durable records of the orders not yet persisted.
     pub orders: String,
     /// String: lock held by the instance recovering this shard's stale orders.
@@ -36,11 +37,10 @@ pub struct ShardKeys {
 
 impl ShardKeys {
     /// Every key of the shard, for deletion.
-    pub fn all(&self) -> [&str; 7] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.shard,
-            &self.held,
-            &self.idem,
+            &self.buyers,
             &self.orders,
             &self.recovering,
             &self.credited,
@@ -62,8 +62,7 @@ impl Keys {
         let base = format!("{}:{{{}:{}}}", self.prefix, sale, shard);
         ShardKeys {
             shard: format!("{base}:stock"),
-            held: format!("{base}:held"),
-            idem: format!("{base}:idem"),
+            buyers: format!("{base}:buyers"),
             orders: format!("{base}:orders"),
             recovering: format!("{base}:recovering"),
             credited: format!("{base}:credited"),
