@@ -14,6 +14,7 @@ use crate::domain::{SaleDefinition, SaleId, SaleSpec};
 use crate::http::rate_limit::LimitSettings;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
+use crate::stock::batch::MAX_BATCH;
 use crate::store::{RedisTarget, RedisTimeouts};
 
 /// Everything the gateway can be told.
@@ -183,6 +184,10 @@ pub struct StockSettings {
     pub recovery_interval_ms: u64,
     /// Age after which a loan counts as abandoned by its borrower.
     pub loan_grace_ms: u64,
+    /// Most purchases one `purchase.lua` call carries on a single Redis node (1 ..=
+    /// [`crate::stock::batch::MAX_BATCH`]; 1 sends each purchase on its own). A cluster
+    /// always sends them one by one.
+    pub purchase_batch_max: usize,
 }
 
 impl Default for StockSettings {
@@ -191,6 +196,7 @@ impl Default for StockSettings {
             refresh_interval_ms: 1000,
             recovery_interval_ms: 2000,
             loan_grace_ms: 5000,
+            purchase_batch_max: 64,
         }
     }
 }
@@ -386,6 +392,11 @@ impl Settings {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             problems.push("redis.key_prefix must be non-empty without braces".to_owned());
         }
+        if !(1..=MAX_BATCH).contains(&self.stock.purchase_batch_max) {
+            problems.push(format!(
+                "stock.purchase_batch_max must be between 1 and {MAX_BATCH}"
+            ));
+        }
         if self.queue.capacity == 0 || self.queue.batch_size == 0 {
             problems.push("queue.capacity and queue.batch_size must be positive".to_owned());
         }
@@ -495,6 +506,21 @@ mod tests {
         };
         assert_eq!(sections(&shipped), sections(&defaults));
         assert!(shipped.validate().is_ok());
+    }
+
+    #[test]
+    fn purchase_batches_are_between_one_and_the_most_a_call_may_carry() {
+        for (max, ok) in [
+            (0, false),
+            (1, true),
+            (64, true),
+            (MAX_BATCH, true),
+            (MAX_BATCH + 1, false),
+        ] {
+            let mut s = valid();
+            s.stock.purchase_batch_max = max;
+            assert_eq!(s.validate().is_ok(), ok, "purchase_batch_max = {max}");
+        }
     }
 
     #[test]

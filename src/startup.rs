@@ -87,7 +87,8 @@ impl Application {
         let conn = RedisConn::connect(&target, settings.redis.timeouts())
             .await
             .map_err(StartupError::Redis)?;
-        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
+        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix))
+            .with_purchase_batches(settings.stock.purchase_batch_max);
         let store = OrderStore::connect(&settings.database.url).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flashgate::store::RedisTarget;
@@ -505,15 +506,16 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     let user = UserId::parse("alice").unwrap();
     let mut conn = app.redis.clone();
     let call = |shard, quantity| PurchaseCall {
-        user: &user,
+        keys: Arc::new(app.keys.shard(&sale, shard)),
+        user: user.clone(),
         quantity,
         limit: 5,
-        idem_field: "alice:k",
-        fingerprint: "fp",
-        sale: &sale,
+        idem_field: "alice:k".into(),
+        fingerprint: "fp".into(),
+        sale: sale.clone(),
         now_ms: 0,
         shard,
-        credits: &[],
+        credits: Vec::new(),
         token: None,
     };
     let hash = |shard| app.keys.shard(&sale, shard).shard;
@@ -531,15 +533,11 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     };
 
     let before = fields(&mut conn, hash(0)).await;
-    let reply = ops::purchase(&mut conn, &app.keys.shard(&sale, 0), &call(0, 4))
-        .await
-        .unwrap();
+    let reply = ops::purchase(&mut conn, &call(0, 4)).await.unwrap();
     assert_eq!(reply, PurchaseReply::Short { stock: 3 });
     assert_eq!(fields(&mut conn, hash(0)).await, before);
 
-    let reply = ops::purchase(&mut conn, &app.keys.shard(&sale, 7), &call(7, 1))
-        .await
-        .unwrap();
+    let reply = ops::purchase(&mut conn, &call(7, 1)).await.unwrap();
     assert_eq!(reply, PurchaseReply::Short { stock: 0 });
     let exists: u32 = redis::cmd("EXISTS")
         .arg(hash(7))
@@ -551,9 +549,7 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     assert_eq!(exists, 0, "a purchase on a missing shard created keys");
 
     // The refused attempts left the buyer free to buy the whole stock.
-    let reply = ops::purchase(&mut conn, &app.keys.shard(&sale, 0), &call(0, 3))
-        .await
-        .unwrap();
+    let reply = ops::purchase(&mut conn, &call(0, 3)).await.unwrap();
     assert!(matches!(
         reply,
         PurchaseReply::Accepted { stock_left: 0, .. }

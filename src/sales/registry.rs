@@ -155,7 +155,7 @@ impl SaleRegistry {
         let def: SaleDefinition =
             serde_json::from_str(&def).map_err(|source| StoreError::Corrupt {
                 what: "sale definition",
-                source,
+                source: source.into(),
             })?;
         let spec = SaleSpec::try_from(def)
             .map_err(|e| StoreError::unexpected("stored sale definition", &e))?;
@@ -254,7 +254,7 @@ impl SaleRegistry {
         let def =
             serde_json::to_string(spec.definition()).map_err(|source| StoreError::Corrupt {
                 what: "sale definition",
-                source,
+                source: source.into(),
             })?;
         redis::cmd("HSET")
             .arg(&meta)

@@ -25,7 +25,7 @@ pub struct SaleRuntime {
     pub epoch: u64,
     /// Refusal counters; shared by every runtime of the same sale id.
     pub stats: Arc<RejectionStats>,
-    shard_keys: Box<[ShardKeys]>,
+    shard_keys: Box<[Arc<ShardKeys>]>,
     empty: Box<[AtomicBool]>,
     sold_out: AtomicBool,
     buyers: RwLock<HashSet<UserId>>,
@@ -44,7 +44,7 @@ impl SaleRuntime {
     ) -> Self {
         let shards = sale.spec.shards() as usize;
         let shard_keys = (0..sale.spec.shards())
-            .map(|i| keys.shard(&sale.id, i))
+            .map(|i| Arc::new(keys.shard(&sale.id, i)))
             .collect();
         let remaining = sale.spec.stock();
         Self {
@@ -67,7 +67,7 @@ impl SaleRuntime {
     }
 
     /// The keys of `shard` (built once per runtime: the purchase path needs them every time).
-    pub fn keys(&self, shard: u32) -> &ShardKeys {
+    pub fn keys(&self, shard: u32) -> &Arc<ShardKeys> {
         &self.shard_keys[shard as usize]
     }
 

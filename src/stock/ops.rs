@@ -1,5 +1,8 @@
 //! One function per Redis call the stock engine makes, each decoding its reply into a type.
-//! Every call here is exactly one round trip to the node owning one shard's slot.
+//! Every call here is exactly one round trip: to the node owning one shard's slot, or, for
+//! the calls that cover several shards (a batch of purchases, acks), to a single node.
+
+use std::sync::Arc;
 
 use redis::Value;
 
@@ -35,18 +38,21 @@ pub enum PurchaseReply {
     Short { stock: u64 },
 }
 
-/// The inputs of one `purchase.lua` call.
-#[derive(Debug)]
-pub struct PurchaseCall<'a> {
-    pub user: &'a UserId,
+/// The inputs of one purchase in a `purchase.lua` call, owned so that it can wait in a
+/// batch ([`super::batch`]).
+#[derive(Debug, Clone)]
+pub struct PurchaseCall {
+    /// The keys of the buyer's home shard, where the purchase runs.
+    pub keys: Arc<ShardKeys>,
+    pub user: UserId,
     pub quantity: u32,
     pub limit: u32,
-    pub idem_field: &'a str,
-    pub fingerprint: &'a str,
-    pub sale: &'a SaleId,
+    pub idem_field: String,
+    pub fingerprint: String,
+    pub sale: SaleId,
     pub now_ms: i64,
     pub shard: u32,
-    pub credits: &'a [Loan],
+    pub credits: Vec<Loan>,
     /// The purchase token to spend with this purchase, if any.
     pub token: Option<SpendToken>,
 }
@@ -63,35 +69,80 @@ impl SpendToken {
     }
 }
 
-/// Runs `purchase.lua` on the buyer's home shard.
+/// Runs `purchase.lua` for one purchase.
 pub async fn purchase(
     conn: &mut RedisConn,
-    keys: &ShardKeys,
-    call: &PurchaseCall<'_>,
+    call: &PurchaseCall,
 ) -> Result<PurchaseReply, StoreError> {
-    let mut inv = scripts::PURCHASE.prepare_invoke();
-    inv.key(&keys.shard)
-        .key(&keys.buyers)
-        .key(&keys.orders)
-        .key(&keys.credited);
-    inv.arg(call.user.as_str())
-        .arg(call.quantity)
-        .arg(call.limit)
-        .arg(call.idem_field)
-        .arg(call.fingerprint)
-        .arg(call.now_ms)
-        .arg(call.sale.as_str())
-        .arg(call.shard)
-        .arg(call.token.map(SpendToken::field).unwrap_or_default())
-        .arg(call.credits.len());
-    for loan in call.credits {
-        inv.arg(&loan.id).arg(loan.units);
-    }
-    let reply: Vec<Value> = inv.invoke_async(conn).await?;
-    decode_purchase(&reply).ok_or_else(|| StoreError::unexpected("purchase.lua", &reply))
+    let mut replies = purchase_many(conn, std::slice::from_ref(call)).await?;
+    replies
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::unexpected("purchase.lua", &"no reply")))
 }
 
-fn decode_purchase(reply: &[Value]) -> Option<PurchaseReply> {
+/// Runs `purchase.lua` once for all of `calls`, in order, and answers each. The outer error
+/// is the call's (Redis unreachable, timed out): then no reply is known, and any of the
+/// purchases may or may not have run. An inner error is one purchase's own. On a Redis
+/// Cluster `calls` must all use one slot, so the gateway sends one at a time there.
+pub async fn purchase_many(
+    conn: &mut RedisConn,
+    calls: &[PurchaseCall],
+) -> Result<Vec<Result<PurchaseReply, StoreError>>, StoreError> {
+    let mut inv = scripts::PURCHASE.prepare_invoke();
+    for call in calls {
+        inv.key(&call.keys.shard)
+            .key(&call.keys.buyers)
+            .key(&call.keys.orders)
+            .key(&call.keys.credited);
+    }
+    inv.arg(calls.len());
+    for call in calls {
+        inv.arg(call.user.as_str())
+            .arg(call.quantity)
+            .arg(call.limit)
+            .arg(&call.idem_field)
+            .arg(&call.fingerprint)
+            .arg(call.now_ms)
+            .arg(call.sale.as_str())
+            .arg(call.shard)
+            .arg(call.token.map(SpendToken::field).unwrap_or_default())
+            .arg(call.credits.len());
+        for loan in &call.credits {
+            inv.arg(&loan.id).arg(loan.units);
+        }
+    }
+    let replies: Vec<Value> = inv.invoke_async(conn).await?;
+    if replies.len() != calls.len() {
+        return Err(StoreError::unexpected("purchase.lua", &replies));
+    }
+    Ok(replies.into_iter().map(decode_purchase).collect())
+}
+
+fn decode_purchase(reply: Value) -> Result<PurchaseReply, StoreError> {
+    let Value::Array(fields) = reply else {
+        return Err(StoreError::unexpected("purchase.lua", &reply));
+    };
+    if let [kind, message] = fields.as_slice()
+        && redis::from_redis_value_ref::<String>(kind).is_ok_and(|k| k == "error")
+    {
+        let message: String = redis::from_redis_value_ref(message)
+            .map_err(|_| StoreError::unexpected("purchase.lua", &fields))?;
+        return Err(command_failed(&message));
+    }
+    decode_fields(&fields).ok_or_else(|| StoreError::unexpected("purchase.lua", &fields))
+}
+
+/// The error of a Redis command that failed inside a script, as the Redis error it was
+/// (`WRONGTYPE ...`, `OOM ...`), so that it is told apart and answered like any other.
+fn command_failed(message: &str) -> StoreError {
+    let line = format!("-{}\r\n", message.replace(['\r', '\n'], " "));
+    match redis::parse_redis_value(line.as_bytes()) {
+        Ok(Value::ServerError(err)) => StoreError::Redis(err.into()),
+        _ => StoreError::unexpected("purchase.lua", &message),
+    }
+}
+
+fn decode_fields(reply: &[Value]) -> Option<PurchaseReply> {
     let text = |i: usize| -> Option<String> { redis::from_redis_value_ref(reply.get(i)?).ok() };
     // Via i64: redis-rs would wrap a negative integer into a huge u64.
     let num = |i: usize| -> Option<u64> {
@@ -278,32 +329,55 @@ mod tests {
     fn purchase_replies_decode() {
         let ok = [bulk("ok"), bulk("1-0"), Value::Int(7)];
         assert_eq!(
-            decode_purchase(&ok),
+            decode_fields(&ok),
             Some(PurchaseReply::Accepted {
                 entry_id: "1-0".into(),
                 stock_left: 7,
             })
         );
         assert_eq!(
-            decode_purchase(&[bulk("short"), Value::Int(0)]),
+            decode_fields(&[bulk("short"), Value::Int(0)]),
             Some(PurchaseReply::Short { stock: 0 })
         );
         assert_eq!(
-            decode_purchase(&[bulk("conflict")]),
+            decode_fields(&[bulk("conflict")]),
             Some(PurchaseReply::Conflict)
         );
         assert_eq!(
-            decode_purchase(&[bulk("limit"), Value::Int(2)]),
+            decode_fields(&[bulk("limit"), Value::Int(2)]),
             Some(PurchaseReply::Limit { held: 2 })
         );
     }
 
     #[test]
     fn unknown_or_truncated_replies_are_rejected() {
-        assert_eq!(decode_purchase(&[]), None);
-        assert_eq!(decode_purchase(&[bulk("ok")]), None);
-        assert_eq!(decode_purchase(&[bulk("maybe")]), None);
-        assert_eq!(decode_purchase(&[bulk("short"), Value::Int(-1)]), None);
+        assert_eq!(decode_fields(&[]), None);
+        assert_eq!(decode_fields(&[bulk("ok")]), None);
+        assert_eq!(decode_fields(&[bulk("maybe")]), None);
+        assert_eq!(decode_fields(&[bulk("short"), Value::Int(-1)]), None);
+    }
+
+    #[test]
+    fn each_purchase_of_a_call_keeps_its_own_error() {
+        let failed = Value::Array(vec![
+            bulk("error"),
+            bulk("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        ]);
+        let Err(StoreError::Redis(err)) = decode_purchase(failed) else {
+            panic!("a failed purchase decoded as a reply")
+        };
+        assert_eq!(err.code(), Some("WRONGTYPE"));
+        // Whatever the message holds, it stays one error.
+        let odd = Value::Array(vec![bulk("error"), bulk("user_script:1: bad\r\nthing")]);
+        assert!(matches!(decode_purchase(odd), Err(StoreError::Redis(_))));
+        assert!(matches!(
+            decode_purchase(Value::Array(vec![bulk("used")])),
+            Ok(PurchaseReply::TokenUsed)
+        ));
+        assert!(matches!(
+            decode_purchase(Value::Int(1)),
+            Err(StoreError::UnexpectedReply { .. })
+        ));
     }
 
     #[test]

@@ -124,19 +124,23 @@ impl StockEngine {
                 }
             }
             let call = PurchaseCall {
-                user: req.user,
+                keys: rt.keys(home).clone(),
+                user: req.user.clone(),
                 quantity: req.quantity.get(),
                 limit: rt.sale.spec.per_user_limit(),
-                idem_field: &idem_field,
-                fingerprint: req.fingerprint,
-                sale: &rt.sale.id,
+                idem_field: idem_field.clone(),
+                fingerprint: req.fingerprint.to_owned(),
+                sale: rt.sale.id.clone(),
                 now_ms: req.now_ms,
                 shard: home,
-                credits: &credits,
+                credits: credits.clone(),
                 token: req.token,
             };
             // On error the credits' fate is unknown; their loan records let recovery finish them.
-            let reply = ops::purchase(&mut self.conn.clone(), rt.keys(home), &call).await?;
+            let reply = match &self.batcher {
+                Some(batcher) => batcher.purchase(call).await?,
+                None => ops::purchase(&mut self.conn.clone(), &call).await?,
+            };
             if let PurchaseReply::Accepted {
                 entry_id,
                 stock_left,

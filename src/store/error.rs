@@ -1,7 +1,10 @@
 //! Failures of the Redis store: infrastructure errors, never business outcomes.
 
-/// Redis could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+use std::sync::Arc;
+
+/// Redis could not do what was asked. Cloned when one failed call answers several waiting
+/// purchases (a batch).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis is unreachable, timed out, or refused the command.
     #[error("redis call failed")]
@@ -21,7 +24,7 @@ pub enum StoreError {
         what: &'static str,
         /// Why decoding failed.
         #[source]
-        source: serde_json::Error,
+        source: Arc<serde_json::Error>,
     },
 }
 

@@ -1,0 +1,103 @@
+//! Purchases sent to a single Redis node in batches: one `purchase.lua` call carries every
+//! purchase that arrived while earlier calls were on their way.
+//!
+//! Batches form by themselves, without waiting: a purchase goes out at once when fewer than
+//! [`IN_FLIGHT`] calls are outstanding, and otherwise waits for one of them to return, with
+//! every other purchase that arrives meanwhile (up to the configured maximum per call). A
+//! lone purchase at a quiet moment pays nothing; at a spike, Redis runs one script call, one
+//! append-only-file transaction and one reply for many purchases instead of one each. Each
+//! purchase still waits for exactly one round trip, and `purchase.lua` runs the purchases of
+//! a call one after the other, exactly as separate calls would (docs/DESIGN.md §3).
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
+
+use super::ops::{self, PurchaseCall, PurchaseReply};
+use crate::store::{RedisConn, StoreError};
+
+/// Calls outstanding at once: one being run by Redis while the next is on its way, so Redis
+/// never waits on the gateway between two batches.
+const IN_FLIGHT: usize = 2;
+/// Purchases waiting for a call; beyond it a purchase waits to be queued (the gateway's
+/// in-flight cap bounds them long before).
+const QUEUE: usize = 4096;
+
+/// The largest number of purchases one call may carry.
+pub const MAX_BATCH: usize = 256;
+
+type Answer = oneshot::Sender<Result<PurchaseReply, StoreError>>;
+
+/// A handle on the task that batches purchases. Cheap to clone; the task stops when the
+/// last handle is dropped, after answering every purchase it took.
+#[derive(Clone)]
+pub struct PurchaseBatcher {
+    queue: mpsc::Sender<(PurchaseCall, Answer)>,
+}
+
+impl PurchaseBatcher {
+    /// Spawns the batching task over `conn` (a single node), sending at most `max_batch`
+    /// purchases (1 ..= [`MAX_BATCH`]) per call.
+    pub fn spawn(conn: RedisConn, max_batch: usize) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(rx, conn, max_batch.clamp(1, MAX_BATCH)));
+        Self { queue }
+    }
+
+    /// Runs `call` in the next batch and answers it.
+    pub async fn purchase(&self, call: PurchaseCall) -> Result<PurchaseReply, StoreError> {
+        let (answer, reply) = oneshot::channel();
+        if self.queue.send((call, answer)).await.is_err() {
+            return Err(stopped());
+        }
+        reply.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::unexpected("purchase batch", &"the batching task stopped")
+}
+
+async fn run(mut rx: mpsc::Receiver<(PurchaseCall, Answer)>, conn: RedisConn, max_batch: usize) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            first = rx.recv(), if open && in_flight.len() < IN_FLIGHT => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                in_flight.push(send(conn.clone(), batch));
+            }
+        }
+    }
+}
+
+/// Sends one call for `batch` and answers each of its purchases.
+async fn send(mut conn: RedisConn, batch: Vec<(PurchaseCall, Answer)>) {
+    let (calls, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    match ops::purchase_many(&mut conn, &calls).await {
+        Ok(replies) => {
+            for (answer, reply) in answers.into_iter().zip(replies) {
+                // The buyer may have gone (request timed out): its order, if any, is in its
+                // shard's stream all the same, and recovery persists it.
+                let _ = answer.send(reply);
+            }
+        }
+        Err(err) => {
+            for answer in answers {
+                let _ = answer.send(Err(err.clone()));
+            }
+        }
+    }
+}
