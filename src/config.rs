@@ -265,7 +265,7 @@ impl Default for QueueSettings {
             capacity: 10_000,
             policy: QueuePolicy::Reject,
             batch_size: 2_000,
-            batch_wait_ms: 20,
+            batch_wait_ms: 50,
             writers: 4,
             max_backoff_ms: 2_000,
             drain_timeout_ms: 10_000,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 /// Where Redis is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ impl RedisConn {
     ) -> redis::RedisResult<Self> {
         match target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = redis::Client::open(no_delay(url)?)?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(timeouts.response))
                     .set_connection_timeout(Some(timeouts.connect))
@@ -57,7 +57,11 @@ impl RedisConn {
                 Ok(Self::Single(manager))
             }
             RedisTarget::Cluster(urls) => {
-                let client = ClusterClientBuilder::new(urls.clone())
+                let nodes = urls
+                    .iter()
+                    .map(|url| no_delay(url))
+                    .collect::<redis::RedisResult<Vec<_>>>()?;
+                let client = ClusterClientBuilder::new(nodes)
                     .response_timeout(timeouts.response)
                     .connection_timeout(timeouts.connect)
                     .retries(2)
@@ -66,6 +70,15 @@ impl RedisConn {
             }
         }
     }
+}
+
+/// `url` with Nagle's algorithm off: the connection carries many small commands at once
+/// (pipelined), and with Nagle on, each would wait for the acknowledgement of the one
+/// before it, so Redis idles between them.
+fn no_delay(url: &str) -> redis::RedisResult<ConnectionInfo> {
+    let info = url.into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(info.set_tcp_settings(tcp))
 }
 
 impl RedisConn {
