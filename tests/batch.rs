@@ -150,10 +150,10 @@ async fn the_purchases_of_one_call_are_decided_in_order_as_separate_calls_would_
     assert_eq!(entries, 4, "one stream entry per accepted purchase");
 }
 
-/// Purchases sent while Redis is paused queue up behind the calls already outstanding and
-/// then go out together: far fewer script calls than purchases, every purchase answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purchases_that_arrive_while_calls_are_outstanding_share_a_call() {
+/// Sends 50 purchases through a batcher of `max_batch` while Redis is paused, checks that
+/// every one was accepted with its own order, and returns how many script calls carried
+/// them.
+async fn paused_storm(max_batch: usize) -> u64 {
     // No gateway: its background work would run scripts of its own meanwhile.
     let redis = RedisServer::start();
     let mut conn = RedisConn::connect(
@@ -176,7 +176,7 @@ async fn purchases_that_arrive_while_calls_are_outstanding_share_a_call() {
             .await
             .unwrap();
     }
-    let batcher = PurchaseBatcher::spawn(conn.clone(), 64);
+    let batcher = PurchaseBatcher::spawn(conn.clone(), max_batch);
     // A first purchase loads the script (calls that meet NOSCRIPT are sent twice).
     let warm_up = batcher.purchase(call(&keys, "q", 0, "first", "k", 1));
     assert!(matches!(
@@ -219,17 +219,35 @@ async fn purchases_that_arrive_while_calls_are_outstanding_share_a_call() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let calls: u64 = stats
+    stats
         .lines()
         .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no evalsha in {stats}"));
+        .unwrap_or_else(|| panic!("no evalsha in {stats}"))
+}
+
+/// Purchases sent while Redis is paused queue up behind the calls already outstanding and
+/// then go out together: far fewer script calls than purchases, every purchase answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_that_arrive_while_calls_are_outstanding_share_a_call() {
+    let calls = paused_storm(64).await;
     // Two calls go out at once (the in-flight pair); all the others wait for them and then
     // travel together, so a handful of calls carry the fifty purchases.
     assert!(
         calls <= 3,
-        "{calls} script calls for {buyers} purchases: no batch formed"
+        "{calls} script calls for 50 purchases: no batch formed"
+    );
+}
+
+/// A call never carries more than `purchase_batch_max` purchases: with 4, the fifty take at
+/// least 13 calls, and every one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_carries_at_most_the_configured_batch() {
+    let calls = paused_storm(4).await;
+    assert!(
+        (13..=50).contains(&calls),
+        "{calls} script calls for 50 purchases in batches of at most 4"
     );
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Batches form by themselves, without waiting: a purchase goes out at once when fewer than
 //! [`IN_FLIGHT`] calls are outstanding, and otherwise waits for one of them to return, with
-//! every other purchase that arrives meanwhile (up to the configured maximum per call). A
+//! every other purchase that arrives meanwhile; a batch that reaches the configured maximum
+//! per call goes out at once, however many calls are outstanding. A
 //! lone purchase at a quiet moment pays nothing; at a spike, Redis runs one script call, one
 //! append-only-file transaction and one reply for many purchases instead of one each. Each
 //! purchase still waits for exactly one round trip, and `purchase.lua` runs the purchases of
@@ -16,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::ops::{self, PurchaseCall, PurchaseReply};
 use crate::store::{RedisConn, StoreError};
 
-/// Calls outstanding at once: one being run by Redis while the next is on its way, so Redis
-/// never waits on the gateway between two batches.
+/// Calls outstanding at once before a purchase waits for one to return (full batches go
+/// regardless): one being run by Redis while the next is on its way, so Redis never waits
+/// on the gateway between two batches.
 const IN_FLIGHT: usize = 2;
 /// Purchases waiting for a call; beyond it a purchase waits to be queued (the gateway's
 /// in-flight cap bounds them long before).
@@ -27,12 +29,14 @@ const QUEUE: usize = 4096;
 pub const MAX_BATCH: usize = 256;
 
 type Answer = oneshot::Sender<Result<PurchaseReply, StoreError>>;
+/// A purchase waiting for its call, and where its answer goes.
+type Job = (PurchaseCall, Answer);
 
 /// A handle on the task that batches purchases. Cheap to clone; the task stops when the
 /// last handle is dropped, after answering every purchase it took.
 #[derive(Clone)]
 pub struct PurchaseBatcher {
-    queue: mpsc::Sender<(PurchaseCall, Answer)>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl PurchaseBatcher {
@@ -58,33 +62,49 @@ fn stopped() -> StoreError {
     StoreError::unexpected("purchase batch", &"the batching task stopped")
 }
 
-async fn run(mut rx: mpsc::Receiver<(PurchaseCall, Answer)>, conn: RedisConn, max_batch: usize) {
+async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize) {
     let mut in_flight = FuturesUnordered::new();
+    // Purchases taken from the queue and not yet sent: never more than `max_batch`, since
+    // a full batch goes out at once.
+    let mut pending: Vec<Job> = Vec::with_capacity(max_batch);
     let mut open = true;
-    while open || !in_flight.is_empty() {
+    loop {
+        if may_send(in_flight.len(), pending.len(), max_batch) {
+            let batch = std::mem::replace(&mut pending, Vec::with_capacity(max_batch));
+            in_flight.push(send(conn.clone(), batch));
+            continue;
+        }
+        if !open && pending.is_empty() && in_flight.is_empty() {
+            return;
+        }
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = rx.recv(), if open && in_flight.len() < IN_FLIGHT => {
-                let Some(first) = first else {
-                    open = false;
-                    continue;
-                };
-                let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+            job = rx.recv(), if open => match job {
+                Some(job) => {
+                    pending.push(job);
+                    while pending.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(job) => pending.push(job),
+                            Err(_) => break,
+                        }
                     }
                 }
-                in_flight.push(send(conn.clone(), batch));
-            }
+                None => open = false,
+            },
         }
     }
 }
 
+/// Whether the `pending` purchases go out now: while fewer than [`IN_FLIGHT`] calls are
+/// outstanding, or once they fill a call (then waiting would only add latency, and would
+/// cap the throughput at `IN_FLIGHT × max_batch` purchases per round trip).
+fn may_send(in_flight: usize, pending: usize, max_batch: usize) -> bool {
+    pending > 0 && (in_flight < IN_FLIGHT || pending >= max_batch)
+}
+
 /// Sends one call for `batch` and answers each of its purchases.
-async fn send(mut conn: RedisConn, batch: Vec<(PurchaseCall, Answer)>) {
+async fn send(mut conn: RedisConn, batch: Vec<Job>) {
     let (calls, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     match ops::purchase_many(&mut conn, &calls).await {
         Ok(replies) => {
@@ -99,5 +119,25 @@ async fn send(mut conn: RedisConn, batch: Vec<(PurchaseCall, Answer)>) {
                 let _ = answer.send(Err(err.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purchase_goes_at_once_while_few_calls_are_out_or_when_it_fills_a_call() {
+        // Nothing to send.
+        assert!(!may_send(0, 0, 64));
+        // Quiet: fewer than IN_FLIGHT calls out, so even one purchase goes.
+        assert!(may_send(0, 1, 64));
+        assert!(may_send(IN_FLIGHT - 1, 1, 64));
+        // Busy: a partial batch waits for a call to return ...
+        assert!(!may_send(IN_FLIGHT, 63, 64));
+        assert!(!may_send(IN_FLIGHT + 5, 1, 64));
+        // ... but a full one does not.
+        assert!(may_send(IN_FLIGHT, 64, 64));
+        assert!(may_send(IN_FLIGHT + 5, 4, 4));
     }
 }
