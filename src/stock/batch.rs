@@ -52,14 +52,16 @@ impl PurchaseBatcher {
     pub async fn purchase(&self, call: PurchaseCall) -> Result<PurchaseReply, StoreError> {
         let (answer, reply) = oneshot::channel();
         if self.queue.send((call, answer)).await.is_err() {
-            return Err(stopped());
+            return Err(unanswered());
         }
-        reply.await.unwrap_or_else(|_| Err(stopped()))
+        reply.await.unwrap_or_else(|_| Err(unanswered()))
     }
 }
 
-fn stopped() -> StoreError {
-    StoreError::unexpected("purchase batch", &"the batching task stopped")
+/// The answer when a purchase's batch ended without one (its call panicked, or the batching
+/// task is gone): nothing is known of the purchase, as after a lost reply.
+fn unanswered() -> StoreError {
+    StoreError::unexpected("purchase batch", &"the batch ended without an answer")
 }
 
 async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize) {
@@ -71,7 +73,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize) {
     loop {
         if may_send(in_flight.len(), pending.len(), max_batch) {
             let batch = std::mem::replace(&mut pending, Vec::with_capacity(max_batch));
-            in_flight.push(send(conn.clone(), batch));
+            // Each call in a task of its own: a panic there loses that batch's answers
+            // (its purchases get an error), never the batching task.
+            in_flight.push(tokio::spawn(send(conn.clone(), batch)));
             continue;
         }
         if !open && pending.is_empty() && in_flight.is_empty() {
@@ -79,7 +83,11 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize) {
         }
         tokio::select! {
             biased;
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(err) = done {
+                    tracing::error!(error = %err, "a purchase.lua batch call panicked");
+                }
+            }
             job = rx.recv(), if open => match job {
                 Some(job) => {
                     pending.push(job);
