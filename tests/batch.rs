@@ -14,15 +14,9 @@ use flashgate::stock::batch::PurchaseBatcher;
 use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
 use flashgate::tokens::TokenId;
-use support::app::{TestApp, live_sale, spawn_app, spawn_app_with, test_settings};
+use support::app::{TestApp, live_sale, spawn_app_with, spawn_single, test_settings};
 use support::redis::RedisServer;
 use support::scenarios;
-
-async fn single() -> (RedisServer, TestApp) {
-    let redis = RedisServer::start();
-    let app = spawn_app(&RedisTarget::Single(redis.url())).await;
-    (redis, app)
-}
 
 /// A purchase of `quantity` by `user` with idempotency key `key` on `shard` of `sale`.
 fn call(keys: &Keys, sale: &str, shard: u32, user: &str, key: &str, quantity: u32) -> PurchaseCall {
@@ -54,7 +48,7 @@ async fn stock_of(conn: &mut RedisConn, app: &TestApp, sale: &str, shard: u32) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_purchases_of_one_call_are_decided_in_order_as_separate_calls_would_be() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     // 5 units on each of 4 shards, at most 2 per buyer.
     app.create_sale("b", &live_sale(20, 4, 2, 2)).await;
     let mut conn = app.redis.clone();

@@ -9,50 +9,44 @@ use std::time::Duration;
 use flashgate::store::RedisTarget;
 use serde_json::json;
 use support::app::{
-    ADMIN_TOKEN, TestApp, live_sale, problem_slug, spawn_app, spawn_app_with, test_settings,
+    ADMIN_TOKEN, TestApp, live_sale, problem_slug, spawn_app_with, spawn_single, test_settings,
 };
 use support::redis::RedisServer;
 use support::scenarios::{self, Answer};
 
-async fn single() -> (RedisServer, TestApp) {
-    let redis = RedisServer::start();
-    let app = spawn_app(&RedisTarget::Single(redis.url())).await;
-    (redis, app)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_buyers_on_one_shard_buy_exactly_the_stock() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     scenarios::distinct_buyers_storm_sells_exactly_the_stock(&app, "s1", 100, 1, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_buyers_on_eight_shards_buy_exactly_the_stock() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     scenarios::distinct_buyers_storm_sells_exactly_the_stock(&app, "s8", 100, 8, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_buyers_on_sixty_four_shards_buy_exactly_the_stock() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     scenarios::distinct_buyers_storm_sells_exactly_the_stock(&app, "s64", 100, 64, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_quantities_on_indivisible_stock_sell_every_unit() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     scenarios::mixed_quantities_sell_every_unit(&app, "mixed", 101, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_buyer_fifty_concurrent_purchases_get_exactly_the_limit() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     scenarios::one_buyer_storm_respects_the_limit(&app, "greedy", 8, 2, 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn buyers_of_empty_shards_are_served_from_the_one_shard_with_stock() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("skew", &live_sale(40, 8, 1, 1)).await;
     // Move every unit onto shard 3: the other seven shards are empty. (Each shard's
     // allotment moves with its stock, so its counters still say it sold nothing.)
@@ -96,7 +90,7 @@ async fn buyers_of_empty_shards_are_served_from_the_one_shard_with_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_buyers_on_skewed_shards_are_never_told_sold_out_early() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("skew2", &live_sale(5, 8, 1, 1)).await; // shards 0..4 hold one unit, 5..7 none
     let requests = (0..5)
         .map(|i| (format!("b{i}"), "k".to_owned(), 1))
@@ -112,7 +106,7 @@ async fn concurrent_buyers_on_skewed_shards_are_never_told_sold_out_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_with_same_key_and_body_returns_the_same_order_and_takes_nothing_more() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("idem", &live_sale(10, 4, 2, 2)).await;
     let first = Answer::of(app.purchase("idem", "alice", "key-1", 1).await).await;
     assert_eq!(first.status, 202);
@@ -132,7 +126,7 @@ async fn retry_with_same_key_and_body_returns_the_same_order_and_takes_nothing_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_of_one_request_take_one_unit() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("idem2", &live_sale(10, 4, 5, 1)).await;
     let requests = (0..20)
         .map(|_| ("carol".to_owned(), "same".to_owned(), 1))
@@ -157,7 +151,7 @@ async fn concurrent_retries_of_one_request_take_one_unit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_after_sell_out_still_returns_the_original_order() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("last", &live_sale(1, 4, 1, 1)).await;
     let winner = Answer::of(app.purchase("last", "winner", "w", 1).await).await;
     assert_eq!(winner.status, 202);
@@ -173,7 +167,7 @@ async fn a_retry_after_sell_out_still_returns_the_original_order() {
 /// is not sure about to the full path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_sell_out_the_shortcut_answers_only_what_it_may() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("gone", &live_sale(1, 2, 1, 1)).await;
     let winner = Answer::of(app.purchase("gone", "winner", "w", 1).await).await;
     assert_eq!(winner.status, 202);
@@ -228,7 +222,7 @@ async fn after_sell_out_the_shortcut_answers_only_what_it_may() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_the_documented_problem_and_takes_nothing() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("strict", &live_sale(10, 2, 2, 2)).await;
     let url = format!("{}/api/v1/sales/strict/purchase", app.base);
     let token = app.token("alice");
@@ -339,7 +333,7 @@ fn forged_token() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sales_refuse_purchases_outside_their_window() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     let mut early = live_sale(5, 2, 1, 1);
     let fmt = &time::format_description::well_known::Rfc3339;
     let now = time::OffsetDateTime::now_utc();
@@ -362,7 +356,7 @@ async fn sales_refuse_purchases_outside_their_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_are_visible_to_their_owner_only() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("o", &live_sale(5, 2, 1, 1)).await;
     let order = Answer::of(app.purchase("o", "alice", "k", 1).await)
         .await
@@ -399,7 +393,7 @@ async fn orders_are_visible_to_their_owner_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sale_info_and_admin_status_report_the_sale() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("info", &live_sale(10, 4, 2, 2)).await;
     app.purchase("info", "alice", "k", 2).await;
     let (status, body) = app.get_json("/api/v1/sales/info", None).await;
@@ -423,7 +417,7 @@ async fn sale_info_and_admin_status_report_the_sale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replacing_a_live_sale_is_refused_but_an_upcoming_one_is_replaced() {
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("live", &live_sale(10, 4, 2, 2)).await;
     let mut changed = live_sale(20, 4, 2, 2);
     let (status, slug) = problem_slug(app.put_sale("live", &changed).await).await;
@@ -500,7 +494,7 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     use flashgate::domain::{SaleId, UserId};
     use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
 
-    let (_redis, app) = single().await;
+    let (_redis, app) = spawn_single().await;
     app.create_sale("short", &live_sale(3, 1, 5, 5)).await;
     let sale = SaleId::parse("short").unwrap();
     let user = UserId::parse("alice").unwrap();

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::redis::RedisServer;
+
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -67,6 +69,14 @@ fn rand_suffix() -> String {
 /// Starts the gateway on `target` with default test settings.
 pub async fn spawn_app(target: &RedisTarget) -> TestApp {
     spawn_app_with(test_settings(target)).await
+}
+
+/// A fresh single-node redis-server and a gateway against it (keep the server alive as
+/// long as the app: dropping it stops the process).
+pub async fn spawn_single() -> (RedisServer, TestApp) {
+    let redis = RedisServer::start();
+    let app = spawn_app(&RedisTarget::Single(redis.url())).await;
+    (redis, app)
 }
 
 /// Starts the gateway with `settings`.
