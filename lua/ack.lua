@@ -4,15 +4,18 @@
 --       (several pairs only on a single Redis node: in a cluster each call is one shard,
 --       whose keys share a slot)
 --
--- ARGV[k] for k = 1..#KEYS/2: the number n_k of orders acknowledged on shard k; then, shard
---         after shard, n_k pairs of stream entry id, quantity
+-- ARGV[k] for k = 1..#KEYS/2: the number g_k of quantity groups of shard k; then, shard
+--         after shard, its g_k groups, each: quantity q, count m, then the m stream entry
+--         ids of the shard's acknowledged orders of q units
 --
 -- Returns the number of orders that were still in their streams.
 --
--- Must run only after the rows are committed. Idempotent: XDEL says whether the entry was
--- still there, and only those entries count, so each order adds its units to the shard's
--- `acked` once, even when the writer and the recovery worker both persist it. (Units
--- pending = sold - acked: the units of the entries still in the stream.)
+-- Must run only after the rows are committed. Idempotent: XDEL answers how many of its ids
+-- were still there, and only those count, so each order adds its units to the shard's
+-- `acked` once, even when the writer and the recovery worker both persist it. Orders are
+-- grouped by quantity so that one XDEL forgets a whole group and its count alone says how
+-- many units left (count x q): one command per group instead of one per order, the same
+-- total. (Units pending = sold - acked: the units of the entries still in the stream.)
 
 local shards = #KEYS / 2
 local at = shards + 1
@@ -21,11 +24,11 @@ for k = 1, shards do
   local shard, stream = KEYS[2 * k - 1], KEYS[2 * k]
   local units = 0
   for _ = 1, tonumber(ARGV[k]) do
-    if redis.call('XDEL', stream, ARGV[at]) == 1 then
-      forgotten = forgotten + 1
-      units = units + tonumber(ARGV[at + 1])
-    end
-    at = at + 2
+    local quantity, count = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local gone = redis.call('XDEL', stream, unpack(ARGV, at + 2, at + 1 + count))
+    forgotten = forgotten + gone
+    units = units + gone * quantity
+    at = at + 2 + count
   end
   if units > 0 then
     redis.call('HINCRBY', shard, 'acked', units)

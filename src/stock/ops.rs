@@ -2,6 +2,7 @@
 //! Every call here is exactly one round trip: to the node owning one shard's slot, or, for
 //! the calls that cover several shards (a batch of purchases, acks), to a single node.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use redis::Value;
@@ -240,17 +241,30 @@ pub struct ShardAcks {
     pub orders: Vec<(String, u32)>,
 }
 
+impl ShardAcks {
+    /// The shard's entry ids grouped by their orders' quantity, as `ack.lua` takes them.
+    fn by_quantity(&self) -> BTreeMap<u32, Vec<&str>> {
+        let mut groups: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for (entry, quantity) in &self.orders {
+            groups.entry(*quantity).or_default().push(entry);
+        }
+        groups
+    }
+}
+
 /// Runs `ack.lua` once for `shards`: forgets their orders, which must already be database
 /// rows. Returns how many were still in their streams. Several shards in one call only on a
-/// single node (in a cluster their keys live in different slots).
+/// single node (in a cluster their keys live in different slots). Each shard's orders go as
+/// groups of one quantity, so Redis forgets a group with one `XDEL`.
 pub async fn ack(conn: &mut RedisConn, shards: &[ShardAcks]) -> Result<u64, StoreError> {
+    let groups: Vec<_> = shards.iter().map(ShardAcks::by_quantity).collect();
     let mut inv = scripts::ACK.prepare_invoke();
-    for shard in shards {
+    for (shard, groups) in shards.iter().zip(&groups) {
         inv.key(&shard.keys.shard).key(&shard.keys.orders);
-        inv.arg(shard.orders.len());
+        inv.arg(groups.len());
     }
-    for (entry, quantity) in shards.iter().flat_map(|s| &s.orders) {
-        inv.arg(entry).arg(*quantity);
+    for (quantity, entries) in groups.iter().flatten() {
+        inv.arg(*quantity).arg(entries.len()).arg(entries);
     }
     Ok(inv.invoke_async(conn).await?)
 }

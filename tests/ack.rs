@@ -1,0 +1,115 @@
+//! `ack.lua` against a real redis-server: persisted orders leave their streams, and each
+//! adds its units to its shard's `acked` exactly once — whatever the mix of quantities, and
+//! however often the same orders are acknowledged again (the writer and the recovery worker
+//! may both persist one order).
+
+mod support;
+
+use std::sync::Arc;
+
+use flashgate::domain::{SaleId, UserId};
+use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply, ShardAcks};
+use flashgate::store::RedisConn;
+use support::app::{TestApp, live_sale, spawn_app_with, test_settings};
+use support::redis::RedisServer;
+
+/// Buys `quantity` units on `shard` of sale "a" for a buyer of its own; the stream entry id.
+async fn buy(
+    conn: &mut RedisConn,
+    app: &TestApp,
+    shard: u32,
+    buyer: usize,
+    quantity: u32,
+) -> String {
+    let sale = SaleId::parse("a").unwrap();
+    let call = PurchaseCall {
+        keys: Arc::new(app.keys.shard(&sale, shard)),
+        user: UserId::parse(&format!("buyer{buyer}")).unwrap(),
+        quantity,
+        limit: 10,
+        idem_field: format!("buyer{buyer}:k"),
+        fingerprint: "fp".into(),
+        sale,
+        now_ms: 0,
+        shard,
+        credits: Vec::new(),
+        token: None,
+    };
+    match ops::purchase(conn, &call).await.unwrap() {
+        PurchaseReply::Accepted { entry_id, .. } => entry_id,
+        other => panic!("buyer {buyer} was answered {other:?}"),
+    }
+}
+
+fn acks(app: &TestApp, shard: u32, orders: &[(String, u32)]) -> ShardAcks {
+    ShardAcks {
+        keys: app.keys.shard(&SaleId::parse("a").unwrap(), shard),
+        orders: orders.to_vec(),
+    }
+}
+
+/// (entries left in the stream, units pending) of `shard`.
+async fn left(conn: &mut RedisConn, app: &TestApp, shard: u32) -> (u64, u64) {
+    let keys = app.keys.shard(&SaleId::parse("a").unwrap(), shard);
+    let entries: u64 = redis::cmd("XLEN")
+        .arg(&keys.orders)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let counters = ops::read_counters(conn, &keys).await.unwrap();
+    (entries, counters.pending_units)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&flashgate::store::RedisTarget::Single(redis.url()));
+    // The recovery worker must not persist these orders behind the test's back.
+    settings.queue.claim_idle_ms = 600_000;
+    let app = spawn_app_with(settings).await;
+    app.create_sale("a", &live_sale(200, 2, 10, 10)).await;
+    let mut conn = app.redis.clone();
+
+    // Shard 0: orders of 1, 2, 1, 3, 2 and 1 units; shard 1: one order of 4.
+    let mut shard0 = Vec::new();
+    for (buyer, quantity) in [1, 2, 1, 3, 2, 1].into_iter().enumerate() {
+        shard0.push((buy(&mut conn, &app, 0, buyer, quantity).await, quantity));
+    }
+    let shard1 = vec![(buy(&mut conn, &app, 1, 100, 4).await, 4)];
+    assert_eq!(left(&mut conn, &app, 0).await, (6, 10));
+    assert_eq!(left(&mut conn, &app, 1).await, (1, 4));
+
+    // Two orders of shard 0 (one of 1 unit, one of 3) persisted first.
+    let first = [shard0[0].clone(), shard0[3].clone()];
+    assert_eq!(
+        ops::ack(&mut conn, &[acks(&app, 0, &first)]).await.unwrap(),
+        2
+    );
+    assert_eq!(left(&mut conn, &app, 0).await, (4, 6));
+
+    // Then every order of both shards, those two again among them, one of them twice in the
+    // same call: only the five still there count, each with its own units.
+    let mut all = shard0.clone();
+    all.push(shard0[3].clone());
+    let forgotten = ops::ack(&mut conn, &[acks(&app, 0, &all), acks(&app, 1, &shard1)])
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 5);
+    assert_eq!(left(&mut conn, &app, 0).await, (0, 0));
+    assert_eq!(left(&mut conn, &app, 1).await, (0, 0));
+
+    // Acknowledging them all once more changes nothing.
+    let again = ops::ack(&mut conn, &[acks(&app, 0, &all), acks(&app, 1, &shard1)])
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(left(&mut conn, &app, 0).await, (0, 0));
+    let sale = SaleId::parse("a").unwrap();
+    let counters = ops::read_counters(&mut conn, &app.keys.shard(&sale, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        counters.sold, 10,
+        "acknowledging moves no unit out of `sold`"
+    );
+}
