@@ -45,11 +45,19 @@
 -- purchase only removes units (docs/DESIGN.md §4). Four calls in the common case: this
 -- is the hottest path of all.
 
+-- KEYS and ARGV as locals: globals are looked up by name at every use.
+local KEYS, ARGV = KEYS, ARGV
+
+-- Numbers go to Redis as the text the gateway sent (the quantity) or as '%d' (the units
+-- held): a Lua number given to redis.call is printed with '%.17g', whose floating-point
+-- formatting was ~10 % of this script's time.
+
 -- Purchase whose keys start after KEYS[k] and whose arguments start after ARGV[a].
 local function purchase(k, a)
   local shard, buyers, stream, credited = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local user, idem_field, fingerprint = ARGV[a + 1], ARGV[a + 4], ARGV[a + 5]
-  local qty, limit = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local qty_text = ARGV[a + 2]
+  local qty, limit = tonumber(qty_text), tonumber(ARGV[a + 3])
   local token_field = ARGV[a + 9]
   local held_field = '=' .. user
 
@@ -90,9 +98,9 @@ local function purchase(k, a)
     return {'limit', holds}
   end
 
-  local left = redis.call('HINCRBY', shard, 'stock', -qty)
+  local left = redis.call('HINCRBY', shard, 'stock', '-' .. qty_text)
   if left < 0 then
-    redis.call('HINCRBY', shard, 'stock', qty)
+    redis.call('HINCRBY', shard, 'stock', qty_text)
     if redis.call('HLEN', shard) == 1 then
       -- The shard did not exist (its sale was deleted meanwhile): leave no key behind.
       redis.call('DEL', shard)
@@ -101,12 +109,13 @@ local function purchase(k, a)
   end
 
   local entry = redis.call('XADD', stream, '*',
-    'user_id', user, 'quantity', qty, 'created_ms', ARGV[a + 6])
-  local record = ARGV[a + 7] .. '.' .. ARGV[a + 8] .. '.' .. entry .. '|' .. qty .. '|' .. fingerprint
+    'user_id', user, 'quantity', qty_text, 'created_ms', ARGV[a + 6])
+  local record = ARGV[a + 7] .. '.' .. ARGV[a + 8] .. '.' .. entry .. '|' .. qty_text .. '|' .. fingerprint
+  local held = string.format('%d', holds + qty)
   if token_field == '' then
-    redis.call('HSET', buyers, idem_field, record, held_field, holds + qty)
+    redis.call('HSET', buyers, idem_field, record, held_field, held)
   else
-    redis.call('HSET', buyers, idem_field, record, held_field, holds + qty, token_field, '1')
+    redis.call('HSET', buyers, idem_field, record, held_field, held, token_field, '1')
   end
   return {'ok', entry, left}
 end
