@@ -11,9 +11,10 @@
 #                  per-IP, per-buyer and per-sale rate limits (set high enough to refuse
 #                  nothing: all wrk traffic comes from one IP); (b) and (c) run with guards
 #                  off (no token, no rate limit). Target: (d) >= 90% of (b), (e) of (c).
-#                  The sold-out pairs (a), (c) and (c), (e) run ROUNDS times, alternating,
-#                  and their median ratios are reported (a sold-out answer consumes no buyer
-#                  or token; one 10-s figure moves by +-10% on this shared machine).
+#                  The pairs (a), (b) and (a), (c) and (c), (e) run ROUNDS times,
+#                  alternating, and their median ratios are reported (one 10-s figure moves
+#                  by +-10% on this shared machine); each round of (b) has buyers of its
+#                  own (a sold-out answer consumes no buyer or token).
 # plus Redis ceiling lines (redis-benchmark PING, and EVALSHA of our own purchase.lua).
 # After (b) it checks that the sale's `sold`
 # equals the 202 answers and counts Redis commands per accepted purchase (INFO commandstats),
@@ -22,7 +23,8 @@
 # Usage: scripts/bench-http.sh
 # Environment: WRK_THREADS (2), WRK_CONNS (64), WRK_DURATION (10s), ROUNDS (3),
 # BENCH_TOKENS (1000000:
-# buyers for (b); each buys once, so a run must not send more purchases than this).
+# buyers for each round of (b); each buys once, so a run must not send more purchases than
+# this).
 # Starts its own redis-server, hello and gateway on free loopback ports in a temp dir and
 # stops them on exit. Raw wrk outputs are kept in target/bench-http/.
 set -euo pipefail
@@ -104,6 +106,10 @@ mkdir -p "$OUT" "$tmp/redis"
 
 # Buyers for (b) and (c), and a separate buyer who empties the sold-out sale.
 quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
+for ((round = 2; round <= ROUNDS; round++)); do # other buyers for each later round of (b)
+    MINT_USER_PREFIX="r$round-" quietly "minting $BENCH_TOKENS tokens for round $round" \
+        target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens-r$round.txt"
+done
 
 progress "starting redis-server, hello and the gateway"
 start_redis "$tmp/redis"
@@ -200,6 +206,8 @@ run_wrk e "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
     benches/wrk/purchase.lua "$tmp/tokens-$SOLD_OUT_SALE.txt" "$WRK_THREADS"
 for ((round = 2; round <= ROUNDS; round++)); do
     run_wrk "a$round" "http://127.0.0.1:$HPORT/api/v1/sales/$LIVE_SALE/purchase" "${lua[@]}"
+    run_wrk "b$round" "http://127.0.0.1:$GPORT/api/v1/sales/$LIVE_SALE/purchase" \
+        benches/wrk/purchase.lua "$tmp/tokens-r$round.txt" "$WRK_THREADS"
     run_wrk "c$round" "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase" "${lua[@]}"
     run_wrk "e$round" "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
         benches/wrk/purchase.lua "$tmp/tokens-$SOLD_OUT_SALE.txt" "$WRK_THREADS"
@@ -252,9 +260,10 @@ median() {
     done
     echo "$(tr ' ' '\n' <<<"$ratios" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }') of rounds: $ratios"
 }
+echo "(b)/(a) in stock vs hello: median $(median b a)"
 echo "(c)/(a) sold out vs hello: median $(median c a)"
 echo "guards on vs off: in stock (d)/(b) $(ratio d b); sold out (e)/(c) median $(median e c)"
-for name in b c d e; do
+for name in b c d e $(for ((r = 2; r <= ROUNDS; r++)); do echo "b$r"; done); do
     echo "($name) statuses: $(wrk_status "$name")"
     reused=$(wrk_count "$name" tokens_reused)
     ((reused == 0)) || echo "($name) WARNING: $reused requests reused a buyer; raise BENCH_TOKENS or shorten WRK_DURATION"
