@@ -186,7 +186,9 @@ pub struct StockSettings {
     pub loan_grace_ms: u64,
     /// Most purchases one `purchase.lua` call carries on a single Redis node (1 ..=
     /// [`crate::stock::batch::MAX_BATCH`]; 1 sends each purchase on its own). A cluster
-    /// always sends them one by one.
+    /// always sends them one by one. 16 rather than more: Redis answers a call only when all
+    /// of its purchases have run, and the gateway and the clients waiting on a large call
+    /// leave CPU idle meanwhile (docs/BENCHMARKS.md §1).
     pub purchase_batch_max: usize,
 }
 
@@ -196,7 +198,7 @@ impl Default for StockSettings {
             refresh_interval_ms: 1000,
             recovery_interval_ms: 2000,
             loan_grace_ms: 5000,
-            purchase_batch_max: 64,
+            purchase_batch_max: 16,
         }
     }
 }
