@@ -113,3 +113,44 @@ async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
         "acknowledging moves no unit out of `sold`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_forgets_more_orders_of_one_quantity_than_lua_can_unpack_at_once() {
+    // A cluster's ack call carries all of a batch's orders on one shard; Lua's `unpack`
+    // pushes at most ~8,000 values, so the ids must reach XDEL in bounded groups.
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&flashgate::store::RedisTarget::Single(redis.url()));
+    settings.queue.claim_idle_ms = 600_000;
+    let app = spawn_app_with(settings).await;
+    let mut conn = app.redis.clone();
+    let keys = app.keys.shard(&SaleId::parse("big").unwrap(), 0);
+    const ORDERS: u64 = 9_000;
+    let mut pipe = redis::pipe();
+    for i in 1..=ORDERS {
+        pipe.cmd("XADD")
+            .arg(&keys.orders)
+            .arg(format!("1-{i}"))
+            .arg("user_id")
+            .arg("u")
+            .arg("quantity")
+            .arg(1)
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+    let orders = (1..=ORDERS).map(|i| (format!("1-{i}"), 1)).collect();
+    let call = [ShardAcks {
+        keys: keys.clone(),
+        orders,
+    }];
+    assert_eq!(ops::ack(&mut conn, &call).await.unwrap(), ORDERS);
+    let (entries, acked): (u64, u64) = redis::pipe()
+        .cmd("XLEN")
+        .arg(&keys.orders)
+        .cmd("HGET")
+        .arg(&keys.shard)
+        .arg("acked")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((entries, acked), (0, ORDERS));
+}

@@ -241,14 +241,28 @@ pub struct ShardAcks {
     pub orders: Vec<(String, u32)>,
 }
 
+/// Most entry ids in one `XDEL` of `ack.lua`: the script hands a group to `XDEL` with
+/// Lua's `unpack`, which cannot push more than ~8,000 values, and a cluster's call carries
+/// all of a batch's orders on one shard however many they are.
+const XDEL_IDS: usize = 1024;
+
 impl ShardAcks {
-    /// The shard's entry ids grouped by their orders' quantity, as `ack.lua` takes them.
-    fn by_quantity(&self) -> BTreeMap<u32, Vec<&str>> {
-        let mut groups: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    /// The shard's entry ids grouped by their orders' quantity, as `ack.lua` takes them: at
+    /// most [`XDEL_IDS`] ids a group (a quantity with more gets several groups).
+    fn by_quantity(&self) -> Vec<(u32, Vec<&str>)> {
+        let mut by_quantity: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
         for (entry, quantity) in &self.orders {
-            groups.entry(*quantity).or_default().push(entry);
+            by_quantity.entry(*quantity).or_default().push(entry);
         }
-        groups
+        by_quantity
+            .into_iter()
+            .flat_map(|(quantity, entries)| {
+                entries
+                    .chunks(XDEL_IDS)
+                    .map(|group| (quantity, group.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 
@@ -337,6 +351,31 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn acks_group_by_quantity_and_no_group_outgrows_one_xdel() {
+        let sale = SaleId::parse("s").unwrap();
+        let mut orders: Vec<(String, u32)> =
+            (0..XDEL_IDS + 3).map(|i| (format!("{i}-0"), 1)).collect();
+        orders.insert(5, ("a-0".into(), 3));
+        orders.push(("b-0".into(), 2));
+        let acks = ShardAcks {
+            keys: crate::store::Keys::new("t").shard(&sale, 0),
+            orders,
+        };
+        let groups = acks.by_quantity();
+        let shape: Vec<(u32, usize)> = groups.iter().map(|(q, ids)| (*q, ids.len())).collect();
+        assert_eq!(shape, [(1, XDEL_IDS), (1, 3), (2, 1), (3, 1)]);
+        // Every order once, under its own quantity.
+        let mut seen: Vec<(String, u32)> = groups
+            .iter()
+            .flat_map(|(q, ids)| ids.iter().map(|id| (id.to_string(), *q)))
+            .collect();
+        let mut expected = acks.orders.clone();
+        seen.sort();
+        expected.sort();
+        assert_eq!(seen, expected);
     }
 
     #[test]
