@@ -60,13 +60,19 @@ async fn left(conn: &mut RedisConn, app: &TestApp, shard: u32) -> (u64, u64) {
     (entries, counters.pending_units)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
+/// A fresh redis-server and a gateway whose recovery worker leaves the test's orders alone
+/// (it persists only entries older than ten minutes).
+async fn app_without_recovery() -> (RedisServer, TestApp) {
     let redis = RedisServer::start();
     let mut settings = test_settings(&flashgate::store::RedisTarget::Single(redis.url()));
-    // The recovery worker must not persist these orders behind the test's back.
     settings.queue.claim_idle_ms = 600_000;
     let app = spawn_app_with(settings).await;
+    (redis, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
+    let (_redis, app) = app_without_recovery().await;
     app.create_sale("a", &live_sale(200, 2, 10, 10)).await;
     let mut conn = app.redis.clone();
 
@@ -118,10 +124,7 @@ async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
 async fn one_call_forgets_more_orders_of_one_quantity_than_lua_can_unpack_at_once() {
     // A cluster's ack call carries all of a batch's orders on one shard; Lua's `unpack`
     // pushes at most ~8,000 values, so the ids must reach XDEL in bounded groups.
-    let redis = RedisServer::start();
-    let mut settings = test_settings(&flashgate::store::RedisTarget::Single(redis.url()));
-    settings.queue.claim_idle_ms = 600_000;
-    let app = spawn_app_with(settings).await;
+    let (_redis, app) = app_without_recovery().await;
     let mut conn = app.redis.clone();
     let keys = app.keys.shard(&SaleId::parse("big").unwrap(), 0);
     const ORDERS: u64 = 9_000;
