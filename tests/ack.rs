@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use flashgate::domain::{SaleId, UserId};
+use flashgate::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply, ShardAcks};
 use flashgate::store::RedisConn;
 use support::app::{TestApp, live_sale, spawn_app_with, test_settings};
@@ -27,7 +27,7 @@ async fn buy(
         user: UserId::parse(&format!("buyer{buyer}")).unwrap(),
         quantity,
         limit: 10,
-        idem_field: format!("buyer{buyer}:k"),
+        idem_key: IdempotencyKey::parse("k").unwrap(),
         fingerprint: "fp".into(),
         sale,
         now_ms: 0,

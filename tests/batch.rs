@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashgate::domain::{SaleId, UserId};
+use flashgate::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::stock::SpendToken;
 use flashgate::stock::batch::PurchaseBatcher;
 use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
@@ -26,7 +26,7 @@ fn call(keys: &Keys, sale: &str, shard: u32, user: &str, key: &str, quantity: u3
         user: UserId::parse(user).unwrap(),
         quantity,
         limit: 2,
-        idem_field: format!("{user}:{key}"),
+        idem_key: IdempotencyKey::parse(key).unwrap(),
         fingerprint: format!("fp-{quantity}"),
         sale,
         now_ms: 0,

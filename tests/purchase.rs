@@ -124,6 +124,55 @@ async fn retry_with_same_key_and_body_returns_the_same_order_and_takes_nothing_m
     assert_eq!(app.purchase("idem", "bob", "key-1", 1).await.status(), 202);
 }
 
+/// A buyer's orders share one record in Redis: each key must find exactly its own order,
+/// whatever the other keys look like (a prefix of another key, or text that occurs in the
+/// record, such as an order id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_of_a_buyers_keys_replays_its_own_order() {
+    let (_redis, app) = spawn_single().await;
+    app.create_sale("many", &live_sale(20, 4, 6, 2)).await;
+    let first = Answer::of(app.purchase("many", "dave", "k1", 1).await).await;
+    assert_eq!(first.status, 202);
+    let first_id = first.order_id.clone().unwrap();
+    // A key that is the previous order's id, and keys that extend one another.
+    let more = [(first_id.as_str(), 1), ("k10", 2), ("k", 1)];
+    let mut orders = vec![("k1".to_owned(), first_id.clone(), 1)];
+    for (key, qty) in more {
+        let answer = Answer::of(app.purchase("many", "dave", key, qty).await).await;
+        assert_eq!(answer.status, 202, "key {key}: {:?}", answer.body);
+        orders.push((key.to_owned(), answer.order_id.unwrap(), qty));
+    }
+    let held: u32 = orders.iter().map(|o| o.2).sum();
+    let distinct: std::collections::HashSet<_> = orders.iter().map(|o| &o.1).collect();
+    assert_eq!(distinct.len(), orders.len(), "{orders:?}");
+    // Every key, replayed with its body, answers its own order and takes nothing.
+    for (key, order_id, qty) in &orders {
+        let again = Answer::of(app.purchase("many", "dave", key, *qty).await).await;
+        assert_eq!(again.status, 202, "key {key}");
+        assert_eq!(again.order_id.as_ref(), Some(order_id), "key {key}");
+        assert_eq!(again.quantity, u64::from(*qty), "key {key}");
+        // ... and with another body, is a conflict.
+        let (status, slug) = problem_slug(app.purchase("many", "dave", key, 3 - qty).await).await;
+        assert_eq!(
+            (status.as_u16(), slug.as_str()),
+            (422, "idempotency-conflict")
+        );
+    }
+    assert_eq!(app.sold("many", 4).await, u64::from(held));
+    // A new key sees every unit held: 5 of 6, so two more is over the limit, one is not.
+    assert_eq!(held, 5);
+    let over = Answer::of(app.purchase("many", "dave", "k2", 2).await).await;
+    assert_eq!(
+        over.slug.as_deref(),
+        Some("limit-reached"),
+        "{:?}",
+        over.body
+    );
+    assert_eq!(over.body["held"], 5);
+    assert_eq!(app.purchase("many", "dave", "k2", 1).await.status(), 202);
+    assert_eq!(app.sold("many", 4).await, 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_of_one_request_take_one_unit() {
     let (_redis, app) = spawn_single().await;
@@ -491,7 +540,7 @@ async fn redis_outage_answers_503_and_purchases_resume_after_restart() {
 /// the request was in flight) must not be created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
-    use flashgate::domain::{SaleId, UserId};
+    use flashgate::domain::{IdempotencyKey, SaleId, UserId};
     use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
 
     let (_redis, app) = spawn_single().await;
@@ -504,7 +553,7 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
         user: user.clone(),
         quantity,
         limit: 5,
-        idem_field: "alice:k".into(),
+        idem_key: IdempotencyKey::parse("k").unwrap(),
         fingerprint: "fp".into(),
         sale: sale.clone(),
         now_ms: 0,

@@ -7,6 +7,11 @@ use super::ids::{Quantity, SaleId};
 
 /// Most shards a sale may be split over.
 pub const MAX_SHARDS: u32 = 1024;
+/// Highest per-buyer limit. A buyer's record in Redis keeps one line per accepted order and
+/// is rewritten by each of their purchases (`lua/purchase.lua`), so the limit bounds both its
+/// size (about 130 bytes an order) and the work of one purchase; a flash sale's limit is a
+/// few units.
+pub const MAX_PER_USER_LIMIT: u32 = 1000;
 /// Highest proof-of-work difficulty, in leading zero bits.
 pub const MAX_POW_DIFFICULTY: u8 = 32;
 
@@ -49,7 +54,7 @@ pub enum SaleSpecError {
     Shards,
     #[error("ends_at must be after starts_at")]
     Window,
-    #[error("per_user_limit must be at least 1")]
+    #[error("per_user_limit must be 1..={MAX_PER_USER_LIMIT}")]
     PerUserLimit,
     #[error("max_per_order must be 1..=per_user_limit")]
     MaxPerOrder,
@@ -76,7 +81,7 @@ impl TryFrom<SaleDefinition> for SaleSpec {
         if def.ends_at <= def.starts_at {
             return Err(SaleSpecError::Window);
         }
-        if def.per_user_limit == 0 {
+        if !(1..=MAX_PER_USER_LIMIT).contains(&def.per_user_limit) {
             return Err(SaleSpecError::PerUserLimit);
         }
         if def.max_per_order == 0 || def.max_per_order > def.per_user_limit {
@@ -222,10 +227,14 @@ mod tests {
     #[test]
     fn inconsistent_definitions_are_refused() {
         type Mutation = fn(&mut SaleDefinition);
-        let cases: [(Mutation, SaleSpecError); 5] = [
+        let cases: [(Mutation, SaleSpecError); 6] = [
             (|d| d.shards = 0, SaleSpecError::Shards),
             (|d| d.ends_at = d.starts_at, SaleSpecError::Window),
             (|d| d.per_user_limit = 0, SaleSpecError::PerUserLimit),
+            (
+                |d| d.per_user_limit = MAX_PER_USER_LIMIT + 1,
+                SaleSpecError::PerUserLimit,
+            ),
             (|d| d.max_per_order = 3, SaleSpecError::MaxPerOrder),
             (|d| d.pow_difficulty = 33, SaleSpecError::PowDifficulty),
         ];

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
-use crate::domain::{SaleId, UserId};
+use crate::domain::{IdempotencyKey, SaleId, UserId};
 use crate::store::{RedisConn, ShardKeys, StoreError, scripts};
 use crate::tokens::TokenId;
 
@@ -48,7 +48,7 @@ pub struct PurchaseCall {
     pub user: UserId,
     pub quantity: u32,
     pub limit: u32,
-    pub idem_field: String,
+    pub idem_key: IdempotencyKey,
     pub fingerprint: String,
     pub sale: SaleId,
     pub now_ms: i64,
@@ -101,7 +101,7 @@ pub async fn purchase_many(
         inv.arg(call.user.as_str())
             .arg(call.quantity)
             .arg(call.limit)
-            .arg(&call.idem_field)
+            .arg(call.idem_key.as_str())
             .arg(&call.fingerprint)
             .arg(call.now_ms)
             .arg(call.sale.as_str())

@@ -89,7 +89,6 @@ impl StockEngine {
             return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
         }
         let home = home_shard(req.user, rt.shards());
-        let idem_field = format!("{}:{}", req.user, req.key.as_str());
         let qty = u64::from(req.quantity.get());
         // Known-empty home: borrow first instead of asking home to say "short".
         let mut need = if rt.shard_seems_empty(home) && !rt.is_sold_out() {
@@ -128,7 +127,7 @@ impl StockEngine {
                 user: req.user.clone(),
                 quantity: req.quantity.get(),
                 limit: rt.sale.spec.per_user_limit(),
-                idem_field: idem_field.clone(),
+                idem_key: req.key.clone(),
                 fingerprint: req.fingerprint.to_owned(),
                 sale: rt.sale.id.clone(),
                 now_ms: req.now_ms,
@@ -211,8 +210,8 @@ impl StockEngine {
         Ok(Judgement::SoldOut)
     }
 
-    /// Everyone who holds units of the sale: the `=<user>` fields of the home shards' buyer
-    /// hashes.
+    /// Everyone who holds units of the sale: the buyer fields (`<user>`, not `#<token id>`)
+    /// of the home shards' buyer hashes; a buyer has a field once a purchase was accepted.
     async fn buyers(&self, rt: &SaleRuntime) -> Result<HashSet<UserId>, StoreError> {
         let reads = (0..rt.shards()).map(|shard| {
             let mut conn = self.conn.clone();
@@ -228,7 +227,8 @@ impl StockEngine {
         Ok(per_shard
             .into_iter()
             .flatten()
-            .filter_map(|field| UserId::parse(field.strip_prefix('=')?).ok())
+            .filter(|field| !field.starts_with('#'))
+            .filter_map(|field| UserId::parse(&field).ok())
             .collect())
     }
 }
