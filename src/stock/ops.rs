@@ -89,16 +89,17 @@ pub async fn purchase_many(
     conn: &mut RedisConn,
     calls: &[PurchaseCall],
 ) -> Result<Vec<Result<PurchaseReply, StoreError>>, StoreError> {
-    let mut inv = scripts::PURCHASE.prepare_invoke();
+    let mut cmd = scripts::evalsha(&scripts::PURCHASE, 4 * calls.len());
     for call in calls {
-        inv.key(&call.keys.shard)
-            .key(&call.keys.buyers)
-            .key(&call.keys.orders)
-            .key(&call.keys.credited);
+        let keys = &call.keys;
+        cmd.arg(&keys.shard)
+            .arg(&keys.buyers)
+            .arg(&keys.orders)
+            .arg(&keys.credited);
     }
-    inv.arg(calls.len());
+    cmd.arg(calls.len());
     for call in calls {
-        inv.arg(call.user.as_str())
+        cmd.arg(call.user.as_str())
             .arg(call.quantity)
             .arg(call.limit)
             .arg(call.idem_key.as_str())
@@ -109,10 +110,10 @@ pub async fn purchase_many(
             .arg(call.token.map(SpendToken::field).unwrap_or_default())
             .arg(call.credits.len());
         for loan in &call.credits {
-            inv.arg(&loan.id).arg(loan.units);
+            cmd.arg(&loan.id).arg(loan.units);
         }
     }
-    let replies: Vec<Value> = inv.invoke_async(conn).await?;
+    let replies: Vec<Value> = scripts::run(&scripts::PURCHASE, &cmd, conn).await?;
     if replies.len() != calls.len() {
         return Err(StoreError::unexpected("purchase.lua", &replies));
     }
@@ -272,15 +273,17 @@ impl ShardAcks {
 /// groups of one quantity, so Redis forgets a group with one `XDEL`.
 pub async fn ack(conn: &mut RedisConn, shards: &[ShardAcks]) -> Result<u64, StoreError> {
     let groups: Vec<_> = shards.iter().map(ShardAcks::by_quantity).collect();
-    let mut inv = scripts::ACK.prepare_invoke();
-    for (shard, groups) in shards.iter().zip(&groups) {
-        inv.key(&shard.keys.shard).key(&shard.keys.orders);
-        inv.arg(groups.len());
+    let mut cmd = scripts::evalsha(&scripts::ACK, 2 * shards.len());
+    for shard in shards {
+        cmd.arg(&shard.keys.shard).arg(&shard.keys.orders);
+    }
+    for groups in &groups {
+        cmd.arg(groups.len());
     }
     for (quantity, entries) in groups.iter().flatten() {
-        inv.arg(*quantity).arg(entries.len()).arg(entries);
+        cmd.arg(*quantity).arg(entries.len()).arg(entries);
     }
-    Ok(inv.invoke_async(conn).await?)
+    Ok(scripts::run(&scripts::ACK, &cmd, conn).await?)
 }
 
 /// The counters of one shard, read in one `HMGET`.

@@ -1,11 +1,12 @@
 //! The Lua scripts, compiled into the binary and invoked by SHA.
 //!
-//! `redis::Script` sends `EVALSHA` and, on `NOSCRIPT` (e.g. after a Redis restart emptied the
+//! `redis::Script` (and [`run`], for the commands built with [`evalsha`]) sends `EVALSHA` and, on `NOSCRIPT` (e.g. after a Redis restart emptied the
 //! script cache), loads the script and retries once, so callers never see a missing script.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
 /// Takes stock for one order on one shard and appends the durable order record.
 pub static PURCHASE: LazyLock<Script> =
@@ -27,3 +28,29 @@ pub static ISSUE_TOKEN: LazyLock<Script> =
 /// GCRA rate limit kept in Redis, shared by every gateway instance.
 pub static GCRA: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/gcra.lua")));
+
+/// An `EVALSHA` of `script` over `keys` keys, to which the caller appends the keys, then the
+/// arguments. Built straight into the command's one buffer: `ScriptInvocation` allocates a
+/// buffer per key and per argument and copies them again into the command, and a batch of
+/// purchases carries fourteen of them per purchase.
+pub fn evalsha(script: &Script, keys: usize) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs `cmd`, an [`evalsha`] of `script`; on `NOSCRIPT` loads the script and runs `cmd` once
+/// more, as `Script::invoke_async` does.
+pub async fn run<T: FromRedisValue>(
+    script: &Script,
+    cmd: &Cmd,
+    conn: &mut impl ConnectionLike,
+) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
