@@ -1,7 +1,8 @@
 //! The Lua scripts, compiled into the binary and invoked by SHA.
 //!
-//! `redis::Script` (and [`run`], for the commands built with [`evalsha`]) sends `EVALSHA` and, on `NOSCRIPT` (e.g. after a Redis restart emptied the
-//! script cache), loads the script and retries once, so callers never see a missing script.
+//! `redis::Script` (and [`run`], for the commands built with [`evalsha`]) sends `EVALSHA`
+//! and, on `NOSCRIPT` (e.g. after a Redis restart emptied the script cache), loads the script
+//! and retries once, so callers never see a missing script.
 
 use std::sync::LazyLock;
 
