@@ -58,8 +58,8 @@
 local KEYS, ARGV = KEYS, ARGV
 
 -- Numbers go to Redis as the text the gateway sent (the quantity) or as '%d' (the units
--- held): a Lua number given to redis.call is printed with '%.17g', whose floating-point
--- formatting was ~10 % of this script's time.
+-- held, when the buyer held some before): a Lua number given to redis.call is printed with
+-- '%.17g', whose floating-point formatting was ~10 % of this script's time.
 
 -- Purchase whose keys start after KEYS[k] and whose arguments start after ARGV[a].
 local function purchase(k, a)
@@ -122,7 +122,10 @@ local function purchase(k, a)
 
   local entry = redis.call('XADD', stream, '*',
     'user_id', user, 'quantity', qty_text, 'created_ms', ARGV[a + 6])
-  record = string.format('%d', holds + qty) .. orders .. '\n' .. idem_key .. ' '
+  -- A new buyer holds what they bought: the text the gateway sent, not string.format,
+  -- which was ~4 % of this script's time.
+  local held = holds == 0 and qty_text or string.format('%d', holds + qty)
+  record = held .. orders .. '\n' .. idem_key .. ' '
     .. ARGV[a + 7] .. '.' .. ARGV[a + 8] .. '.' .. entry .. ' ' .. qty_text .. ' ' .. fingerprint
   if token_field == '' then
     redis.call('HSET', buyers, user, record)
