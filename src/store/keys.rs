@@ -21,9 +21,9 @@ pub struct ShardKeys {
     /// Hash: `stock`, `lent`, `ver`, `allotted`, `received`, `given`, `acked`
     /// ([`crate::stock::ops::ShardCounters`] says what each means).
     pub shard: String,
-    /// Hash: the records of the buyers whose home is this shard: `=<user>` -> units held,
-    /// `<user>:<idempotency key>` -> `<order id>|<quantity>|<fingerprint>`, `#<token id>` ->
-    /// `1` for every purchase token spent.
+    /// Hash: the records of the buyers whose home is this shard: `<user>` -> the units the
+    /// buyer holds, then one line `\n<idempotency key> <order id> <quantity> <fingerprint>`
+    /// per accepted order; `#<token id>` -> `1` for every purchase token spent.
     pub buyers: String,
     /// Stream: durable records of the orders not yet persisted.
     pub orders: String,
