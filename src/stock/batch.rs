@@ -2,7 +2,7 @@
 //! purchase that arrived while earlier calls were on their way.
 //!
 //! Batches form by themselves, without waiting: a purchase goes out at once when fewer than
-//! [`IN_FLIGHT`] calls are outstanding, and otherwise waits for one of them to return, with
+//! `IN_FLIGHT` (2) calls are outstanding, and otherwise waits for one of them to return, with
 //! every other purchase that arrives meanwhile; a batch that reaches the configured maximum
 //! per call goes out at once, however many calls are outstanding. A
 //! lone purchase at a quiet moment pays nothing; at a spike, Redis runs one script call, one
