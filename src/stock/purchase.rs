@@ -227,7 +227,7 @@ impl StockEngine {
         Ok(per_shard
             .into_iter()
             .flatten()
-            .filter(|field| !field.starts_with('#'))
+            // A token field (`#<token id>`) is no user id: `parse` leaves it out.
             .filter_map(|field| UserId::parse(&field).ok())
             .collect())
     }
