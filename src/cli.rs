@@ -124,7 +124,8 @@ async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliE
         .await
         .map_err(CliError::Redis)?;
     let engine = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
-    let store = OrderStore::connect(&settings.database.url).await?;
+    let store =
+        OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
     let persister = Persister::new(store, engine.clone(), Clock::default());
     let registry = SaleRegistry::new(engine);
     let ids = match only {
