@@ -90,6 +90,14 @@ async fn reconcile(app: &TestApp, sale: &str) -> Value {
     body
 }
 
+/// The status the buyer `user` sees for `order`.
+async fn order_status(app: &TestApp, order: &str, user: &str) -> Value {
+    let path = format!("/api/v1/orders/{order}");
+    let (status, body) = app.get_json(&path, Some(&app.token(user))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["status"].clone()
+}
+
 async fn row_ids(app: &TestApp, sale: &str) -> HashSet<String> {
     let rows = app.db_orders(sale).await;
     rows.into_iter().map(|(id, _, _)| id).collect()
@@ -167,6 +175,7 @@ async fn poison_orders_become_dead_letters_and_the_rest_lands(
             "{letter}"
         );
     }
+    assert_eq!(order_status(&app, &poison1, "poison1").await, "pending");
     let unreadable = by_order("p.0.1-1");
     assert_eq!(unreadable["attempts"], 0, "{unreadable}");
     assert_eq!(unreadable["error"], "unreadable order record");
@@ -207,6 +216,7 @@ async fn poison_orders_become_dead_letters_and_the_rest_lands(
         assert_eq!(again, StatusCode::NOT_FOUND, "dropping twice");
     }
     assert!(dead_letters(&app).await.is_empty());
+    assert_eq!(order_status(&app, &poison1, "poison1").await, "confirmed");
     let (status, _) = admin(&app, reqwest::Method::POST, &retry(&poison1)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "retrying twice");
 

@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer};
 use super::Persister;
 use crate::db::DbError;
 use crate::domain::{EntryId, IdError, OrderId, SaleId};
-use crate::orders::{NewOrder, record_from_entry};
+use crate::orders::{NewOrder, OrderRecord, OrderStatus, record_from_entry};
 use crate::sales::SaleRegistry;
 use crate::store::{ShardKeys, StoreError, scripts};
 
@@ -199,6 +199,26 @@ pub async fn find(
         .first()
         .map(|e| letter_from_entry(id.sale(), id.shard(), e))
         .transpose()
+}
+
+/// The order `order` as a record, if it waits among its shard's dead letters: for its buyer
+/// it is still `pending` (accepted, not yet a row).
+pub async fn pending_order(
+    persister: &Persister,
+    order: &OrderId,
+) -> Result<Option<OrderRecord>, StoreError> {
+    let letters = list_shard(persister, order.sale(), order.shard()).await?;
+    Ok(letters
+        .into_iter()
+        .find(|l| &l.order_id == order)
+        .and_then(|l| l.order)
+        .map(|o| OrderRecord {
+            order_id: o.order_id,
+            user: o.user,
+            quantity: o.quantity,
+            created_ms: o.created_ms,
+            status: OrderStatus::Pending,
+        }))
 }
 
 /// Persists the dead letter `id` now; on success it is no longer a dead letter.
