@@ -11,16 +11,20 @@ use flashgate::orders::NewOrder;
 use flashgate::store::RedisTarget;
 use serde_json::{Value, json};
 use support::app::{ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings};
+use support::db::TestDb;
 use support::redis::RedisServer;
 
 const SHARDS: u32 = 4;
 
-async fn app() -> (RedisServer, TestApp, tempfile::TempDir) {
+async fn app() -> (RedisServer, TestApp, TestDb) {
+    app_on(TestDb::sqlite()).await
+}
+
+async fn app_on(db: TestDb) -> (RedisServer, TestApp, TestDb) {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(&RedisTarget::Single(redis.url()));
-    settings.database.url = format!("sqlite://{}/orders.db", dir.path().display());
-    (redis, spawn_app_with(settings).await, dir)
+    settings.database.url = db.url();
+    (redis, spawn_app_with(settings).await, db)
 }
 
 /// A sale of `stock` units whose `buyers` buyers each bought one, all persisted.
@@ -105,7 +109,7 @@ fn shard_keys(app: &TestApp, sale: &str, shard: u32) -> flashgate::store::ShardK
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consistent_sale_has_no_findings_and_the_binary_exits_zero() {
-    let (redis, app, _dir) = app().await;
+    let (redis, app, _db) = app().await;
     sold_sale(&app, "ok", 100, 30).await;
     assert_eq!(findings(&app, "ok").await, Vec::<Value>::new());
     assert!(cli_reconciles(&app, &redis, "ok"));
@@ -113,7 +117,7 @@ async fn a_consistent_sale_has_no_findings_and_the_binary_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_whose_allotments_do_not_sum_to_the_stock_are_found() {
-    let (redis, app, _dir) = app().await;
+    let (redis, app, _db) = app().await;
     sold_sale(&app, "allot", 100, 10).await;
     // Five units appear on shard 2's shelf as if allotted: nothing sold changes.
     let key = shard_keys(&app, "allot", 2).shard;
@@ -128,7 +132,7 @@ async fn shards_whose_allotments_do_not_sum_to_the_stock_are_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_sold_than_the_stock_is_found() {
-    let (redis, app, _dir) = app().await;
+    let (redis, app, _db) = app().await;
     sold_sale(&app, "over", 8, 8).await;
     // Three units credited to shard 1 that no loan gave: sold becomes 11 of 8.
     hincrby(&app, &shard_keys(&app, "over", 1).shard, "received", 3).await;
@@ -144,7 +148,7 @@ async fn more_sold_than_the_stock_is_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lent_units_without_loan_records_are_found() {
-    let (redis, app, _dir) = app().await;
+    let (redis, app, _db) = app().await;
     sold_sale(&app, "lent", 100, 10).await;
     // Two units move from shard 3's shelf into `lent` with no loan record.
     let key = shard_keys(&app, "lent", 3).shard;
@@ -159,7 +163,7 @@ async fn lent_units_without_loan_records_are_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_count_that_disagrees_with_the_buyers_orders_is_found() {
-    let (redis, app, _dir) = app().await;
+    let (redis, app, _db) = app().await;
     sold_sale(&app, "held", 100, 10).await;
     // Buyer u0 bought one unit; their record now says they hold three.
     let (shard, record) = buyer_record(&app, "held", "u0").await;
@@ -180,9 +184,9 @@ async fn a_held_count_that_disagrees_with_the_buyers_orders_is_found() {
     assert!(!cli_reconciles(&app, &redis, "held"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_that_redis_never_recorded_is_found() {
-    let (redis, app, _dir) = app().await;
+/// A row whose order id no buyer record names; on `db`.
+async fn a_row_that_redis_never_recorded_is_found_on(db: TestDb) {
+    let (redis, app, _db) = app_on(db).await;
     sold_sale(&app, "ghost", 100, 10).await;
     let ghost = NewOrder {
         order_id: OrderId::new(
@@ -203,6 +207,16 @@ async fn a_row_that_redis_never_recorded_is_found() {
         ])
     );
     assert!(!cli_reconciles(&app, &redis, "ghost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_redis_never_recorded_is_found_on_sqlite() {
+    a_row_that_redis_never_recorded_is_found_on(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_redis_never_recorded_is_found_on_postgres() {
+    a_row_that_redis_never_recorded_is_found_on(TestDb::postgres()).await;
 }
 
 /// The home shard of `user` in `sale` and their record there.

@@ -209,6 +209,24 @@ mod tests {
         let expected: Vec<String> = orders[..3].iter().map(|o| o.order_id.to_string()).collect();
         assert_eq!(listed, expected);
 
+        let mut paged: Vec<String> = Vec::new();
+        loop {
+            let page = store
+                .order_ids_after(&sale, paged.last().map(String::as_str), 2)
+                .await
+                .unwrap();
+            paged.extend(page.iter().cloned());
+            if page.len() < 2 {
+                break;
+            }
+        }
+        let mut by_id = expected.clone();
+        by_id.sort();
+        assert_eq!(
+            paged, by_id,
+            "pages of two cover the sale once, in key order"
+        );
+
         let mut totals = store.totals(&sale).await.unwrap();
         totals.sort_by_key(|t| t.shard);
         assert_eq!(

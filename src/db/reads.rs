@@ -78,7 +78,8 @@ impl OrderStore {
     }
 
     /// Up to `limit` order ids of `sale` that sort after `after` (from the first with
-    /// `None`), in byte order: a sale's rows read page by page.
+    /// `None`), in the database's order for the key (so the primary key serves each page):
+    /// a sale's rows read page by page.
     pub async fn order_ids_after(
         &self,
         sale: &SaleId,
@@ -90,7 +91,7 @@ impl OrderStore {
         self.bounded("page order ids", async {
             Ok(match &self.backend {
                 Backend::Postgres(pool) => {
-                    sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = $1 AND order_id COLLATE \"C\" > $2 ORDER BY order_id COLLATE \"C\" LIMIT $3")
+                    sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = $1 AND order_id > $2 ORDER BY order_id LIMIT $3")
                         .bind(sale.as_str())
                         .bind(after)
                         .bind(i64::from(limit))

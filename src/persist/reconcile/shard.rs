@@ -96,37 +96,46 @@ async fn pending_orders(
     let (mut entries, mut pending, mut units) = (0, 0, 0);
     let mut from = "-".to_owned();
     loop {
-        let page: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&keys.orders)
-            .arg(&from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
+        let page = stream_page(&mut conn, &keys.orders, &from).await?;
         entries += page.ids.len() as u64;
-        let orders = page
+        // An unreadable entry is left to recovery, which dead-letters it; until then it
+        // counts as an entry, with no units known.
+        let orders: Vec<_> = page
             .ids
             .iter()
-            .map(|e| {
-                record_from_entry(&rt.sale.id, index, e)
-                    .ok_or_else(|| StoreError::unexpected("order stream entry", &e.id))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|e| record_from_entry(&rt.sale.id, index, e))
+            .collect();
         let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
         let rows = rows_among(persister, &ids).await?;
-        for (order, id) in orders.iter().zip(&ids) {
-            if !rows.contains(id) {
-                pending += 1;
-                units += u64::from(order.quantity.get());
-            }
+        for (order, _) in orders
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !rows.contains(*id))
+        {
+            pending += 1;
+            units += u64::from(order.quantity.get());
         }
         match page.ids.last() {
             Some(last) if page.ids.len() == PAGE => from = format!("({}", last.id),
             _ => return Ok((entries, pending, units)),
         }
     }
+}
+
+/// Up to [`PAGE`] entries of `stream` from `from` (an id, `(`id for after it, or `-`).
+async fn stream_page(
+    conn: &mut RedisConn,
+    stream: &str,
+    from: &str,
+) -> Result<StreamRangeReply, StoreError> {
+    Ok(redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(from)
+        .arg("+")
+        .arg("COUNT")
+        .arg(PAGE)
+        .query_async(conn)
+        .await?)
 }
 
 /// (dead letters that are not rows, their units).
