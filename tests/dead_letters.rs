@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
 use support::db::TestDb;
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::scenarios;
 
 const SHARDS: u32 = 4;
@@ -35,9 +35,8 @@ const SQLITE_TRIGGER: &str = "
     BEGIN SELECT RAISE(ABORT, 'poison order refused'); END;";
 const SQLITE_FIX: &str = "DROP TRIGGER refuse_poison";
 
-async fn app_on(db: &TestDb) -> (RedisServer, TestApp) {
-    let redis = RedisServer::start();
-    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+async fn app_on(db: &TestDb, redis: &RedisTarget) -> TestApp {
+    let mut settings = test_settings(redis);
     settings.database.url = db.url();
     settings.queue.policy = QueuePolicy::Reject;
     settings.queue.batch_size = 50;
@@ -45,7 +44,7 @@ async fn app_on(db: &TestDb) -> (RedisServer, TestApp) {
     settings.queue.claim_idle_ms = 500;
     settings.queue.recovery_interval_ms = 200;
     settings.queue.poison_attempts = 2;
-    (redis, spawn_app_with(settings).await)
+    spawn_app_with(settings).await
 }
 
 /// Polls `check` (bounded: 60 s) until it returns `Some`.
@@ -120,11 +119,12 @@ async fn inject_unreadable_entry(app: &TestApp, sale: &str) {
 
 /// 300 buyers and two poison ones storm a sale whose database refuses the poison rows.
 async fn poison_orders_become_dead_letters_and_the_rest_lands(
+    redis: &RedisTarget,
     db: TestDb,
     trigger: &'static str,
     fix: &'static str,
 ) {
-    let (_redis, app) = app_on(&db).await;
+    let app = app_on(&db, redis).await;
     db.execute(trigger).await;
     app.create_sale("p", &live_sale(1000, SHARDS, 1, 1)).await;
     inject_unreadable_entry(&app, "p").await;
@@ -234,13 +234,38 @@ async fn poison_orders_become_dead_letters_and_the_rest_lands(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_orders_on_postgres_are_dead_lettered_while_the_rest_lands() {
-    poison_orders_become_dead_letters_and_the_rest_lands(TestDb::postgres(), PG_TRIGGER, PG_FIX)
-        .await;
+    let redis = RedisServer::start();
+    let target = RedisTarget::Single(redis.url());
+    poison_orders_become_dead_letters_and_the_rest_lands(
+        &target,
+        TestDb::postgres(),
+        PG_TRIGGER,
+        PG_FIX,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_orders_on_sqlite_are_dead_lettered_while_the_rest_lands() {
+    let redis = RedisServer::start();
+    let target = RedisTarget::Single(redis.url());
     poison_orders_become_dead_letters_and_the_rest_lands(
+        &target,
+        TestDb::sqlite(),
+        SQLITE_TRIGGER,
+        SQLITE_FIX,
+    )
+    .await;
+}
+
+/// On a Redis Cluster each shard's order stream and dead letters share one slot, so the
+/// move, the retry and the drop each stay one script call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_orders_on_a_redis_cluster_are_dead_lettered_while_the_rest_lands() {
+    let cluster = RedisCluster::start();
+    let target = RedisTarget::Cluster(cluster.urls());
+    poison_orders_become_dead_letters_and_the_rest_lands(
+        &target,
         TestDb::sqlite(),
         SQLITE_TRIGGER,
         SQLITE_FIX,
