@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
+use super::record::BuyerRecord;
 use crate::domain::{IdempotencyKey, SaleId, UserId};
 use crate::store::{RedisConn, ShardKeys, StoreError, scripts};
 use crate::tokens::TokenId;
@@ -284,6 +285,42 @@ pub async fn ack(conn: &mut RedisConn, shards: &[ShardAcks]) -> Result<u64, Stor
         cmd.arg(*quantity).arg(entries.len()).arg(entries);
     }
     Ok(scripts::run(&scripts::ACK, &cmd, conn).await?)
+}
+
+/// Reads `user`'s record from the buyer hash of their home shard (`None`: no order yet).
+pub async fn read_buyer_record(
+    conn: &mut RedisConn,
+    keys: &ShardKeys,
+    user: &UserId,
+) -> Result<Option<BuyerRecord>, StoreError> {
+    let text: Option<String> = redis::cmd("HGET")
+        .arg(&keys.buyers)
+        .arg(user.as_str())
+        .query_async(conn)
+        .await?;
+    text.map(|text| {
+        BuyerRecord::parse(&text).map_err(|_| StoreError::unexpected("buyer record", &text))
+    })
+    .transpose()
+}
+
+/// One page of the field names of a shard's buyer hash (`HSCAN`, about `count` fields):
+/// the cursor to continue from (0 when done) and the names (values are dropped).
+pub async fn scan_buyers(
+    conn: &mut RedisConn,
+    keys: &ShardKeys,
+    cursor: u64,
+    count: usize,
+) -> Result<(u64, Vec<String>), StoreError> {
+    let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg(&keys.buyers)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    let names = pairs.into_iter().step_by(2).collect();
+    Ok((next, names))
 }
 
 /// The counters of one shard, read in one `HMGET`.
