@@ -19,30 +19,47 @@ use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use flashgate::tokens::store::{self as token_store, Issue, IssueCall};
 use flashgate::tokens::{Audience, TokenSigner};
 use redis::Value;
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 
 /// A redis-server, a connection and a key prefix of its own; no gateway, so no background
 /// worker touches the keys between the two runs.
 struct Bench {
-    _redis: RedisServer,
+    _redis: Servers,
     conn: RedisConn,
     keys: Keys,
     prefix: String,
 }
 
+/// The redis-server processes of a bench, killed when it is dropped.
+enum Servers {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
 impl Bench {
+    /// A bench on one redis-server.
     async fn start() -> Self {
         let redis = RedisServer::start();
+        let target = RedisTarget::Single(redis.url());
+        Self::on(Servers::Single(redis), &target).await
+    }
+
+    /// A bench on a three-master Redis Cluster, whose connection re-sends lost commands.
+    async fn start_cluster() -> Self {
+        let cluster = RedisCluster::start();
+        let target = RedisTarget::Cluster(cluster.urls());
+        Self::on(Servers::Cluster(cluster), &target).await
+    }
+
+    async fn on(servers: Servers, target: &RedisTarget) -> Self {
         let timeouts = RedisTimeouts {
             response: Duration::from_secs(5),
             connect: Duration::from_secs(5),
         };
-        let conn = RedisConn::connect(&RedisTarget::Single(redis.url()), timeouts)
-            .await
-            .unwrap();
+        let conn = RedisConn::connect(target, timeouts).await.unwrap();
         let prefix = format!("s{:08x}", rand::random::<u32>());
         Self {
-            _redis: redis,
+            _redis: servers,
             conn,
             keys: Keys::new(&prefix),
             prefix,
@@ -145,6 +162,27 @@ async fn borrow_run_twice_with_one_loan_id_takes_once_and_answers_the_same() {
     assert_eq!(bench.snapshot().await, after_first);
     let counters = ops::read_counters(&mut conn, &donor).await.unwrap();
     assert_eq!((counters.stock, counters.lent), (2, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_borrow_and_a_shared_limit_check_run_twice_take_once() {
+    let bench = Bench::start_cluster().await;
+    let sale = bench.sale("cluster", 10, 2).await;
+    let donor = bench.keys.shard(&sale, 1);
+    let mut conn = bench.conn.clone();
+    let first = ops::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
+        .await
+        .unwrap();
+    let limit = shared_limit(&bench, 1);
+    assert!(limit.check_request(&sale, "r1").await.unwrap().is_ok());
+    let after_first = bench.snapshot().await;
+    assert!(!after_first.is_empty());
+    let second = ops::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(second, first);
+    assert!(limit.check_request(&sale, "r1").await.unwrap().is_ok());
+    assert_eq!(bench.snapshot().await, after_first);
 }
 
 #[tokio::test]
