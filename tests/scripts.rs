@@ -24,16 +24,11 @@ use support::redis::{RedisCluster, RedisServer};
 /// A redis-server, a connection and a key prefix of its own; no gateway, so no background
 /// worker touches the keys between the two runs.
 struct Bench {
-    _redis: Servers,
+    /// The redis-server processes, killed when the bench is dropped.
+    _redis: (Option<RedisServer>, Option<RedisCluster>),
     conn: RedisConn,
     keys: Keys,
     prefix: String,
-}
-
-/// The redis-server processes of a bench, killed when it is dropped.
-enum Servers {
-    Single(RedisServer),
-    Cluster(RedisCluster),
 }
 
 impl Bench {
@@ -41,17 +36,20 @@ impl Bench {
     async fn start() -> Self {
         let redis = RedisServer::start();
         let target = RedisTarget::Single(redis.url());
-        Self::on(Servers::Single(redis), &target).await
+        Self::on((Some(redis), None), &target).await
     }
 
     /// A bench on a three-master Redis Cluster, whose connection re-sends lost commands.
     async fn start_cluster() -> Self {
         let cluster = RedisCluster::start();
         let target = RedisTarget::Cluster(cluster.urls());
-        Self::on(Servers::Cluster(cluster), &target).await
+        Self::on((None, Some(cluster)), &target).await
     }
 
-    async fn on(servers: Servers, target: &RedisTarget) -> Self {
+    async fn on(
+        servers: (Option<RedisServer>, Option<RedisCluster>),
+        target: &RedisTarget,
+    ) -> Self {
         let timeouts = RedisTimeouts {
             response: Duration::from_secs(5),
             connect: Duration::from_secs(5),
