@@ -38,8 +38,9 @@ pub struct RedisTimeouts {
 /// Times redis-rs's cluster connection sends a command again after the first attempt, for a
 /// redirect or after a lost reply.
 const CLUSTER_RETRIES: u32 = 2;
-/// Longest pause between two attempts of one command (redis-rs's default would allow minutes
-/// from the sixth retry on; with [`CLUSTER_RETRIES`] = 2 the pause is about this anyway).
+/// Longest pause between two attempts of one command. With [`CLUSTER_RETRIES`] = 2 redis-rs
+/// pauses about 1.3 s anyway; set, it is a bound [`RedisConn::replay_window`] can rely on
+/// rather than a consequence of redis-rs's defaults (whose cap is minutes).
 const CLUSTER_RETRY_WAIT_MS: u64 = 1_500;
 /// Shortest pause between two attempts of one command.
 const CLUSTER_RETRY_MIN_WAIT_MS: u64 = 1_280;
