@@ -176,3 +176,21 @@ impl ConnectionLike for RedisConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_window_covers_every_attempt_and_every_pause() {
+        let timeouts = RedisTimeouts {
+            response: Duration::from_millis(500),
+            connect: Duration::from_millis(500),
+        };
+        // Three attempts of at most 1 s each and two pauses of at most 1.5 s: 6 s, doubled.
+        assert_eq!(timeouts.replay_window(), Duration::from_secs(12));
+        let attempts = u128::from(CLUSTER_RETRIES + 1);
+        let one = (timeouts.connect + timeouts.response).as_millis();
+        assert!(timeouts.replay_window().as_millis() >= attempts * one);
+    }
+}
