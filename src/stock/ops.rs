@@ -180,7 +180,9 @@ pub struct BorrowReply {
     pub stock_left: u64,
 }
 
-/// Runs `borrow.lua` on `donor_keys`: lends up to `want` units to shard `recipient`.
+/// Runs `borrow.lua` on `donor_keys`: lends up to `want` units to shard `recipient`. Safe to
+/// run twice with the same `loan_id`: a second run (a re-send) answers the first run's reply
+/// and takes nothing, for as long as the connection's [`RedisConn::replay_window_ms`].
 pub async fn borrow(
     conn: &mut RedisConn,
     donor_keys: &ShardKeys,
@@ -189,13 +191,16 @@ pub async fn borrow(
     recipient: u32,
     now_ms: i64,
 ) -> Result<BorrowReply, StoreError> {
+    let keep_ms = conn.replay_window_ms();
     let reply: (i64, i64, i64) = scripts::BORROW
         .key(&donor_keys.shard)
         .key(&donor_keys.loans)
+        .key(donor_keys.loan_marker(loan_id))
         .arg(loan_id)
         .arg(want)
         .arg(recipient)
         .arg(now_ms)
+        .arg(keep_ms)
         .invoke_async(conn)
         .await?;
     let (Ok(taken), Ok(stock_left)) = (u64::try_from(reply.0), u64::try_from(reply.1)) else {
