@@ -8,14 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
+use flashgate::domain::UserId;
 use flashgate::http::rate_limit::LimitSettings;
+use flashgate::startup::Application;
 use flashgate::store::RedisTarget;
 use serde_json::Value;
-use support::app::{TestApp, live_sale, spawn_app_with, test_settings};
+use support::app::{ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings};
 use support::redis::RedisServer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::{sleep, timeout};
 
 /// Longest any one step may take before the test gives up: a bound against hanging on a
@@ -239,6 +243,29 @@ async fn trickling_connections_are_capped_then_closed_and_a_real_client_is_serve
     );
 }
 
+/// A connection that never sends a byte, and a kept-alive one that went quiet after a
+/// request, are closed by the header read timeout too: neither holds its place forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_and_idle_connections_are_closed_by_the_header_timeout() {
+    let (_redis, app) = gateway(|s| s.http.header_read_timeout_ms = 1000).await;
+    let mut silent = connect(&app).await;
+    let mut idle = connect(&app).await;
+    idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answered(&mut idle).await.status, 200);
+    assert!(
+        closed_by_gateway(&mut silent).await,
+        "the silent one stays open"
+    );
+    assert!(
+        closed_by_gateway(&mut idle).await,
+        "the idle one stays open"
+    );
+    let connections = app.state.connections.clone();
+    eventually("no connection is left open", || connections.open() == 0).await;
+}
+
 /// A request whose headers run to 200 KB is answered 431 once it passes
 /// `http.max_header_bytes`, and its connection closed: the rest is never read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -410,4 +437,60 @@ async fn challenges_and_tokens_beyond_the_issuance_limit_get_429() {
         200,
         "another buyer has their own allowance"
     );
+}
+
+/// Graceful shutdown with the connections served by hand: a purchase whose body is still on
+/// its way when the signal comes is finished and answered, an idle kept-alive connection is
+/// closed, and the server then stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_the_request_in_progress_and_closes_idle_connections() {
+    let redis = RedisServer::start();
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = format!("sqlite://{}/orders.db", db_dir.path().display());
+    let app = Application::build(settings).await.unwrap();
+    let (port, state) = (app.port(), app.state().clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let created = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{port}/admin/v1/sales/bye"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&live_sale(10, 1, 1, 1))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+
+    let connect = || TcpStream::connect(("127.0.0.1", port));
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answered(&mut idle).await.status, 200);
+
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    let jwt = JwtKeys::new(JWT_SECRET.as_bytes()).mint(&UserId::parse("late").unwrap(), exp);
+    let body = r#"{"quantity":1}"#;
+    let head = format!(
+        "POST /api/v1/sales/bye/purchase HTTP/1.1\r\nHost: gateway\r\n\
+         Authorization: Bearer {jwt}\r\nIdempotency-Key: k\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut purchasing = connect().await.unwrap();
+    purchasing.write_all(head.as_bytes()).await.unwrap();
+    eventually("the purchase handler runs", || {
+        state.in_flight.running() == 1
+    })
+    .await;
+
+    stop.send(()).unwrap();
+    purchasing.write_all(body.as_bytes()).await.unwrap();
+    let answer = answered(&mut purchasing).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert!(closed_by_gateway(&mut idle).await);
+    let stopped = timeout(PATIENCE, server).await.expect("the server stops");
+    stopped.unwrap().expect("a clean stop");
 }
