@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Buyer, IdemKey, OrderPath, SalePath};
+use super::extract::{AdmittedBuyer, ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::gate::GateLayer;
 use super::guards;
 use super::in_flight::{InFlight, InFlightLayer};
@@ -26,8 +26,9 @@ use crate::sales::{Rejection, SaleRuntime};
 use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
-/// `in_flight`, then (in the handler) the per-buyer and per-sale limits and the purchase
-/// token. Challenges and tokens pass the per-IP limit too.
+/// `in_flight`, then (in the handler) the buyer's JWT, rate limit and in-flight slots before
+/// the body is read ([`AdmittedBuyer`]), the per-sale limit and the purchase token.
+/// Challenges and tokens pass the per-IP limit too, and the per-buyer issuance limit.
 pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppState> {
     let capped = InFlightLayer::new(in_flight);
     let mut purchase_route = post(purchase).route_layer(capped);
@@ -137,7 +138,7 @@ pub struct Accepted {
 
 async fn purchase(
     State(state): State<AppState>,
-    Buyer(user): Buyer,
+    AdmittedBuyer(user, _slot): AdmittedBuyer,
     SalePath(sale_id): SalePath,
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<PurchaseBody>,
@@ -148,11 +149,10 @@ async fn purchase(
         .get(&sale_id)
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
-    let limits = &state.rate_limits;
-    (limits
-        .check_user(&user)
-        .and_then(|()| limits.check_sale(&sale_id)))
-    .map_err(|limited| rate_limited(&rt, limited))?;
+    state
+        .rate_limits
+        .check_sale(&sale_id)
+        .map_err(|limited| rate_limited(&rt, limited))?;
     guards::quantity_is_allowed(&rt, quantity)?;
     let now = state.clock.now();
     let fingerprint = body.fingerprint();
