@@ -46,9 +46,53 @@ pub struct HttpSettings {
     pub trace_requests: bool,
     /// Most purchase handlers running at once; the excess is answered 503 at once.
     pub max_in_flight: usize,
+    /// Most purchase handlers one buyer may have running at once; the excess is answered
+    /// 429 before its body is read.
+    pub max_in_flight_per_buyer: usize,
+    /// Most connections open at once; further ones wait in the listen backlog, unaccepted.
+    pub max_connections: usize,
+    /// Longest a connection may take to send a request's headers, and longest it may sit
+    /// idle between requests, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Largest request line plus headers, in bytes; a bigger head is answered 431.
+    pub max_header_bytes: usize,
+    /// Longest a JSON request body may take to arrive once its headers have, in
+    /// milliseconds; a slower one is answered 408.
+    pub body_read_timeout_ms: u64,
     /// Peers whose `X-Forwarded-For` names the client (load balancers, reverse proxies).
     #[serde(deserialize_with = "ips_list_or_csv")]
     pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Most connections `http.max_connections` may allow (the cap counts them in a `u32`).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
+impl HttpSettings {
+    /// What is wrong with the edge's bounds on hostile clients, if anything.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.max_in_flight_per_buyer == 0 {
+            problems.push("http.max_in_flight_per_buyer must be positive".to_owned());
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            problems.push(format!(
+                "http.max_connections must be between 1 and {MAX_CONNECTIONS}"
+            ));
+        }
+        if self.header_read_timeout_ms == 0 {
+            problems.push("http.header_read_timeout_ms must be positive".to_owned());
+        }
+        if !(1024..=256 * 1024).contains(&self.max_header_bytes) {
+            problems.push("http.max_header_bytes must be between 1024 and 262144".to_owned());
+        }
+        if self.body_read_timeout_ms == 0 || self.body_read_timeout_ms > self.request_timeout_ms {
+            problems.push(
+                "http.body_read_timeout_ms must be positive and at most http.request_timeout_ms"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
 }
 
 impl Default for HttpSettings {
@@ -59,6 +103,11 @@ impl Default for HttpSettings {
             request_timeout_ms: 2000,
             trace_requests: false,
             max_in_flight: 1024,
+            max_in_flight_per_buyer: 2,
+            max_connections: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            body_read_timeout_ms: 1000,
             trusted_proxies: Vec::new(),
         }
     }
@@ -234,6 +283,8 @@ pub struct LimitsSettings {
     /// Per sale, across every instance sharing the Redis (kept there; one more Redis call
     /// per purchase while on).
     pub sale_shared: LimitSettings,
+    /// Per buyer, on challenge and purchase-token requests together.
+    pub issue: LimitSettings,
     /// How often idle keys are forgotten.
     pub cleanup_interval_ms: u64,
 }
@@ -249,6 +300,11 @@ impl Default for LimitsSettings {
             },
             sale: LimitSettings::default(),
             sale_shared: LimitSettings::default(),
+            // Solving a puzzle takes a while: a person asks for a few at most per second.
+            issue: LimitSettings {
+                rate_per_sec: 2,
+                burst: 6,
+            },
             cleanup_interval_ms: 60_000,
         }
     }
@@ -409,6 +465,7 @@ impl Settings {
         if self.http.request_timeout_ms == 0 {
             problems.push("http.request_timeout_ms must be positive".to_owned());
         }
+        problems.extend(self.http.problems());
         if self.redis.response_timeout_ms == 0
             || self.redis.response_timeout_ms >= self.http.request_timeout_ms
         {
@@ -512,6 +569,32 @@ mod tests {
     }
 
     #[test]
+    fn a_sales_table_over_a_bound_is_refused_naming_it() {
+        let toml = r#"
+            [[sales]]
+            id = "phone"
+            name = "Phone"
+            stock = 2000000000
+            starts_at = "2026-11-21T12:00:00Z"
+            ends_at = "2026-11-21T13:00:00Z"
+            per_user_limit = 1
+            max_per_order = 1
+        "#;
+        let mut s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+        s.auth = valid().auth;
+        s.admin = valid().admin;
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("sales[phone]: stock") && p.contains("1000000000")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn unknown_sale_fields_are_refused() {
         let toml = r#"
             [[sales]]
@@ -586,6 +669,20 @@ mod tests {
         .unwrap();
         assert_eq!(s.queue.policy, QueuePolicy::CallerRuns);
         assert_eq!(s.queue.capacity, 10);
+    }
+
+    #[test]
+    fn the_bounds_on_hostile_clients_are_checked() {
+        let mut s = valid();
+        s.http.max_in_flight_per_buyer = 0;
+        s.http.max_connections = 0;
+        s.http.header_read_timeout_ms = 0;
+        s.http.max_header_bytes = 100;
+        s.http.body_read_timeout_ms = s.http.request_timeout_ms + 1;
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 5, "{problems:?}");
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::ServiceExt;
-use axum::extract::Request;
+use axum::Extension;
+use axum::extract::ConnectInfo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::Receiver;
+use tower::Layer;
 
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
@@ -18,6 +19,7 @@ use crate::db::{DbError, OrderStore};
 use crate::domain::SaleSpec;
 use crate::http::in_flight::InFlight;
 use crate::http::rate_limit::{IpLimit, RateLimits};
+use crate::http::server::{self, Connections};
 use crate::http::shared_limit::SharedSaleLimit;
 use crate::http::state::Shared;
 use crate::http::{self, AppState};
@@ -93,11 +95,7 @@ impl Application {
             OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
-        let rate_limits = Arc::new(RateLimits::new(
-            settings.limits.ip,
-            settings.limits.user,
-            settings.limits.sale,
-        ));
+        let rate_limits = Arc::new(RateLimits::new(&settings.limits));
         let tokens = if settings.tokens.secret.is_empty() {
             TokenSigner::derived_from(settings.auth.jwt_secret.as_bytes())
         } else {
@@ -117,7 +115,11 @@ impl Application {
             queue,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
-            in_flight: Arc::new(InFlight::new(settings.http.max_in_flight)),
+            in_flight: Arc::new(InFlight::new(
+                settings.http.max_in_flight,
+                settings.http.max_in_flight_per_buyer,
+            )),
+            connections: Arc::new(Connections::new(settings.http.max_connections)),
             ip_limit: Arc::new(IpLimit {
                 limits: rate_limits.clone(),
                 trusted_proxies: settings.http.trusted_proxies.clone(),
@@ -179,27 +181,22 @@ impl Application {
         let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
         let app = http::service(self.state.clone());
+        let (http, connections) = (&settings.http, self.state.connections.clone());
         // The peer address is only read by the per-IP limit; without it, no request pays
         // for recording it.
-        let served = if self.state.ip_limit.limits.limits_ip() {
-            let app = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+        if self.state.ip_limit.limits.limits_ip() {
+            let with_peer = |peer: SocketAddr| Extension(ConnectInfo(peer)).layer(app.clone());
+            server::serve(self.listener, with_peer, http, connections, shutdown).await;
         } else {
-            let app = ServiceExt::<Request>::into_make_service(app);
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            server::serve(self.listener, |_| app.clone(), http, connections, shutdown).await;
         }
-        .map_err(StartupError::Serve);
         writer.shutdown().await;
         workers.stop().await;
         if let Some(redis) = self.embedded {
             redis.stop().await;
         }
         tracing::info!("flashgate stopped");
-        served
+        Ok(())
     }
 }
 

@@ -31,6 +31,8 @@ pub enum ApiError {
     Validation(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive within {limit_ms} ms")]
+    BodyTimeout { limit_ms: u64 },
     #[error("{0}")]
     NotFound(&'static str),
     #[error("the sale opens at {starts_at}")]
@@ -92,6 +94,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InvalidToken(_) => StatusCode::FORBIDDEN,
             Self::SaleEnded | Self::SalePaused => StatusCode::GONE,
@@ -120,6 +123,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Validation(_) => "validation",
             Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::BodyTimeout { .. } => "request-timeout",
             Self::NotFound(_) => "not-found",
             Self::SaleNotStarted { .. } => "sale-not-started",
             Self::SaleEnded | Self::SalePaused => "sale-ended",
@@ -145,6 +149,7 @@ impl ApiError {
             "unauthorized" => "Unauthorized",
             "validation" => "Invalid request",
             "payload-too-large" => "Payload too large",
+            "request-timeout" => "Request timeout",
             "not-found" => "Not found",
             "sale-not-started" => "Sale not started",
             "sale-ended" => "Sale ended",
@@ -374,6 +379,7 @@ mod tests {
             ApiError::Validation("x".into()),
             ApiError::InvalidToken(InvalidToken::Missing),
             ApiError::TokenUsed("used"),
+            ApiError::BodyTimeout { limit_ms: 1000 },
         ];
         for e in errors {
             assert_ne!(e.title(), "Internal error", "{e:?}");

@@ -1,6 +1,12 @@
 //! Extractors that turn raw requests into domain values, failing with `ApiError` (never
 //! axum's plain-text rejections): JSON bodies, buyer and operator credentials, the
 //! idempotency key and path identifiers.
+//!
+//! The per-buyer limits are extractors too ([`AdmittedBuyer`], [`IssuingBuyer`]): handlers
+//! take them before their body, and axum runs extractors in order, so a buyer over a limit
+//! is refused from the headers alone and nobody waits for their body.
+
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -9,23 +15,30 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::in_flight::BuyerSlot;
+use super::rate_limit::{Limited, Policy};
 use super::state::AppState;
 use crate::auth::{JwtError, admin_token_matches};
 use crate::domain::{IdempotencyKey, OrderId, SaleId, UserId};
+use crate::sales::Rejection;
 
-/// A JSON body; bad JSON is a 422 `validation`, an oversized body a 413.
+/// A JSON body; bad JSON is a 422 `validation`, an oversized body a 413, a body that takes
+/// longer than `http.body_read_timeout_ms` to arrive a 408.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(
-                rejection,
-                state.settings.http.body_limit_bytes,
-            )),
+        let http = &state.settings.http;
+        let limit = Duration::from_millis(http.body_read_timeout_ms);
+        // The timer is only armed if the body is not already there when first polled.
+        match tokio::time::timeout(limit, axum::Json::<T>::from_request(req, state)).await {
+            Ok(Ok(axum::Json(value))) => Ok(Self(value)),
+            Ok(Err(rejection)) => Err(json_rejection(rejection, http.body_limit_bytes)),
+            Err(_) => Err(ApiError::BodyTimeout {
+                limit_ms: http.body_read_timeout_ms,
+            }),
         }
     }
 }
@@ -66,6 +79,78 @@ impl FromRequestParts<AppState> for Buyer {
                 _ => "the token is not valid",
             })
         })
+    }
+}
+
+/// A buyer admitted to a purchase: authenticated, within the per-buyer rate limit, and
+/// holding one of their `http.max_in_flight_per_buyer` slots until the handler returns (keep
+/// the slot bound, e.g. `AdmittedBuyer(user, _slot)`). A refusal is a 429, counted for the
+/// sale.
+pub struct AdmittedBuyer(pub UserId, pub BuyerSlot);
+
+impl FromRequestParts<AppState> for AdmittedBuyer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Buyer(user) = Buyer::from_request_parts(parts, state).await?;
+        let admitted = state.rate_limits.check_user(&user).and_then(|()| {
+            state
+                .in_flight
+                .enter_buyer(&user)
+                .ok_or_else(|| too_many_in_flight(state.in_flight.per_buyer_limit()))
+        });
+        match admitted {
+            Ok(slot) => Ok(Self(user, slot)),
+            Err(limited) => {
+                record_rate_limited(parts, state).await;
+                Err(ApiError::RateLimited(limited))
+            }
+        }
+    }
+}
+
+/// The refusal of a buyer who has `limit` purchases in progress already: retry in a second.
+fn too_many_in_flight(limit: usize) -> Limited {
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    Limited {
+        policy: Policy {
+            scope: "user-in-flight",
+            rate_per_sec: limit,
+            burst: limit,
+        },
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+/// Counts a rate-limited purchase in its sale's figures, if the sale is known.
+async fn record_rate_limited(parts: &mut Parts, state: &AppState) {
+    if let Ok(SalePath(sale)) = SalePath::from_request_parts(parts, state).await
+        && let Some(rt) = state.sales.cached(&sale)
+    {
+        rt.stats.record(Rejection::RateLimited);
+    }
+}
+
+/// A buyer asking for a challenge or a purchase token: authenticated and within the
+/// per-buyer issuance limit (`limits.issue`).
+pub struct IssuingBuyer(pub UserId);
+
+impl FromRequestParts<AppState> for IssuingBuyer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Buyer(user) = Buyer::from_request_parts(parts, state).await?;
+        state
+            .rate_limits
+            .check_issue(&user)
+            .map_err(ApiError::RateLimited)?;
+        Ok(Self(user))
     }
 }
 

@@ -1,5 +1,8 @@
-//! The global in-flight cap on the purchase path: at most `http.max_in_flight` purchase
+//! The in-flight bounds of the purchase path. Globally, at most `http.max_in_flight` purchase
 //! handlers run at once; the excess is answered 503 `overloaded` at once, before any work.
+//! Per buyer, at most `http.max_in_flight_per_buyer` of those handlers are one buyer's: taken
+//! by the `AdmittedBuyer` extractor from the request's headers, before its body is read, so a
+//! buyer who stalls their bodies holds that many global slots at most.
 //!
 //! It is a route layer *around the handler*, so a slot is held for exactly as long as the
 //! handler runs (a concurrency layer on the whole router would count connections or queue
@@ -8,11 +11,13 @@
 //! never exceed the cap. A plain tower layer, not `from_fn`: no boxed future, no service
 //! clone, one atomic add per request.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -23,25 +28,48 @@ use tower::{Layer, Service};
 
 use super::error::ApiError;
 use super::gate::Answered;
+use crate::domain::UserId;
 
-/// The cap and what it has seen.
+/// The caps and what they have seen.
 #[derive(Debug)]
 pub struct InFlight {
     limit: usize,
     running: AtomicUsize,
     peak: AtomicUsize,
     shed: AtomicUsize,
+    per_buyer: PerBuyer,
 }
 
 impl InFlight {
-    /// A cap of `limit` concurrent handlers (at least 1).
-    pub fn new(limit: usize) -> Self {
+    /// A cap of `limit` concurrent handlers, `per_buyer` of them for any one buyer (each at
+    /// least 1).
+    pub fn new(limit: usize, per_buyer: usize) -> Self {
         Self {
             limit: limit.max(1),
             running: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             shed: AtomicUsize::new(0),
+            per_buyer: PerBuyer::new(per_buyer),
         }
+    }
+
+    /// The most handlers one buyer may have running.
+    pub fn per_buyer_limit(&self) -> usize {
+        self.per_buyer.limit
+    }
+
+    /// Requests refused because their buyer had the most handlers running already.
+    pub fn refused_per_buyer(&self) -> usize {
+        self.per_buyer.refused.load(Ordering::Relaxed)
+    }
+
+    /// Takes one of `user`'s slots, or counts a refusal and returns `None`.
+    pub fn enter_buyer(self: &Arc<Self>, user: &UserId) -> Option<BuyerSlot> {
+        let key = self.per_buyer.enter(user)?;
+        Some(BuyerSlot {
+            caps: Arc::clone(self),
+            key,
+        })
     }
 
     /// Handlers running now.
@@ -81,6 +109,76 @@ struct Slot(Arc<InFlight>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Stripes of the per-buyer table: requests of different buyers rarely wait on one lock.
+const STRIPES: usize = 64;
+
+/// How many handlers each buyer has running, for the buyers who have any. A buyer is known
+/// by a keyed hash of their id (the key is random per process, so nobody can pick an id that
+/// collides with another buyer's): taking a slot costs one hash and one short lock, and
+/// allocates nothing once the table has grown to the traffic.
+#[derive(Debug)]
+struct PerBuyer {
+    limit: usize,
+    hasher: RandomState,
+    stripes: Box<[Mutex<HashMap<u64, usize>>]>,
+    refused: AtomicUsize,
+}
+
+impl PerBuyer {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            hasher: RandomState::new(),
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            refused: AtomicUsize::new(0),
+        }
+    }
+
+    fn stripe(&self, key: u64) -> MutexGuard<'_, HashMap<u64, usize>> {
+        // Nothing panics while a stripe is locked, so a poisoned one is still consistent.
+        self.stripes[key as usize % STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more handler of `user`; the buyer's key, or `None` at the limit.
+    fn enter(&self, user: &UserId) -> Option<u64> {
+        let key = self.hasher.hash_one(user.as_str());
+        let mut running = self.stripe(key);
+        let count = running.entry(key).or_insert(0);
+        if *count >= self.limit {
+            drop(running);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *count += 1;
+        Some(key)
+    }
+
+    fn leave(&self, key: u64) {
+        let mut running = self.stripe(key);
+        if let Some(count) = running.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&key);
+            }
+        }
+    }
+}
+
+/// One of a buyer's slots, given back on drop (also when the request is cancelled).
+#[derive(Debug)]
+pub struct BuyerSlot {
+    caps: Arc<InFlight>,
+    key: u64,
+}
+
+impl Drop for BuyerSlot {
+    fn drop(&mut self) {
+        self.caps.per_buyer.leave(self.key);
     }
 }
 
@@ -164,7 +262,7 @@ mod tests {
 
     #[test]
     fn slots_are_capped_and_given_back() {
-        let cap = Arc::new(InFlight::new(2));
+        let cap = Arc::new(InFlight::new(2, 1));
         let first = cap.enter().expect("first slot");
         let second = cap.enter().expect("second slot");
         assert!(cap.enter().is_none(), "a third handler is shed");
@@ -173,5 +271,32 @@ mod tests {
         let third = cap.enter().expect("a freed slot is taken again");
         drop((second, third));
         assert_eq!((cap.running(), cap.peak(), cap.shed()), (0, 2, 1));
+    }
+
+    #[test]
+    fn each_buyer_has_their_own_few_slots() {
+        let caps = Arc::new(InFlight::new(100, 2));
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        let first = caps.enter_buyer(&alice).expect("first slot");
+        let second = caps.enter_buyer(&alice).expect("second slot");
+        assert!(caps.enter_buyer(&alice).is_none(), "a third is refused");
+        let bobs = caps
+            .enter_buyer(&bob)
+            .expect("another buyer is not affected");
+        assert_eq!(caps.refused_per_buyer(), 1);
+        drop(first);
+        let again = caps
+            .enter_buyer(&alice)
+            .expect("a freed slot is taken again");
+        drop((second, again, bobs));
+        let empty = caps
+            .per_buyer
+            .stripes
+            .iter()
+            .all(|s| s.lock().unwrap().is_empty());
+        assert!(empty, "a buyer with nothing running is forgotten");
     }
 }

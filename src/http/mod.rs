@@ -11,6 +11,7 @@ pub mod health;
 pub mod in_flight;
 pub mod middleware;
 pub mod rate_limit;
+pub mod server;
 pub mod shared_limit;
 pub mod sold_out;
 pub mod state;

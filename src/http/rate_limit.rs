@@ -1,5 +1,5 @@
-//! Rate limits on the purchase path (GCRA, via governor): per client IP, per buyer and per
-//! sale, each set in `[limits]` (rate 0 = off). A refused request gets 429 `rate-limited` with
+//! Rate limits (GCRA, via governor): per client IP, per buyer and per sale on the purchase
+//! path, and per buyer on challenge and token issuance, each set in `[limits]` (rate 0 = off). A refused request gets 429 `rate-limited` with
 //! `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` headers, and takes nothing.
 //!
 //! Keyed limiters remember one state per key; `cleanup` (run periodically by a worker)
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use super::client_ip::client_ip;
 use super::error::ApiError;
 use super::gate::Gate;
+use crate::config::LimitsSettings;
 use crate::domain::{SaleId, UserId};
 
 /// One limit as configured: a sustained rate and a burst.
@@ -37,7 +38,7 @@ pub struct LimitSettings {
 /// What a limit allows, for the `RateLimit-Policy` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Which limit: `ip`, `user` or `sale`.
+    /// Which limit: `ip`, `user`, `sale`, `issue` or `user-in-flight`.
     pub scope: &'static str,
     /// Requests per second.
     pub rate_per_sec: u32,
@@ -103,32 +104,29 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimit<K, C> {
     }
 }
 
-/// The three limits of the purchase path.
+/// The local limits: the three of the purchase path and the one of issuance.
 pub struct RateLimits<C: Clock = DefaultClock> {
     ip: Option<KeyedLimit<IpAddr, C>>,
     user: Option<KeyedLimit<UserId, C>>,
     sale: Option<KeyedLimit<SaleId, C>>,
+    issue: Option<KeyedLimit<UserId, C>>,
 }
 
 impl RateLimits<DefaultClock> {
     /// Limits on the real clock.
-    pub fn new(ip: LimitSettings, user: LimitSettings, sale: LimitSettings) -> Self {
-        Self::with_clock(ip, user, sale, &DefaultClock::default())
+    pub fn new(settings: &LimitsSettings) -> Self {
+        Self::with_clock(settings, &DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> RateLimits<C> {
     /// Limits on `clock` (tests move a fake one).
-    pub fn with_clock(
-        ip: LimitSettings,
-        user: LimitSettings,
-        sale: LimitSettings,
-        clock: &C,
-    ) -> Self {
+    pub fn with_clock(settings: &LimitsSettings, clock: &C) -> Self {
         Self {
-            ip: KeyedLimit::new("ip", ip, clock),
-            user: KeyedLimit::new("user", user, clock),
-            sale: KeyedLimit::new("sale", sale, clock),
+            ip: KeyedLimit::new("ip", settings.ip, clock),
+            user: KeyedLimit::new("user", settings.user, clock),
+            sale: KeyedLimit::new("sale", settings.sale, clock),
+            issue: KeyedLimit::new("issue", settings.issue, clock),
         }
     }
 
@@ -152,11 +150,17 @@ impl<C: Clock + Clone> RateLimits<C> {
         self.sale.as_ref().map_or(Ok(()), |l| l.check(sale))
     }
 
+    /// Counts a challenge or token request by `user` against the issuance limit.
+    pub fn check_issue(&self, user: &UserId) -> Result<(), Limited> {
+        self.issue.as_ref().map_or(Ok(()), |l| l.check(user))
+    }
+
     /// Forgets keys whose allowance is full again; returns how many keys remain.
     pub fn cleanup(&self) -> usize {
         self.ip.as_ref().map_or(0, KeyedLimit::cleanup)
             + self.user.as_ref().map_or(0, KeyedLimit::cleanup)
             + self.sale.as_ref().map_or(0, KeyedLimit::cleanup)
+            + self.issue.as_ref().map_or(0, KeyedLimit::cleanup)
     }
 }
 
@@ -176,10 +180,7 @@ impl IpLimit {
         let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
             return Ok(());
         };
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+        let forwarded = req.headers().get_all("x-forwarded-for").iter();
         let ip = client_ip(peer.ip(), forwarded, &self.trusted_proxies);
         self.limits.check_ip(ip)
     }
@@ -212,11 +213,18 @@ mod tests {
         burst: u32,
         clock: &FakeRelativeClock,
     ) -> RateLimits<FakeRelativeClock> {
-        let user = LimitSettings {
-            rate_per_sec: rate,
-            burst,
+        let settings = LimitsSettings {
+            ip: OFF,
+            user: LimitSettings {
+                rate_per_sec: rate,
+                burst,
+            },
+            sale: OFF,
+            sale_shared: OFF,
+            issue: OFF,
+            cleanup_interval_ms: 1000,
         };
-        RateLimits::with_clock(OFF, user, OFF, clock)
+        RateLimits::with_clock(&settings, clock)
     }
 
     /// Sends `n` requests `every` apart; returns how many were allowed.
@@ -279,7 +287,39 @@ mod tests {
         assert!(limits.check_user(&UserId::parse("a").unwrap()).is_err());
         for _ in 0..100 {
             assert!(limits.check_ip("127.0.0.1".parse().unwrap()).is_ok());
+            assert!(limits.check_issue(&UserId::parse("a").unwrap()).is_ok());
         }
+    }
+
+    #[test]
+    fn issuance_is_limited_per_buyer_apart_from_purchases() {
+        let clock = FakeRelativeClock::default();
+        let settings = LimitsSettings {
+            issue: LimitSettings {
+                rate_per_sec: 1,
+                burst: 2,
+            },
+            ..LimitsSettings::default()
+        };
+        let limits = RateLimits::with_clock(&settings, &clock);
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        assert!(limits.check_issue(&alice).is_ok());
+        assert!(limits.check_issue(&alice).is_ok());
+        let limited = limits.check_issue(&alice).unwrap_err();
+        assert_eq!(limited.policy.scope, "issue");
+        assert!(
+            limits.check_issue(&bob).is_ok(),
+            "another buyer has their own"
+        );
+        assert!(
+            limits.check_user(&alice).is_ok(),
+            "purchases are counted apart"
+        );
+        clock.advance(Duration::from_secs(1));
+        assert!(limits.check_issue(&alice).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::in_flight::InFlight;
 use super::rate_limit::{IpLimit, RateLimits};
+use super::server::Connections;
 use super::shared_limit::SharedSaleLimit;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
@@ -32,8 +33,10 @@ pub struct Shared {
     pub jwt: JwtKeys,
     /// The time source.
     pub clock: Clock,
-    /// The cap on concurrent purchase handlers.
+    /// The caps on concurrent purchase handlers, overall and per buyer.
     pub in_flight: Arc<InFlight>,
+    /// The cap on open connections.
+    pub connections: Arc<Connections>,
     /// Per-IP, per-buyer and per-sale rate limits.
     pub rate_limits: Arc<RateLimits>,
     /// The per-IP limit and the proxies trusted for `X-Forwarded-For`.

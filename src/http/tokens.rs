@@ -1,6 +1,7 @@
 //! The anti-bot steps before a purchase: `POST .../challenge` hands out a signed proof-of-work
 //! puzzle, `POST .../tokens` exchanges its answer for a single-use purchase token. Both are
-//! open only while the sale is live.
+//! open only while the sale is live, and both count against the buyer's issuance limit
+//! (`limits.issue`, checked before any body is read).
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Buyer, SalePath};
+use super::extract::{ApiJson, IssuingBuyer, SalePath};
 use super::guards;
 use super::state::AppState;
 use crate::clock::{from_unix_ms, unix_ms};
@@ -68,7 +69,7 @@ async fn live_sale(
 /// `POST /api/v1/sales/{sale_id}/challenge`: a puzzle at the sale's difficulty.
 pub async fn challenge(
     State(state): State<AppState>,
-    Buyer(user): Buyer,
+    IssuingBuyer(user): IssuingBuyer,
     SalePath(sale_id): SalePath,
 ) -> Result<Json<ChallengeView>, ApiError> {
     let now = state.clock.now();
@@ -91,7 +92,7 @@ pub async fn challenge(
 /// `POST /api/v1/sales/{sale_id}/tokens`: a purchase token for a solved challenge, once.
 pub async fn issue_token(
     State(state): State<AppState>,
-    Buyer(user): Buyer,
+    IssuingBuyer(user): IssuingBuyer,
     SalePath(sale_id): SalePath,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
