@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use flashgate::db::DbError;
 use flashgate::domain::SaleId;
 use flashgate::persist::queue::QueuePolicy;
 use flashgate::store::RedisTarget;
@@ -249,6 +250,12 @@ async fn black_holed_postgres_stalls_readiness_and_every_accepted_order_lands_af
     answers.extend(scenarios::storm(&app, "bh", during).await);
     let store = app.state.persister.store().clone();
     let sale = SaleId::parse("bh").unwrap();
+    // While the server runs, PostgreSQL itself ends a statement that waits too long.
+    let blocked = store.totals(&sale).await;
+    assert!(
+        matches!(&blocked, Err(DbError::Query(sqlx::Error::Database(e))) if e.code().as_deref() == Some("57014")),
+        "not ended by statement_timeout: {blocked:?}"
+    );
     let in_flight = tokio::spawn(async move { store.totals(&sale).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.black_hole();

@@ -99,9 +99,22 @@ impl OrderStore {
         Ok(store)
     }
 
+    /// Applies the migrations. On PostgreSQL without the statement timeout: a migration may
+    /// rightly take longer than any order write (an index over a large table).
     async fn migrate(&self) -> Result<(), DbError> {
         match &self.backend {
-            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+            Backend::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&mut *conn)
+                    .await?;
+                sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Backend::Sqlite(store) => {
                 sqlx::migrate!("migrations/sqlite")
                     .run(&store.writes)
