@@ -35,7 +35,9 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Check that Redis and the database agree: for each sale, units deducted == units in
-    /// order rows + units pending in streams. Exits non-zero on any difference.
+    /// order rows + units pending in streams + dead letters + units dropped by an operator,
+    /// and nothing else is amiss (the `findings`, dead letters among them). Prints one JSON
+    /// ledger per sale; exits non-zero on any difference or finding.
     Reconcile {
         /// Only this sale (default: every sale).
         #[arg(long)]
