@@ -264,6 +264,11 @@ async fn black_holed_postgres_stalls_readiness_and_every_accepted_order_lands_af
         .expect("a call in flight on a black-holed server returns")
         .unwrap();
     assert!(call.is_err(), "a black-holed server answered");
+    // The storm goes on against the black hole: Redis takes orders while the queue has room.
+    let after = (0..200)
+        .map(|i| (format!("x{i}"), format!("kx{i}"), 1))
+        .collect();
+    answers.extend(scenarios::storm(&app, "bh", after).await);
     let reasons = wait_for_readiness(&app, |status, reasons| {
         status == 503 && reasons.iter().any(|r| r.contains("writer is stalled"))
     })
