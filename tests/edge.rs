@@ -241,20 +241,23 @@ async fn two_instances_together_admit_exactly_the_shared_sale_limits_burst() {
             .collect()
     };
     let thaw = async {
+        let mut waiting = 0;
         for _ in 0..1200 {
-            let waiting = first.state.in_flight.running() + second.state.in_flight.running();
+            waiting = first.state.in_flight.running() + second.state.in_flight.running();
             if waiting == 300 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         signal(pid, "-CONT");
+        waiting
     };
-    let (a, b, ()) = tokio::join!(
+    let (a, b, waiting) = tokio::join!(
         scenarios::storm(&first, "shared", requests(0)),
         scenarios::storm(&second, "shared", requests(150)),
         thaw,
     );
+    assert_eq!(waiting, 300, "not every purchase reached the frozen Redis");
     let answers: Vec<_> = a.into_iter().chain(b).collect();
     let admitted = answers.iter().filter(|a| a.status == 202).count() as u64;
     let limited: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
