@@ -15,6 +15,25 @@ use serde_json::{Value, json};
 use support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
 use support::redis::free_port;
 
+/// The `flashgate` binary with no Redis configured, its embedded server's data in
+/// `<root>/redis` and its orders in `<root>/orders.db`.
+fn flashgate(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+    command
+        .env_remove("FLASHGATE_REDIS__URL")
+        .env_remove("FLASHGATE_REDIS__CLUSTER_URLS")
+        .env("FLASHGATE_REDIS__EMBEDDED_DIR", root.join("redis"))
+        .env(
+            "FLASHGATE_DATABASE__URL",
+            format!("sqlite://{}/orders.db", root.display()),
+        )
+        .env("FLASHGATE_AUTH__JWT_SECRET", JWT_SECRET)
+        .env("FLASHGATE_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN", "false")
+        .env("RUST_LOG", "warn");
+    command
+}
+
 /// A `flashgate serve` process using the embedded Redis over `<root>/redis`, its log in
 /// `<root>/gateway-<port>.log`.
 struct Gateway {
@@ -27,20 +46,9 @@ impl Gateway {
     async fn start(root: &Path) -> Self {
         let port = free_port();
         let log = root.join(format!("gateway-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        let child = flashgate(root)
             .arg("serve")
-            .env_remove("FLASHGATE_REDIS__URL")
-            .env_remove("FLASHGATE_REDIS__CLUSTER_URLS")
-            .env("FLASHGATE_REDIS__EMBEDDED_DIR", root.join("redis"))
-            .env(
-                "FLASHGATE_DATABASE__URL",
-                format!("sqlite://{}/orders.db", root.display()),
-            )
             .env("FLASHGATE_HTTP__ADDR", format!("127.0.0.1:{port}"))
-            .env("FLASHGATE_AUTH__JWT_SECRET", JWT_SECRET)
-            .env("FLASHGATE_ADMIN__TOKEN", ADMIN_TOKEN)
-            .env("FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN", "false")
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -335,4 +343,30 @@ async fn a_gateway_stopped_with_sigterm_has_stopped_its_redis_server_when_it_exi
     let status = gateway.terminate();
     assert!(status.success(), "{status}: {}", gateway.log());
     assert_eq!(servers_over(&redis_dir), Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_uses_the_embedded_server_only_while_a_gateway_runs_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(root.path()).await;
+    gateway.create_sale("rec", 10).await;
+    assert_eq!(gateway.purchase("rec", "a").await.0, 202);
+    let reconcile = || {
+        flashgate(root.path())
+            .args(["reconcile", "--sale", "rec"])
+            .output()
+            .unwrap()
+    };
+    let running = reconcile();
+    assert!(running.status.success(), "{running:?}");
+    assert!(gateway.terminate().success());
+    // The address file is still there, but no server: the tool says so instead of
+    // connecting to whatever listens on that port now.
+    let stopped = reconcile();
+    assert!(!stopped.status.success());
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        stderr.contains("no running embedded redis-server"),
+        "{stderr}"
+    );
 }
