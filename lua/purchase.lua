@@ -21,6 +21,8 @@
 --   no newlines), now (unix ms),
 --   sale id, shard index, the purchase token's field in the buyer hash ("#<token id>";
 --   "" = no token), number of loan credits c, then c pairs: loan id, units
+--   A per-user limit of 0 (with no token and no credits) makes a purchase a replay lookup:
+--   it can only answer "replay", "conflict" or "limit", and writes nothing.
 --
 -- Returns an array of n replies, the i-th for purchase i, each one of:
 --   {"ok", entry id, stock left}   accepted: stock taken, order appended to the stream; the

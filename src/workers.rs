@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::config::{QueueSettings, StockSettings};
 use crate::persist::{Persister, recovery};
-use crate::sales::SaleRegistry;
+use crate::sales::{SaleRegistry, SkippedSale, report};
 
 /// The running background tasks; stopped together.
 pub struct Workers {
@@ -42,11 +42,7 @@ impl Workers {
             let registry = registry.clone();
             every(settings.refresh_interval_ms, stopped.clone(), move || {
                 let registry = registry.clone();
-                async move {
-                    if let Err(error) = registry.refresh().await {
-                        tracing::warn!(%error, "sale refresh failed");
-                    }
-                }
+                async move { refresh_all_sales(&registry).await }
             })
         };
         let grace_ms = settings.loan_grace_ms as i64;
@@ -81,6 +77,19 @@ impl Workers {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// One refresh pass; a sale that cannot be read is logged and skipped, the others go on
+/// (`GET /admin/v1/sales/{id}` reports it as `unreadable`).
+async fn refresh_all_sales(registry: &SaleRegistry) {
+    match registry.refresh().await {
+        Ok(skipped) => {
+            for SkippedSale { sale, error } in skipped {
+                tracing::warn!(%sale, error = %report::error_chain(&error), "sale skipped by refresh");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "sale refresh failed: the sale list is unreadable"),
     }
 }
 

@@ -107,3 +107,44 @@ async fn borrowing_more_than_a_donor_holds_takes_what_is_there() {
     let counters = app.settled_counters("partial", 2).await; // recovery finishes "L" after the grace
     assert_eq!(counters.iter().map(|c| c.stock).sum::<u64>(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_re_sent_borrow_still_lets_the_sale_sell_out_exactly() {
+    let (_redis, app) = app().await;
+    // 8 units over 2 shards, one unit a buyer.
+    app.create_sale("resent", &live_sale(8, 2, 1, 1)).await;
+    let sale = SaleId::parse("resent").unwrap();
+    let donor = app.keys.shard(&sale, 1);
+    let mut conn = app.redis.clone();
+    // A borrow whose reply was lost is sent again with the same loan id (as redis-rs's
+    // cluster connection does); then its borrower dies, leaving the loan to recovery.
+    let first = ops::borrow(&mut conn, &donor, "resent-loan", 2, 0, long_ago_ms())
+        .await
+        .unwrap();
+    assert_eq!(first.taken, 2);
+    ops::borrow(&mut conn, &donor, "resent-loan", 2, 0, long_ago_ms())
+        .await
+        .unwrap();
+    // Buyers come until one is told the sale is sold out: exactly the 8 units sell.
+    let mut accepted = 0;
+    let mut last = None;
+    for i in 0..16 {
+        let answer = Answer::of(app.purchase("resent", &format!("b{i}"), "k", 1).await).await;
+        if answer.status == 202 {
+            accepted += 1;
+            continue;
+        }
+        last = Some(answer);
+        if accepted == 8 {
+            break;
+        }
+    }
+    let last = last.expect("someone was refused");
+    assert_eq!(accepted, 8, "last refusal: {:?}", last.body);
+    assert_eq!(last.slug.as_deref(), Some("sold-out"), "{:?}", last.body);
+    // No unit is stuck in `lent`: every unit is sold, none left anywhere.
+    let counters = app.settled_counters("resent", 2).await;
+    let sold: u64 = counters.iter().map(|c| c.sold).sum();
+    let stock: u64 = counters.iter().map(|c| c.stock).sum();
+    assert_eq!((sold, stock), (8, 0), "{counters:?}");
+}

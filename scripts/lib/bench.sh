@@ -98,16 +98,6 @@ stop_pids() {
     done
 }
 
-# start_redis DIR: a redis-server with the settings the README recommends for flashgate
-# (append-only file, fsync every second, 16-entry stream nodes) on a free loopback port, data
-# and log under DIR. Sets RPORT and redis_pid, and adds the process to `pids`.
-start_redis() {
-    mkdir -p "$1"
-    free_port
-    RPORT=$REPLY
-    redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$1" --appendonly yes \
-        --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$1/redis.log" &
-    pids+=($!)
-    redis_pid=${pids[-1]}
-    wait_for redis-server "$redis_pid" "$1/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping
-}
+# The services (redis-server, PostgreSQL, k6) every script starts the same way.
+# shellcheck source=scripts/lib/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/services.sh"

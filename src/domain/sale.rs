@@ -5,8 +5,16 @@ use time::OffsetDateTime;
 
 use super::ids::{Quantity, SaleId};
 
+/// Most units a sale may have. Stock is counted by Redis `HINCRBY` (64-bit integers) and by
+/// the Lua scripts, whose numbers are doubles, exact only up to 2^53; a shard's fields add
+/// and subtract units (`allotted + received - given`), and a purchase batch sums them. 10^9
+/// keeps every such figure, on any shard and summed over all of them, far inside both, and
+/// is beyond any flash sale.
+pub const MAX_STOCK: u64 = 1_000_000_000;
 /// Most shards a sale may be split over.
 pub const MAX_SHARDS: u32 = 1024;
+/// Longest sale name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 /// Highest per-buyer limit. A buyer's record in Redis keeps one line per accepted order and
 /// is rewritten by each of their purchases (`lua/purchase.lua`), so the limit bounds both its
 /// size (about 130 bytes an order) and the work of one purchase; a flash sale's limit is a
@@ -48,8 +56,10 @@ fn default_shards() -> u32 {
 /// Why a sale definition is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SaleSpecError {
-    #[error("name must be 1..=200 characters")]
+    #[error("name must be 1..={MAX_NAME_CHARS} characters")]
     Name,
+    #[error("stock must be at most {MAX_STOCK} units")]
+    Stock,
     #[error("shards must be 1..={MAX_SHARDS}")]
     Shards,
     #[error("ends_at must be after starts_at")]
@@ -72,8 +82,11 @@ impl TryFrom<SaleDefinition> for SaleSpec {
     type Error = SaleSpecError;
 
     fn try_from(def: SaleDefinition) -> Result<Self, Self::Error> {
-        if def.name.is_empty() || def.name.chars().count() > 200 {
+        if def.name.is_empty() || def.name.chars().count() > MAX_NAME_CHARS {
             return Err(SaleSpecError::Name);
+        }
+        if def.stock > MAX_STOCK {
+            return Err(SaleSpecError::Stock);
         }
         if !(1..=MAX_SHARDS).contains(&def.shards) {
             return Err(SaleSpecError::Shards);
@@ -225,10 +238,30 @@ mod tests {
     }
 
     #[test]
+    fn every_bound_is_inclusive() {
+        let mut d = def();
+        d.name = "x".repeat(MAX_NAME_CHARS);
+        d.stock = MAX_STOCK;
+        d.shards = MAX_SHARDS;
+        d.per_user_limit = MAX_PER_USER_LIMIT;
+        d.max_per_order = MAX_PER_USER_LIMIT;
+        d.pow_difficulty = MAX_POW_DIFFICULTY;
+        assert!(SaleSpec::try_from(d).is_ok());
+    }
+
+    #[test]
     fn inconsistent_definitions_are_refused() {
         type Mutation = fn(&mut SaleDefinition);
-        let cases: [(Mutation, SaleSpecError); 6] = [
+        let cases: [(Mutation, SaleSpecError); 11] = [
+            (|d| d.name = String::new(), SaleSpecError::Name),
+            (
+                |d| d.name = "x".repeat(MAX_NAME_CHARS + 1),
+                SaleSpecError::Name,
+            ),
+            (|d| d.stock = MAX_STOCK + 1, SaleSpecError::Stock),
+            (|d| d.stock = u64::MAX, SaleSpecError::Stock),
             (|d| d.shards = 0, SaleSpecError::Shards),
+            (|d| d.shards = MAX_SHARDS + 1, SaleSpecError::Shards),
             (|d| d.ends_at = d.starts_at, SaleSpecError::Window),
             (|d| d.per_user_limit = 0, SaleSpecError::PerUserLimit),
             (

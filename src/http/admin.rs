@@ -11,7 +11,7 @@ use super::extract::{Admin, ApiJson, SalePath};
 use super::state::AppState;
 use crate::domain::{SaleDefinition, SaleSpec};
 use crate::persist::reconcile::{Reconciliation, reconcile};
-use crate::sales::{PutOutcome, PutSaleError, SaleStatus};
+use crate::sales::{PutOutcome, PutSaleError, SaleReport};
 
 /// Operator routes.
 pub fn router() -> Router<AppState> {
@@ -45,13 +45,15 @@ async fn put_sale(
     Ok((status, Json(SaleView::of(&rt, now))))
 }
 
+/// The sale's figures; a sale whose stored record cannot be read answers 200 with
+/// `{sale_id, state: "unreadable", error}` instead, so an operator sees which and why.
 async fn sale_status(
     State(state): State<AppState>,
     _: Admin,
     SalePath(id): SalePath,
-) -> Result<Json<SaleStatus>, ApiError> {
-    let status = state.sales.status(&id, state.clock.now()).await?;
-    status.map(Json).ok_or(ApiError::NotFound("no such sale"))
+) -> Result<Json<SaleReport>, ApiError> {
+    let report = state.sales.report(&id, state.clock.now()).await?;
+    report.map(Json).ok_or(ApiError::NotFound("no such sale"))
 }
 
 async fn reconcile_sale(

@@ -20,10 +20,10 @@ use super::state::AppState;
 use super::tokens;
 use crate::clock::unix_ms;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
-use crate::orders::{self, NewOrder, OrderStatus};
+use crate::orders::{self, NewOrder, OrderRecord, OrderStatus};
 use crate::persist::queue::Admission;
 use crate::sales::{Rejection, SaleRuntime};
-use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal};
+use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the per-buyer and per-sale limits and the purchase
@@ -45,6 +45,7 @@ pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppSta
         .route("/api/v1/sales/{sale_id}/challenge", challenge_route)
         .route("/api/v1/sales/{sale_id}/tokens", token_route)
         .route("/api/v1/sales/{sale_id}/purchase", purchase_route)
+        .route("/api/v1/sales/{sale_id}/orders/mine", get(my_orders))
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
 
@@ -154,38 +155,19 @@ async fn purchase(
     .map_err(|limited| rate_limited(&rt, limited))?;
     guards::quantity_is_allowed(&rt, quantity)?;
     let now = state.clock.now();
-    let now_ms = unix_ms(now);
-    guards::sale_is_open(&rt, now)?;
-    let token = guards::purchase_token(
-        &state.tokens,
-        &rt,
-        &user,
-        body.purchase_token.as_deref(),
-        state.settings.tokens.require_purchase_token,
-        now_ms,
-    )?;
-    // A sale known to be sold out answers from memory, before any queue or Redis work.
-    if rt.sold_out_for(&user) {
-        return Err(refusal(&rt, Refusal::SoldOut));
-    }
-    if let Some(shared) = &state.shared_sale_limit {
-        shared
-            .check(&sale_id)
-            .await?
-            .map_err(|limited| rate_limited(&rt, limited))?;
-    }
-    let admission = state.queue.admit().map_err(|_| {
-        rt.stats.record(Rejection::QueueFull);
-        ApiError::Overloaded("the order queue is full")
-    })?;
     let fingerprint = body.fingerprint();
-    let request = PurchaseRequest {
+    let mut request = PurchaseRequest {
         user: &user,
         quantity,
         key: &key,
         fingerprint: &fingerprint,
-        now_ms,
-        token,
+        now_ms: unix_ms(now),
+        token: None,
+    };
+    let token = body.purchase_token.as_deref();
+    let admission = match admit(&state, &rt, now, &mut request, token).await {
+        Ok(admission) => admission,
+        Err(early) => return replay_or_refuse(&state, &rt, &request, early).await,
     };
     let outcome = state.stock.purchase(&rt, &request).await.inspect_err(|_| {
         rt.stats.record(Rejection::Unavailable);
@@ -197,15 +179,137 @@ async fn purchase(
             quantity: order.quantity,
             status: hand_off(&state, admission, order).await,
         },
-        PurchaseOutcome::Replayed { order_id, quantity } => Accepted {
-            status: orders::status_of(&state.stock, &order_id).await?,
-            order_id,
-            sale_id,
-            quantity,
-        },
+        PurchaseOutcome::Replayed { order_id, quantity } => {
+            replayed(&state, order_id, quantity).await?
+        }
         PurchaseOutcome::Refused(refused) => return Err(refusal(&rt, refused)),
     };
     Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// A purchase refused before it reached Redis, and whether a retry of an accepted purchase
+/// could meet that refusal (then the buyer's record is asked first: replay comes first).
+struct EarlyRefusal {
+    reason: Option<Rejection>,
+    error: ApiError,
+    may_hide_an_order: bool,
+}
+
+impl EarlyRefusal {
+    fn new(reason: Rejection, error: ApiError, may_hide_an_order: bool) -> Self {
+        Self {
+            reason: Some(reason),
+            error,
+            may_hide_an_order,
+        }
+    }
+}
+
+/// The checks between the request and the Redis call, in order: the sale window and kill
+/// switch, the purchase token, the sold-out mark, the shared per-sale limit, then a slot in
+/// the order queue. On success, `req` carries the token to spend.
+///
+/// An idempotent retry of a purchase that Redis accepted may arrive after the token expired,
+/// the sale ended or was paused, or while the queue is full: those refusals say so
+/// (`may_hide_an_order`), and the caller looks the key up before answering them. The others
+/// cannot hide an order: before `starts_at` nothing was sold, a forged token bought nothing,
+/// the sold-out mark spares only buyers who hold nothing, and a rate limit answers a pace.
+async fn admit(
+    state: &AppState,
+    rt: &SaleRuntime,
+    now: OffsetDateTime,
+    req: &mut PurchaseRequest<'_>,
+    token: Option<&str>,
+) -> Result<Admission, EarlyRefusal> {
+    guards::sale_window(rt, now).map_err(|(reason, error)| {
+        EarlyRefusal::new(reason, error, reason != Rejection::NotStarted)
+    })?;
+    let required = state.settings.tokens.require_purchase_token;
+    req.token = guards::purchase_token(&state.tokens, rt, req.user, token, required, req.now_ms)
+        .map_err(|invalid| {
+            let may_hide_an_order = guards::token_may_have_bought(&invalid);
+            EarlyRefusal::new(
+                Rejection::InvalidToken,
+                ApiError::InvalidToken(invalid),
+                may_hide_an_order,
+            )
+        })?;
+    // A sale known to be sold out answers from memory, before any queue or Redis work.
+    if rt.sold_out_for(req.user) {
+        return Err(EarlyRefusal::new(
+            Rejection::SoldOut,
+            ApiError::SoldOut,
+            false,
+        ));
+    }
+    if let Some(shared) = &state.shared_sale_limit {
+        let verdict = shared.check(&rt.sale.id).await.map_err(|e| EarlyRefusal {
+            reason: None,
+            error: e.into(),
+            may_hide_an_order: false,
+        })?;
+        verdict.map_err(|limited| {
+            EarlyRefusal::new(
+                Rejection::RateLimited,
+                ApiError::RateLimited(limited),
+                false,
+            )
+        })?;
+    }
+    state.queue.admit().map_err(|_| {
+        EarlyRefusal::new(
+            Rejection::QueueFull,
+            ApiError::Overloaded("the order queue is full"),
+            true,
+        )
+    })
+}
+
+/// Answers a purchase refused before Redis: with its earlier order if the buyer's record
+/// holds the key with this body (a 202, as the first answer was), with a conflict if it holds
+/// the key with another body, else with the refusal itself (counted).
+async fn replay_or_refuse(
+    state: &AppState,
+    rt: &SaleRuntime,
+    req: &PurchaseRequest<'_>,
+    early: EarlyRefusal,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    if early.may_hide_an_order {
+        match state.stock.replay_of(rt, req).await {
+            Ok(ReplayLookup::Replayed { order_id, quantity }) => {
+                let answer = replayed(state, order_id, quantity).await?;
+                return Ok((StatusCode::ACCEPTED, Json(answer)));
+            }
+            Ok(ReplayLookup::Conflict) => {
+                return Err(refusal(rt, Refusal::IdempotencyConflict));
+            }
+            Ok(ReplayLookup::NotRecorded) => {}
+            // Whether an order exists is unknown: "unavailable, retry", not the refusal, which
+            // could make a buyer with an order believe they have none.
+            Err(error) => {
+                rt.stats.record(Rejection::Unavailable);
+                return Err(error.into());
+            }
+        }
+    }
+    if let Some(reason) = early.reason {
+        rt.stats.record(reason);
+    }
+    Err(early.error)
+}
+
+/// The answer to a retry of an accepted purchase: its order, with where it stands now.
+async fn replayed(
+    state: &AppState,
+    order_id: OrderId,
+    quantity: Quantity,
+) -> Result<Accepted, ApiError> {
+    Ok(Accepted {
+        status: orders::status_of(&state.stock, &order_id).await?,
+        sale_id: order_id.sale().clone(),
+        order_id,
+        quantity,
+    })
 }
 
 /// Sends an accepted order on its way to the database, as its admission said. Returns
@@ -279,23 +383,67 @@ pub struct OrderView {
     created_at: OffsetDateTime,
 }
 
+impl OrderView {
+    /// The view of an order record (`None` if its creation time is out of range).
+    fn of(record: OrderRecord) -> Option<Self> {
+        let created_at =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.created_ms) * 1_000_000)
+                .ok()?;
+        Some(Self {
+            sale_id: record.order_id.sale().clone(),
+            order_id: record.order_id,
+            quantity: record.quantity,
+            status: record.status,
+            created_at,
+        })
+    }
+}
+
 async fn get_order(
     State(state): State<AppState>,
     Buyer(user): Buyer,
     OrderPath(order_id): OrderPath,
 ) -> Result<Json<OrderView>, ApiError> {
-    let record = orders::find(&state.persister, &order_id)
+    orders::find(&state.persister, &order_id)
         .await?
         .filter(|r| r.user == user)
-        .ok_or(ApiError::NotFound("no such order"))?;
-    let created_at =
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.created_ms) * 1_000_000)
-            .map_err(|_| ApiError::NotFound("no such order"))?;
-    Ok(Json(OrderView {
-        sale_id: record.order_id.sale().clone(),
-        order_id: record.order_id,
-        quantity: record.quantity,
-        status: record.status,
-        created_at,
-    }))
+        .and_then(OrderView::of)
+        .map(Json)
+        .ok_or(ApiError::NotFound("no such order"))
+}
+
+/// A buyer's orders in a sale.
+#[derive(Debug, Serialize)]
+pub struct MyOrders {
+    orders: Vec<OrderView>,
+}
+
+/// The buyer's orders in a sale, oldest first: how a buyer whose answer was lost finds their
+/// order without its id. The buyer's record on their home shard lists every order they were
+/// accepted; each is then looked up where it stands now (its stream, or the database).
+async fn my_orders(
+    State(state): State<AppState>,
+    Buyer(user): Buyer,
+    SalePath(sale_id): SalePath,
+) -> Result<Json<MyOrders>, ApiError> {
+    let rt = state
+        .sales
+        .get(&sale_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    let Some(record) = state.stock.buyer_record(&rt, &user).await? else {
+        return Ok(Json(MyOrders { orders: Vec::new() }));
+    };
+    let lookups = record
+        .orders
+        .iter()
+        .map(|order| orders::find(&state.persister, &order.order_id));
+    let found = futures_util::future::try_join_all(lookups).await?;
+    let orders = found
+        .into_iter()
+        .flatten()
+        .filter(|r| r.user == user)
+        .filter_map(OrderView::of)
+        .collect();
+    Ok(Json(MyOrders { orders }))
 }

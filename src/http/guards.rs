@@ -7,7 +7,7 @@ use super::error::ApiError;
 use crate::domain::{Quantity, UserId, Window};
 use crate::sales::{Rejection, SaleRuntime};
 use crate::stock::SpendToken;
-use crate::tokens::{Audience, InvalidToken, TokenSigner};
+use crate::tokens::{Audience, InvalidToken, TokenError, TokenSigner};
 
 /// Why the sale takes no requests now, if it does not: before its start, after its end, or
 /// paused. Counted by the caller when it refuses a purchase.
@@ -23,14 +23,6 @@ pub fn sale_window(rt: &SaleRuntime, now: OffsetDateTime) -> Result<(), (Rejecti
         Window::Open if rt.paused => Err((Rejection::Paused, ApiError::SalePaused)),
         Window::Open => Ok(()),
     }
-}
-
-/// The sale must be open and not paused (a purchase refusal, counted).
-pub fn sale_is_open(rt: &SaleRuntime, now: OffsetDateTime) -> Result<(), ApiError> {
-    sale_window(rt, now).map_err(|(reason, error)| {
-        rt.stats.record(reason);
-        error
-    })
 }
 
 /// The order must fit the sale's `max_per_order`.
@@ -55,25 +47,29 @@ pub fn purchase_token(
     token: Option<&str>,
     required: bool,
     now_ms: i64,
-) -> Result<Option<SpendToken>, ApiError> {
-    let verified = match token {
-        Some(text) => {
-            let to = Audience {
-                sale: &rt.sale.id,
-                user,
-            };
-            signer
-                .verify_token(text, to, rt.epoch, now_ms)
-                .map_err(InvalidToken::from)
-        }
-        None if required => Err(InvalidToken::Missing),
-        None => return Ok(None),
+) -> Result<Option<SpendToken>, InvalidToken> {
+    let Some(text) = token else {
+        return if required {
+            Err(InvalidToken::Missing)
+        } else {
+            Ok(None)
+        };
     };
-    match verified {
-        Ok(token) => Ok(Some(SpendToken(token.id))),
-        Err(invalid) => {
-            rt.stats.record(Rejection::InvalidToken);
-            Err(ApiError::InvalidToken(invalid))
-        }
-    }
+    let to = Audience {
+        sale: &rt.sale.id,
+        user,
+    };
+    let token = signer.verify_token(text, to, rt.epoch, now_ms)?;
+    Ok(Some(SpendToken(token.id)))
+}
+
+/// Whether a purchase refused for `invalid` may still have an accepted order under its
+/// idempotency key: only a token this gateway really issued to this buyer for this sale can
+/// have bought before, and it is refused now because time passed (expired) or the sale
+/// changed since (stale). A forged, malformed or missing token never bought anything.
+pub fn token_may_have_bought(invalid: &InvalidToken) -> bool {
+    matches!(
+        invalid,
+        InvalidToken::Token(TokenError::Expired(_) | TokenError::Stale)
+    )
 }

@@ -1,11 +1,13 @@
 //! The per-sale rate limit shared by every gateway instance: GCRA state kept in Redis
 //! (`gcra.lua`, on Redis's clock), so N instances together admit what one limit allows.
 //! Off unless `[limits.sale_shared]` has a rate; when on it costs one Redis call per
-//! purchase that reaches it (after every local check has passed).
+//! purchase that reaches it (after every local check has passed). Each call carries a
+//! request id, so a re-sent call takes no second slot (`lua/gcra.lua`).
 
 use std::time::Duration;
 
 use redis::Value;
+use uuid::Uuid;
 
 use super::rate_limit::{LimitSettings, Limited, Policy};
 use crate::domain::SaleId;
@@ -45,13 +47,31 @@ impl SharedSaleLimit {
         })
     }
 
-    /// Counts one request for `sale`: `Ok(Err(_))` when it is over the limit.
+    /// Counts one request for `sale`: `Ok(Err(_))` when it is over the limit. The request
+    /// gets a fresh id, so that a re-send of this one call (a lost reply) is not counted again.
     pub async fn check(&self, sale: &SaleId) -> Result<Result<(), Limited>, StoreError> {
+        self.check_request(sale, &Uuid::now_v7().simple().to_string())
+            .await
+    }
+
+    /// Counts request `request` for `sale` once, however often this runs with the same id
+    /// within the connection's replay window: a repeat of an admitted request is admitted
+    /// again and takes no second slot.
+    pub async fn check_request(
+        &self,
+        sale: &SaleId,
+        request: &str,
+    ) -> Result<Result<(), Limited>, StoreError> {
+        let mut conn = self.conn.clone();
+        let keep_ms = conn.replay_window_ms();
         let reply: Vec<Value> = scripts::GCRA
             .key(self.keys.sale_quota(sale))
+            .key(self.keys.sale_quota_admitted(sale))
             .arg(self.interval_us.max(1))
             .arg(self.policy.burst)
-            .invoke_async(&mut self.conn.clone())
+            .arg(request)
+            .arg(keep_ms)
+            .invoke_async(&mut conn)
             .await?;
         let num = |i: usize| -> Option<u64> {
             let n: i64 = redis::from_redis_value_ref(reply.get(i)?).ok()?;

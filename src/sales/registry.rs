@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::runtime::SaleRuntime;
 use super::stats::RejectionStats;
-use crate::domain::{Sale, SaleDefinition, SaleId, SaleSpec, SaleState, Window};
+use crate::domain::{Sale, SaleDefinition, SaleId, SaleSpec, Window};
 use crate::stock::StockEngine;
 use crate::stock::ops::{self, ShardCounters};
 use crate::stock::shard::split_stock;
@@ -35,32 +34,11 @@ pub enum PutSaleError {
     Store(#[from] StoreError),
 }
 
-/// One shard's figures for operators.
-#[derive(Debug, Clone, Serialize)]
-pub struct ShardStatus {
-    pub shard: u32,
-    pub stock: u64,
-    pub lent: u64,
-    pub sold: u64,
-}
-
-/// A sale's figures for operators.
-#[derive(Debug, Clone, Serialize)]
-pub struct SaleStatus {
-    pub sale_id: SaleId,
-    pub state: SaleState,
-    pub epoch: u64,
-    pub stock_total: u64,
-    pub remaining: u64,
-    pub shards: Vec<ShardStatus>,
-    /// Units sold (taken by accepted orders).
-    pub sold: u64,
-    /// Units of accepted orders not yet persisted to the database.
-    pub pending: u64,
-    /// Units of accepted orders persisted to the database.
-    pub persisted: u64,
-    /// Refusals on this instance since it started.
-    pub rejected_by_reason: HashMap<&'static str, u64>,
+/// A sale a refresh could not read, and why.
+#[derive(Debug)]
+pub struct SkippedSale {
+    pub sale: SaleId,
+    pub error: StoreError,
 }
 
 /// Cache of sales, backed by Redis. Cheap to clone.
@@ -158,7 +136,7 @@ impl SaleRegistry {
                 source: source.into(),
             })?;
         let spec = SaleSpec::try_from(def)
-            .map_err(|e| StoreError::unexpected("stored sale definition", &e))?;
+            .map_err(|e| StoreError::unexpected("stored sale definition", &e.to_string()))?;
         Ok(Some(StoredSale {
             spec,
             paused: paused.as_deref() == Some("1"),
@@ -296,61 +274,36 @@ impl SaleRegistry {
     }
 
     /// Re-reads every sale whose epoch changed and refreshes every sale's remaining units.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
+    /// A sale that fails is skipped, never blocking the sales after it: the failures come
+    /// back, sale by sale, for the caller to log. `Err` only when the list of sales itself
+    /// could not be read.
+    pub async fn refresh(&self) -> Result<Vec<SkippedSale>, StoreError> {
+        let mut skipped = Vec::new();
         for id in self.ids().await? {
-            let epoch: Option<u64> = redis::cmd("HGET")
-                .arg(self.engine.keys().sale_meta(&id))
-                .arg("epoch")
-                .query_async(&mut self.engine.conn())
-                .await?;
-            let current = self.cached(&id).map(|rt| rt.epoch);
-            if epoch.is_some()
-                && epoch != current
-                && let Some(stored) = self.load(&id).await?
-            {
-                self.install(&id, stored);
-            }
-            if let Some(rt) = self.cached(&id) {
-                let counters = self.engine.collect(&rt).await?;
-                rt.set_remaining(counters.iter().map(|c| c.stock + c.lent).sum());
+            if let Err(error) = self.refresh_one(&id).await {
+                skipped.push(SkippedSale { sale: id, error });
             }
         }
-        Ok(())
+        Ok(skipped)
     }
 
-    /// Operator figures for a sale, read from Redis now.
-    pub async fn status(
-        &self,
-        id: &SaleId,
-        now: OffsetDateTime,
-    ) -> Result<Option<SaleStatus>, StoreError> {
-        let Some(rt) = self.get(id).await? else {
-            return Ok(None);
-        };
-        let counters = self.engine.collect(&rt).await?;
-        let remaining: u64 = counters.iter().map(|c| c.stock + c.lent).sum();
-        let sold = counters.iter().map(|c| c.sold).sum();
-        let pending = counters.iter().map(|c| c.pending_units).sum();
-        let shards = (0..)
-            .zip(&counters)
-            .map(|(shard, c)| ShardStatus {
-                shard,
-                stock: c.stock,
-                lent: c.lent,
-                sold: c.sold,
-            })
-            .collect();
-        Ok(Some(SaleStatus {
-            sale_id: id.clone(),
-            state: SaleState::of(rt.sale.spec.window(now), rt.paused, remaining),
-            epoch: rt.epoch,
-            stock_total: rt.sale.spec.stock(),
-            remaining,
-            shards,
-            sold,
-            pending,
-            persisted: sold.saturating_sub(pending),
-            rejected_by_reason: rt.stats.snapshot().into_iter().collect(),
-        }))
+    async fn refresh_one(&self, id: &SaleId) -> Result<(), StoreError> {
+        let epoch: Option<u64> = redis::cmd("HGET")
+            .arg(self.engine.keys().sale_meta(id))
+            .arg("epoch")
+            .query_async(&mut self.engine.conn())
+            .await?;
+        let current = self.cached(id).map(|rt| rt.epoch);
+        if epoch.is_some()
+            && epoch != current
+            && let Some(stored) = self.load(id).await?
+        {
+            self.install(id, stored);
+        }
+        if let Some(rt) = self.cached(id) {
+            let counters = self.engine.collect(&rt).await?;
+            rt.set_remaining(counters.iter().map(|c| c.stock + c.lent).sum());
+        }
+        Ok(())
     }
 }

@@ -5,12 +5,12 @@
 //! taken by a Lua script or backed by a consistent snapshot (see `stock::verdict`). A new
 //! sale epoch (any operator change) replaces the runtime and with it every hint.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use super::stats::RejectionStats;
 use crate::domain::{Sale, UserId};
+use crate::stock::holders::Holders;
 use crate::stock::verdict::VerdictCache;
 use crate::store::{Keys, ShardKeys};
 
@@ -28,7 +28,7 @@ pub struct SaleRuntime {
     shard_keys: Box<[Arc<ShardKeys>]>,
     empty: Box<[AtomicBool]>,
     sold_out: AtomicBool,
-    buyers: RwLock<HashSet<UserId>>,
+    holders: Arc<Holders>,
     remaining: AtomicU64,
     pub(crate) verdicts: VerdictCache,
 }
@@ -55,7 +55,7 @@ impl SaleRuntime {
             shard_keys,
             empty: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             sold_out: AtomicBool::new(false),
-            buyers: RwLock::new(HashSet::new()),
+            holders: Arc::default(),
             remaining: AtomicU64::new(remaining),
             verdicts: VerdictCache::default(),
         }
@@ -85,12 +85,14 @@ impl SaleRuntime {
             .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
-    /// Marks the sale sold out, as established by a consistent snapshot, with the set of
-    /// buyers who hold units (only they can have an earlier order to replay).
-    pub fn mark_sold_out(&self, buyers: HashSet<UserId>) {
-        *self.buyers.write().unwrap_or_else(|e| e.into_inner()) = buyers;
+    /// Marks the sale sold out, as established by a consistent snapshot. Returns the set of
+    /// buyers who hold units, to be loaded, if this call set the mark (so one load per
+    /// runtime); until it is loaded, every purchase still asks Redis (only a holder can
+    /// have an earlier order to replay, and who holds is not known yet).
+    pub fn mark_sold_out(&self) -> Option<Arc<Holders>> {
         self.remaining.store(0, Ordering::Relaxed);
-        self.sold_out.store(true, Ordering::Release);
+        let first = !self.sold_out.swap(true, Ordering::AcqRel);
+        first.then(|| self.holders.clone())
     }
 
     /// Whether the sale is known to be sold out.
@@ -99,14 +101,16 @@ impl SaleRuntime {
     }
 
     /// Whether a purchase by `user` can be answered "sold out" without asking Redis: the
-    /// sale is sold out and `user` holds nothing, so there is no earlier order to replay.
+    /// sale is sold out and `user` is known to hold nothing, so there is no earlier order
+    /// to replay.
     pub fn sold_out_for(&self, user: &UserId) -> bool {
-        self.is_sold_out()
-            && !self
-                .buyers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(user)
+        self.is_sold_out() && self.holders.excludes(user)
+    }
+
+    /// Whether the holders of a sold-out sale are loaded (so non-holders are answered from
+    /// memory).
+    pub fn holders_known(&self) -> bool {
+        self.holders.is_known()
     }
 
     /// Units believed to remain (may lag by a refresh interval; never negative).

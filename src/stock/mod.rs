@@ -3,14 +3,16 @@
 //! See `docs/DESIGN.md` for why the invariants hold.
 
 pub mod batch;
+pub mod holders;
 pub mod loans;
 pub mod ops;
 pub mod purchase;
+pub mod record;
 pub mod shard;
 pub mod verdict;
 
 pub use ops::SpendToken;
-pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal};
+pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
 
 use batch::PurchaseBatcher;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
+use super::record::BuyerRecord;
 use crate::domain::{IdempotencyKey, SaleId, UserId};
 use crate::store::{RedisConn, ShardKeys, StoreError, scripts};
 use crate::tokens::TokenId;
@@ -179,7 +180,9 @@ pub struct BorrowReply {
     pub stock_left: u64,
 }
 
-/// Runs `borrow.lua` on `donor_keys`: lends up to `want` units to shard `recipient`.
+/// Runs `borrow.lua` on `donor_keys`: lends up to `want` units to shard `recipient`. Safe to
+/// run twice with the same `loan_id`: a second run (a re-send) answers the first run's reply
+/// and takes nothing, for as long as the connection's [`RedisConn::replay_window_ms`].
 pub async fn borrow(
     conn: &mut RedisConn,
     donor_keys: &ShardKeys,
@@ -188,13 +191,16 @@ pub async fn borrow(
     recipient: u32,
     now_ms: i64,
 ) -> Result<BorrowReply, StoreError> {
+    let keep_ms = conn.replay_window_ms();
     let reply: (i64, i64, i64) = scripts::BORROW
         .key(&donor_keys.shard)
         .key(&donor_keys.loans)
+        .key(donor_keys.loan_marker(loan_id))
         .arg(loan_id)
         .arg(want)
         .arg(recipient)
         .arg(now_ms)
+        .arg(keep_ms)
         .invoke_async(conn)
         .await?;
     let (Ok(taken), Ok(stock_left)) = (u64::try_from(reply.0), u64::try_from(reply.1)) else {
@@ -284,6 +290,42 @@ pub async fn ack(conn: &mut RedisConn, shards: &[ShardAcks]) -> Result<u64, Stor
         cmd.arg(*quantity).arg(entries.len()).arg(entries);
     }
     Ok(scripts::run(&scripts::ACK, &cmd, conn).await?)
+}
+
+/// Reads `user`'s record from the buyer hash of their home shard (`None`: no order yet).
+pub async fn read_buyer_record(
+    conn: &mut RedisConn,
+    keys: &ShardKeys,
+    user: &UserId,
+) -> Result<Option<BuyerRecord>, StoreError> {
+    let text: Option<String> = redis::cmd("HGET")
+        .arg(&keys.buyers)
+        .arg(user.as_str())
+        .query_async(conn)
+        .await?;
+    text.map(|text| {
+        BuyerRecord::parse(&text).map_err(|_| StoreError::unexpected("buyer record", &text))
+    })
+    .transpose()
+}
+
+/// One page of the field names of a shard's buyer hash (`HSCAN`, about `count` fields):
+/// the cursor to continue from (0 when done) and the names (values are dropped).
+pub async fn scan_buyers(
+    conn: &mut RedisConn,
+    keys: &ShardKeys,
+    cursor: u64,
+    count: usize,
+) -> Result<(u64, Vec<String>), StoreError> {
+    let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg(&keys.buyers)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    let names = pairs.into_iter().step_by(2).collect();
+    Ok((next, names))
 }
 
 /// The counters of one shard, read in one `HMGET`.

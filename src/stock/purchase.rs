@@ -1,13 +1,11 @@
 //! The purchase path: one `purchase.lua` call on the buyer's home shard in the common case;
 //! loans from other shards when home runs short; a consistent snapshot before "sold out".
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
-
-use futures_util::future::try_join_all;
 
 use super::StockEngine;
 use super::ops::{self, Loan, PurchaseCall, PurchaseReply, SpendToken};
+use super::record::BuyerRecord;
 use super::shard::home_shard;
 use crate::domain::{EntryId, IdempotencyKey, OrderId, Quantity, UserId};
 use crate::orders::NewOrder;
@@ -67,6 +65,20 @@ pub enum Refusal {
     Contended,
 }
 
+/// Whether an idempotency key was accepted before, as the buyer's record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayLookup {
+    /// The key was accepted with the same body: that order.
+    Replayed {
+        order_id: OrderId,
+        quantity: Quantity,
+    },
+    /// The key was accepted with another body.
+    Conflict,
+    /// The key took nothing so far.
+    NotRecorded,
+}
+
 /// What a consistent snapshot says about a request for some units.
 enum Judgement {
     SoldOut,
@@ -122,24 +134,9 @@ impl StockEngine {
                     }
                 }
             }
-            let call = PurchaseCall {
-                keys: rt.keys(home).clone(),
-                user: req.user.clone(),
-                quantity: req.quantity.get(),
-                limit: rt.sale.spec.per_user_limit(),
-                idem_key: req.key.clone(),
-                fingerprint: req.fingerprint.to_owned(),
-                sale: rt.sale.id.clone(),
-                now_ms: req.now_ms,
-                shard: home,
-                credits: credits.clone(),
-                token: req.token,
-            };
+            let call = self.call(rt, req, home, credits.clone());
             // On error the credits' fate is unknown; their loan records let recovery finish them.
-            let reply = match &self.batcher {
-                Some(batcher) => batcher.purchase(call).await?,
-                None => ops::purchase(&mut self.conn.clone(), &call).await?,
-            };
+            let reply = self.send(call).await?;
             if let PurchaseReply::Accepted {
                 entry_id,
                 stock_left,
@@ -159,7 +156,10 @@ impl StockEngine {
             self.settle_loans(&rt.sale.id, &credits).await;
             match reply {
                 PurchaseReply::Accepted { .. } => unreachable!("handled above"),
-                PurchaseReply::Replay { order_id, quantity } => return replay(&order_id, quantity),
+                PurchaseReply::Replay { order_id, quantity } => {
+                    let (order_id, quantity) = recorded_order(&order_id, quantity)?;
+                    return Ok(PurchaseOutcome::Replayed { order_id, quantity });
+                }
                 PurchaseReply::Conflict => {
                     return Ok(PurchaseOutcome::Refused(Refusal::IdempotencyConflict));
                 }
@@ -183,6 +183,73 @@ impl StockEngine {
         Ok(PurchaseOutcome::Refused(Refusal::Contended))
     }
 
+    /// Looks `req.key` up in the buyer's record on their home shard, without buying: the
+    /// answer a retry gets when a check before Redis (an expired token, an ended sale, a full
+    /// queue) would refuse a new purchase. One `purchase.lua` call with a per-user limit of 0,
+    /// which can replay, conflict or refuse, and never writes (batched like a purchase).
+    pub async fn replay_of(
+        &self,
+        rt: &SaleRuntime,
+        req: &PurchaseRequest<'_>,
+    ) -> Result<ReplayLookup, StoreError> {
+        let home = home_shard(req.user, rt.shards());
+        let call = PurchaseCall {
+            limit: 0,
+            token: None,
+            ..self.call(rt, req, home, Vec::new())
+        };
+        Ok(match self.send(call).await? {
+            PurchaseReply::Replay { order_id, quantity } => {
+                let (order_id, quantity) = recorded_order(&order_id, quantity)?;
+                ReplayLookup::Replayed { order_id, quantity }
+            }
+            PurchaseReply::Conflict => ReplayLookup::Conflict,
+            PurchaseReply::Limit { .. } => ReplayLookup::NotRecorded,
+            other => return Err(StoreError::unexpected("purchase.lua replay lookup", &other)),
+        })
+    }
+
+    /// `user`'s record in the sale: the units they hold and their accepted orders.
+    pub async fn buyer_record(
+        &self,
+        rt: &SaleRuntime,
+        user: &UserId,
+    ) -> Result<Option<BuyerRecord>, StoreError> {
+        let home = home_shard(user, rt.shards());
+        ops::read_buyer_record(&mut self.conn.clone(), rt.keys(home), user).await
+    }
+
+    /// The `purchase.lua` inputs of `req` on shard `home`, crediting `credits`.
+    fn call(
+        &self,
+        rt: &SaleRuntime,
+        req: &PurchaseRequest<'_>,
+        home: u32,
+        credits: Vec<Loan>,
+    ) -> PurchaseCall {
+        PurchaseCall {
+            keys: rt.keys(home).clone(),
+            user: req.user.clone(),
+            quantity: req.quantity.get(),
+            limit: rt.sale.spec.per_user_limit(),
+            idem_key: req.key.clone(),
+            fingerprint: req.fingerprint.to_owned(),
+            sale: rt.sale.id.clone(),
+            now_ms: req.now_ms,
+            shard: home,
+            credits,
+            token: req.token,
+        }
+    }
+
+    /// Sends one purchase call: in a batch where batching is on, else on its own.
+    async fn send(&self, call: PurchaseCall) -> Result<PurchaseReply, StoreError> {
+        match &self.batcher {
+            Some(batcher) => batcher.purchase(call).await,
+            None => ops::purchase(&mut self.conn.clone(), &call).await,
+        }
+    }
+
     fn settle_in_background(&self, rt: &SaleRuntime, credits: Vec<Loan>) {
         if credits.is_empty() {
             return;
@@ -203,40 +270,19 @@ impl StockEngine {
         if unsold > 0 {
             return Ok(Judgement::Insufficient(unsold));
         }
-        if !rt.is_sold_out() {
-            let buyers = self.buyers(rt).await?;
-            rt.mark_sold_out(buyers);
+        if let Some(holders) = rt.mark_sold_out() {
+            let shards = (0..rt.shards()).map(|i| rt.keys(i).clone()).collect();
+            holders.load_in_background(self.conn.clone(), shards);
         }
         Ok(Judgement::SoldOut)
     }
-
-    /// Everyone who holds units of the sale: the buyer fields (`<user>`, not `#<token id>`)
-    /// of the home shards' buyer hashes; a buyer has a field once a purchase was accepted.
-    async fn buyers(&self, rt: &SaleRuntime) -> Result<HashSet<UserId>, StoreError> {
-        let reads = (0..rt.shards()).map(|shard| {
-            let mut conn = self.conn.clone();
-            let key = self.keys.shard(&rt.sale.id, shard).buyers;
-            async move {
-                redis::cmd("HKEYS")
-                    .arg(key)
-                    .query_async::<Vec<String>>(&mut conn)
-                    .await
-            }
-        });
-        let per_shard = try_join_all(reads).await?;
-        Ok(per_shard
-            .into_iter()
-            .flatten()
-            // A token field (`#<token id>`) is no user id: `parse` leaves it out.
-            .filter_map(|field| UserId::parse(&field).ok())
-            .collect())
-    }
 }
 
-fn replay(order_id: &str, quantity: u32) -> Result<PurchaseOutcome, StoreError> {
+/// The order of an idempotency record, parsed.
+fn recorded_order(order_id: &str, quantity: u32) -> Result<(OrderId, Quantity), StoreError> {
     let order_id = OrderId::parse(order_id)
         .map_err(|_| StoreError::unexpected("idempotency record", &order_id))?;
     let quantity = Quantity::new(quantity)
         .map_err(|_| StoreError::unexpected("idempotency record", &quantity))?;
-    Ok(PurchaseOutcome::Replayed { order_id, quantity })
+    Ok((order_id, quantity))
 }

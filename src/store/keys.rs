@@ -47,6 +47,13 @@ impl ShardKeys {
             &self.loans,
         ]
     }
+
+    /// String: the reply of the borrow that made loan `loan_id` from this shard, kept for a
+    /// while after the loan is settled so that a re-sent borrow finds it (`lua/borrow.lua`).
+    /// It expires by itself, so it is not among [`Self::all`].
+    pub fn loan_marker(&self, loan_id: &str) -> String {
+        format!("{}:{loan_id}", self.loans)
+    }
 }
 
 impl Keys {
@@ -89,6 +96,13 @@ impl Keys {
     /// String holding the GCRA state of the per-sale limit shared by all instances.
     pub fn sale_quota(&self, sale: &SaleId) -> String {
         format!("{}:sale:{{{}}}:quota", self.prefix, sale)
+    }
+
+    /// Sorted set of the requests the per-sale shared limit admitted recently (request id
+    /// scored by the Redis time it was admitted), so that a re-sent request is not counted
+    /// twice (`lua/gcra.lua`).
+    pub fn sale_quota_admitted(&self, sale: &SaleId) -> String {
+        format!("{}:sale:{{{}}}:quota:admitted", self.prefix, sale)
     }
 
     /// Set of all sale ids.
@@ -144,6 +158,7 @@ mod tests {
         assert_eq!(hash_slot(&keys.spent_challenge(&sale, id)), slot);
         assert_eq!(hash_slot(&keys.issued_tokens(&sale)), slot);
         assert_eq!(hash_slot(&keys.sale_quota(&sale)), slot);
+        assert_eq!(hash_slot(&keys.sale_quota_admitted(&sale)), slot);
     }
 
     #[test]
@@ -166,6 +181,7 @@ mod tests {
             for key in shard_keys.all() {
                 prop_assert_eq!(hash_slot(key), slot);
             }
+            prop_assert_eq!(hash_slot(&shard_keys.loan_marker("0190a1b2c3d4")), slot);
         }
 
         #[test]

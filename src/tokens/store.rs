@@ -1,4 +1,5 @@
-//! The one Redis call of token issuance: spend the challenge, within the issuance cap.
+//! The one Redis call of token issuance: spend the challenge, within the issuance cap. The
+//! call is keyed by the challenge and the token id, so running it twice answers the same.
 
 use redis::Value;
 
@@ -11,7 +12,8 @@ use crate::store::{Keys, RedisConn, StoreError, scripts};
 pub enum Issue {
     /// The challenge is spent; the token may be handed out.
     Issued,
-    /// The challenge was exchanged for a token before.
+    /// The challenge was exchanged for another token before. (A re-send of this very call
+    /// answers `Issued` again: the spent marker names the token.)
     ChallengeUsed,
     /// As many unexpired tokens as the cap allows are out; the oldest expires in `wait_ms`.
     Capped { wait_ms: u64 },

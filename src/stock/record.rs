@@ -1,0 +1,111 @@
+//! A buyer's record on their home shard, as `purchase.lua` writes it: the units they hold,
+//! then one line per accepted order, `<held>("\n<key> <order id> <quantity> <fingerprint>")*`.
+//! Read by the buyer's own order listing and by reconciliation; only the script writes it.
+
+use crate::domain::{IdempotencyKey, OrderId, Quantity};
+
+/// One accepted order in a buyer's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedOrder {
+    /// The idempotency key it was accepted under.
+    pub key: IdempotencyKey,
+    pub order_id: OrderId,
+    pub quantity: Quantity,
+}
+
+/// A buyer's record, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuyerRecord {
+    /// Units the buyer holds in the sale.
+    pub held: u64,
+    /// Their accepted orders, oldest first.
+    pub orders: Vec<RecordedOrder>,
+}
+
+/// Why a stored record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed buyer record: {0:?}")]
+pub struct MalformedRecord(pub String);
+
+impl BuyerRecord {
+    /// Parses the text `purchase.lua` stored.
+    pub fn parse(text: &str) -> Result<Self, MalformedRecord> {
+        let bad = || MalformedRecord(text.to_owned());
+        let mut lines = text.split('\n');
+        let held = lines
+            .next()
+            .and_then(|held| held.parse().ok())
+            .ok_or_else(bad)?;
+        let orders = lines
+            .map(|line| parse_line(line).ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { held, orders })
+    }
+
+    /// Units of the recorded orders; equal to `held` unless something outside the scripts
+    /// changed the record.
+    pub fn ordered_units(&self) -> u64 {
+        self.orders
+            .iter()
+            .map(|order| u64::from(order.quantity.get()))
+            .sum()
+    }
+}
+
+fn parse_line(line: &str) -> Option<RecordedOrder> {
+    let mut fields = line.split(' ');
+    let key = IdempotencyKey::parse(fields.next()?).ok()?;
+    let order_id = OrderId::parse(fields.next()?).ok()?;
+    let quantity = Quantity::new(fields.next()?.parse().ok()?).ok()?;
+    let _fingerprint = fields.next()?;
+    fields.next().is_none().then_some(RecordedOrder {
+        key,
+        order_id,
+        quantity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_lists_its_orders_in_order() {
+        let record =
+            BuyerRecord::parse("3\nk1 s.0.1-0 1 ab12\nk2 s.0.2-5 2 cd34").expect("well formed");
+        assert_eq!(record.held, 3);
+        assert_eq!(record.ordered_units(), 3);
+        let ids: Vec<String> = record
+            .orders
+            .iter()
+            .map(|o| o.order_id.to_string())
+            .collect();
+        assert_eq!(ids, ["s.0.1-0", "s.0.2-5"]);
+        assert_eq!(record.orders[1].key.as_str(), "k2");
+    }
+
+    #[test]
+    fn a_record_without_orders_holds_what_it_says() {
+        assert_eq!(
+            BuyerRecord::parse("0").unwrap(),
+            BuyerRecord {
+                held: 0,
+                orders: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        for text in [
+            "",
+            "x",
+            "1\nk1 s.0.1-0",
+            "1\nk1 s.0.1-0 0 fp",
+            "1\nk1 bad 1 fp",
+            "1\n",
+        ] {
+            assert!(BuyerRecord::parse(text).is_err(), "{text:?}");
+        }
+    }
+}
