@@ -44,10 +44,19 @@ struct Gateway {
 
 impl Gateway {
     async fn start(root: &Path) -> Self {
+        Self::start_with_orders_in(root, "orders.db").await
+    }
+
+    /// Starts a gateway with its orders in `<root>/<db>`.
+    async fn start_with_orders_in(root: &Path, db: &str) -> Self {
         let port = free_port();
         let log = root.join(format!("gateway-{port}.log"));
         let child = flashgate(root)
             .arg("serve")
+            .env(
+                "FLASHGATE_DATABASE__URL",
+                format!("sqlite://{}", root.join(db).display()),
+            )
             .env("FLASHGATE_HTTP__ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -295,26 +304,48 @@ async fn a_sigkilled_gateway_takes_its_redis_server_with_it_and_the_next_start_k
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_the_gateway_running_the_server_dies_the_other_starts_one_over_the_same_data() {
+async fn when_the_gateway_running_the_server_dies_another_starts_one_over_the_same_data() {
     let root = tempfile::tempdir().unwrap();
     let redis_dir = root.path().join("redis");
     let mut first = Gateway::start(root.path()).await;
     let second = Gateway::start(root.path()).await;
+    let third = Gateway::start(root.path()).await;
     first.create_sale("takeover", 10).await;
     assert_eq!(second.purchase("takeover", "before").await.0, 202);
     let before = wait_for_servers(&redis_dir, 1).await;
 
+    // Both survivors race to start the next server; one does, the other joins it.
     first.kill9();
     wait_until_gone(&redis_dir, &before).await;
-    buy_when_served(&second, &redis_dir, "takeover", "after").await;
+    buy_when_served(&second, &redis_dir, "takeover", "second").await;
+    buy_when_served(&third, &redis_dir, "takeover", "third").await;
     let after = wait_for_servers(&redis_dir, 1).await;
     assert_ne!(before, after);
-    assert_eq!(second.sold("takeover").await, 2);
+    assert_eq!(second.sold("takeover").await, 3);
+    assert_eq!(third.sold("takeover").await, 3);
 
-    // The first gateway comes back and joins the second one's server.
+    // The first gateway comes back and joins the running server.
     let back = Gateway::start(root.path()).await;
-    assert_eq!(back.sold("takeover").await, 2);
+    assert_eq!(back.sold("takeover").await, 3);
     assert_eq!(servers_over(&redis_dir), after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_started_at_once_on_a_fresh_directory_start_one_server() {
+    let root = tempfile::tempdir().unwrap();
+    let redis_dir = root.path().join("redis");
+    // Each with its own order database: what is shared here is the Redis data directory.
+    let (a, b, c) = tokio::join!(
+        Gateway::start_with_orders_in(root.path(), "a.db"),
+        Gateway::start_with_orders_in(root.path(), "b.db"),
+        Gateway::start_with_orders_in(root.path(), "c.db"),
+    );
+    assert_eq!(servers_over(&redis_dir).len(), 1);
+    a.create_sale("race", 10).await;
+    for (gateway, buyer) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        assert_eq!(gateway.purchase("race", buyer).await.0, 202);
+    }
+    assert_eq!(c.sold("race").await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
