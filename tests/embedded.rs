@@ -401,3 +401,65 @@ async fn reconcile_uses_the_embedded_server_only_while_a_gateway_runs_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_refuses_to_start_a_second_server_beside_one_it_did_not_start() {
+    let root = tempfile::tempdir().unwrap();
+    let redis_dir = root.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    // A redis-server over the directory that holds no lock (started by hand, or left by an
+    // older flashgate), on the port the address file records.
+    let port = free_port();
+    let mut stray = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&redis_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        redis_dir.join("flashgate-redis.url"),
+        format!("redis://127.0.0.1:{port}"),
+    )
+    .unwrap();
+    wait_for_servers(&redis_dir, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the stray server never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let log = root.path().join("refused.log");
+    let mut gateway = flashgate(root.path())
+        .arg("serve")
+        .env("FLASHGATE_HTTP__ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = gateway.try_wait().unwrap() {
+            break status;
+        }
+        let servers = servers_over(&redis_dir);
+        if servers.len() > 1 || Instant::now() > deadline {
+            gateway.kill().unwrap();
+            let _ = stray.kill();
+            panic!("the gateway did not refuse; servers {servers:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stray.kill().unwrap();
+    stray.wait().unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("no gateway started"), "{log}");
+}

@@ -57,6 +57,10 @@ pub enum EmbeddedRedisError {
     },
     #[error("redis-server on port {port} did not serve its data directory in time")]
     NotReady { port: u16 },
+    #[error(
+        "a redis-server that no gateway started runs over {dir} on port {port}; stop it first (two servers over one directory would be two stocks)"
+    )]
+    Unmanaged { port: u16, dir: PathBuf },
 }
 
 /// `stream-node-max-entries` for flashgate's order streams (Redis's default is 100). The

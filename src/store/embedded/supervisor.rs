@@ -26,6 +26,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// A keeper that starts `binary` over `data` when no server is alive.
     pub fn new(binary: &str, data: DataDir) -> Self {
         Self {
             binary: binary.to_owned(),
@@ -71,7 +72,18 @@ impl Supervisor {
     }
 
     /// Starts a server on `port`; the caller holds the lock, handed over to the server.
+    /// With the lock held, no server started by a gateway is alive: one that answers for
+    /// this directory on the recorded port was started some other way (by hand, or by an
+    /// older flashgate), and a second one must not start beside it.
     async fn start(&self, port: u16, lock: File) -> Result<ServerProcess, EmbeddedRedisError> {
+        if let Some(other) = self.data.recorded_port()
+            && serves(other, &self.data).await
+        {
+            return Err(EmbeddedRedisError::Unmanaged {
+                port: other,
+                dir: self.data.path().to_owned(),
+            });
+        }
         self.data
             .record_port(port)
             .map_err(|source| EmbeddedRedisError::DataDir {
