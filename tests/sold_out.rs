@@ -7,7 +7,6 @@ mod support;
 
 use std::collections::HashMap;
 
-use flashgate::domain::SaleId;
 use reqwest::StatusCode;
 use support::app::{TestApp, live_sale, spawn_single};
 use support::scenarios::{self, tally};
@@ -61,11 +60,6 @@ async fn a_sell_out_burst_loads_the_holders_once_off_the_request_path() {
         tally(&late)
     );
 
-    let rt = app
-        .state
-        .sales
-        .cached(&SaleId::parse("burst").unwrap())
-        .unwrap();
     app.await_sold_out_holders("burst").await;
     let calls = command_calls(&app).await;
     assert_eq!(calls.get("hkeys"), None, "{calls:?}");
