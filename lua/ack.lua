@@ -2,7 +2,9 @@
 --
 -- KEYS: pairs of (shard hash, order stream), one pair per shard: KEYS[2k-1], KEYS[2k]
 --       (several pairs only on a single Redis node: in a cluster each call is one shard,
---       whose keys share a slot)
+--       whose keys share a slot). The stream may also be the shard's dead-letter stream
+--       (P:{S:i}:dead): a dead letter retried into a row is forgotten the same way, by its
+--       dead-letter entry id.
 --
 -- ARGV[k] for k = 1..#KEYS/2: the number g_k of quantity groups of shard k; then, shard
 --         after shard, its g_k groups, each: quantity q, count m, then the m stream entry

@@ -35,7 +35,9 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Check that Redis and the database agree: for each sale, units deducted == units in
-    /// order rows + units pending in streams. Exits non-zero on any difference.
+    /// order rows + units pending in streams + dead letters + units dropped by an operator,
+    /// and nothing else is amiss (the `findings`, dead letters among them). Prints one JSON
+    /// ledger per sale; exits non-zero on any difference or finding.
     Reconcile {
         /// Only this sale (default: every sale).
         #[arg(long)]
@@ -124,7 +126,8 @@ async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliE
         .await
         .map_err(CliError::Redis)?;
     let engine = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
-    let store = OrderStore::connect(&settings.database.url).await?;
+    let store =
+        OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
     let persister = Persister::new(store, engine.clone(), Clock::default());
     let registry = SaleRegistry::new(engine);
     let ids = match only {

@@ -10,6 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
+use crate::db::DbTimeouts;
 use crate::domain::{SaleDefinition, SaleId, SaleSpec};
 use crate::http::rate_limit::LimitSettings;
 use crate::persist::queue::QueuePolicy;
@@ -213,12 +214,29 @@ pub struct AdminSettings {
 pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://…`.
     pub url: String,
+    /// Longest wait for a pooled connection (a new one included: connecting counts).
+    pub acquire_timeout_ms: u64,
+    /// Longest one statement may run: PostgreSQL's `statement_timeout`, and, with the
+    /// acquire timeout, the deadline of every database call the gateway makes.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: "sqlite://data/flashgate.db".into(),
+            acquire_timeout_ms: 3_000,
+            statement_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// The time limits of database calls.
+    pub fn timeouts(&self) -> DbTimeouts {
+        DbTimeouts {
+            acquire: Duration::from_millis(self.acquire_timeout_ms),
+            statement: Duration::from_millis(self.statement_timeout_ms),
         }
     }
 }
@@ -315,6 +333,11 @@ pub struct QueueSettings {
     pub claim_idle_ms: u64,
     /// How often recovery looks for such entries.
     pub recovery_interval_ms: u64,
+    /// The writer counts as stalled (readiness fails) while it holds orders and no write
+    /// has committed for this long.
+    pub stall_after_ms: u64,
+    /// Rejections of one order, alone, after which it goes to the dead letters.
+    pub poison_attempts: u32,
 }
 
 impl Default for QueueSettings {
@@ -329,6 +352,8 @@ impl Default for QueueSettings {
             drain_timeout_ms: 10_000,
             claim_idle_ms: 5_000,
             recovery_interval_ms: 1_000,
+            stall_after_ms: 10_000,
+            poison_attempts: 3,
         }
     }
 }
@@ -342,6 +367,7 @@ impl QueueSettings {
             max_backoff: Duration::from_millis(self.max_backoff_ms.max(1)),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             concurrency: self.writers.max(1),
+            poison_attempts: self.poison_attempts.max(1),
         }
     }
 }
@@ -472,6 +498,16 @@ impl Settings {
         }
         if self.database.url.is_empty() {
             problems.push("database.url must be set".to_owned());
+        }
+        if self.database.acquire_timeout_ms == 0 || self.database.statement_timeout_ms == 0 {
+            problems.push(
+                "database.acquire_timeout_ms and database.statement_timeout_ms must be positive"
+                    .to_owned(),
+            );
+        }
+        if self.queue.stall_after_ms == 0 || self.queue.poison_attempts == 0 {
+            problems
+                .push("queue.stall_after_ms and queue.poison_attempts must be positive".to_owned());
         }
         for sale in &self.sales {
             if let Err(e) = SaleSpec::try_from(sale.definition.clone()) {

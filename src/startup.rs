@@ -90,7 +90,8 @@ impl Application {
             .map_err(StartupError::Redis)?;
         let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix))
             .with_purchase_batches(settings.stock.purchase_batch_max);
-        let store = OrderStore::connect(&settings.database.url).await?;
+        let store =
+            OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
         let rate_limits = Arc::new(RateLimits::new(&settings.limits));

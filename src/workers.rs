@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::{QueueSettings, StockSettings};
+use crate::persist::recovery::RecoverySettings;
 use crate::persist::{Persister, recovery};
 use crate::sales::{SaleRegistry, SkippedSale, report};
 
@@ -29,13 +30,16 @@ impl Workers {
         queue: &QueueSettings,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let claim_idle = Duration::from_millis(queue.claim_idle_ms);
-        let batch = queue.batch_size;
+        let recovery = RecoverySettings {
+            claim_idle: Duration::from_millis(queue.claim_idle_ms),
+            batch: queue.batch_size,
+            poison_attempts: queue.poison_attempts,
+        };
         let orders = {
             let registry = registry.clone();
             every(queue.recovery_interval_ms, stopped.clone(), move || {
                 let (registry, persister) = (registry.clone(), persister.clone());
-                async move { recover_all_orders(&registry, &persister, claim_idle, batch).await }
+                async move { recover_all_orders(&registry, &persister, recovery).await }
             })
         };
         let refresh = {
@@ -112,11 +116,10 @@ async fn recover_all_loans(registry: &SaleRegistry, clock: &Clock, grace_ms: i64
 async fn recover_all_orders(
     registry: &SaleRegistry,
     persister: &Persister,
-    claim_idle: Duration,
-    batch: usize,
+    settings: RecoverySettings,
 ) {
     for rt in registry.all_cached() {
-        match recovery::recover_sale(persister, &rt, claim_idle, batch).await {
+        match recovery::recover_sale(persister, &rt, settings).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(sale = %rt.sale.id, orders = n, "persisted orders left pending in streams")

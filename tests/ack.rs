@@ -157,3 +157,64 @@ async fn one_call_forgets_more_orders_of_one_quantity_than_lua_can_unpack_at_onc
         .unwrap();
     assert_eq!((entries, acked), (0, ORDERS));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_moves_to_the_dead_letters_once_however_often_it_is_moved_and_leaves_them_once() {
+    use flashgate::domain::{EntryId, OrderId};
+    use flashgate::persist::dead_letters::{self, DropOutcome};
+
+    let (_redis, app) = app_without_recovery().await;
+    app.create_sale("a", &live_sale(200, 2, 10, 10)).await;
+    let mut conn = app.redis.clone();
+    let persister = &app.state.persister;
+    let sale = SaleId::parse("a").unwrap();
+    let order = |entry: &str| OrderId::new(sale.clone(), 0, EntryId::parse(entry).unwrap());
+    let (kept, dropped) = (
+        buy(&mut conn, &app, 0, 1, 2).await,
+        buy(&mut conn, &app, 0, 2, 3).await,
+    );
+
+    let first = dead_letters::bury(persister, &order(&kept), "refused", 3)
+        .await
+        .unwrap();
+    let again = dead_letters::bury(persister, &order(&kept), "refused", 4)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    assert_eq!(again, None, "a second move finds nothing to move");
+    let buried = dead_letters::bury(persister, &order(&dropped), "refused", 3)
+        .await
+        .unwrap();
+    let listed = dead_letters::list_shard(persister, &sale, 0).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!((listed[0].attempts, listed[0].quantity), (3, Some(2)));
+    // Out of the stream, and still sold and unacknowledged: `sold - acked` counts them.
+    assert_eq!(left(&mut conn, &app, 0).await, (0, 5));
+
+    // Dropping forgets the order's units once; a second drop finds nothing.
+    let id = buried.unwrap();
+    let outcome = dead_letters::drop_letter(persister, &id).await.unwrap();
+    assert_eq!(outcome, DropOutcome::Dropped { units: 3 });
+    assert!(dead_letters::drop_letter(persister, &id).await.is_err());
+    assert_eq!(left(&mut conn, &app, 0).await, (0, 2));
+
+    // Retrying writes the row and forgets the dead letter once.
+    let id = first.unwrap();
+    let row = dead_letters::retry(persister, &id).await.unwrap();
+    assert_eq!(row, order(&kept));
+    assert!(dead_letters::retry(persister, &id).await.is_err());
+    assert_eq!(left(&mut conn, &app, 0).await, (0, 0));
+    assert!(
+        dead_letters::list_shard(persister, &sale, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let counters = ops::read_counters(&mut conn, &app.keys.shard(&sale, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        counters.sold, 5,
+        "neither dropping nor retrying moves a unit out of `sold`"
+    );
+}

@@ -5,9 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use flashgate::db::DbError;
+use flashgate::domain::SaleId;
 use flashgate::persist::queue::QueuePolicy;
 use flashgate::store::RedisTarget;
 use serde_json::Value;
+use sqlx::{Connection, PgConnection};
 use support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
 use support::db::TestDb;
 use support::redis::RedisServer;
@@ -191,4 +194,108 @@ async fn postgres_outage_mid_storm_loses_no_accepted_order() {
     let ledger = reconcile(&app, "pgout").await;
     assert_eq!(ledger["difference"], 0, "{ledger}");
     assert_eq!(ledger["pending"], 0, "{ledger}");
+}
+
+/// `GET /health/ready`: (status, the reasons it gives when not ready).
+async fn readiness(app: &TestApp) -> (u16, Vec<String>) {
+    let (status, body) = app.get_json("/health/ready", None).await;
+    let reasons = body["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status.as_u16(), reasons)
+}
+
+/// Polls readiness (bounded: 60 s) until `wanted` accepts it; returns the reasons.
+async fn wait_for_readiness(app: &TestApp, wanted: impl Fn(u16, &[String]) -> bool) -> Vec<String> {
+    let mut last = (0, Vec::new());
+    for _ in 0..300 {
+        last = readiness(app).await;
+        if wanted(last.0, &last.1) {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("readiness never became what was wanted; last: {last:?}");
+}
+
+/// PostgreSQL black-holed (SIGSTOP: its connections stay open and nothing answers, as with a
+/// dead host) in the middle of a storm, while the writer's inserts and a reader's query are
+/// in flight on their connections (held up by a table lock when the server stops): the
+/// in-flight call fails within its deadline instead of hanging, readiness reports the
+/// stalled writer, and once PostgreSQL answers again readiness recovers and every accepted
+/// order lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn black_holed_postgres_stalls_readiness_and_every_accepted_order_lands_after() {
+    let db = TestDb::postgres();
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    settings.database.acquire_timeout_ms = 500;
+    settings.database.statement_timeout_ms = 1000;
+    settings.queue.capacity = 200;
+    settings.queue.batch_size = 50;
+    settings.queue.max_backoff_ms = 200;
+    settings.queue.stall_after_ms = 2000;
+    let app = spawn_app_with(settings).await;
+    app.create_sale("bh", &live_sale(10_000, 8, 1, 1)).await;
+    let mut answers = scenarios::storm(&app, "bh", buyers(200)).await;
+    wait_for_readiness(&app, |status, _| status == 200).await;
+
+    // Hold the table so that calls are in flight, then stop the server under them.
+    let mut lock = PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let during = (0..400)
+        .map(|i| (format!("h{i}"), format!("kh{i}"), 1))
+        .collect();
+    answers.extend(scenarios::storm(&app, "bh", during).await);
+    let store = app.state.persister.store().clone();
+    let sale = SaleId::parse("bh").unwrap();
+    // While the server runs, PostgreSQL itself ends a statement that waits too long.
+    let blocked = store.totals(&sale).await;
+    assert!(
+        matches!(&blocked, Err(DbError::Query(sqlx::Error::Database(e))) if e.code().as_deref() == Some("57014")),
+        "not ended by statement_timeout: {blocked:?}"
+    );
+    let in_flight = tokio::spawn(async move { store.totals(&sale).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.black_hole();
+    let call = tokio::time::timeout(Duration::from_secs(60), in_flight)
+        .await
+        .expect("a call in flight on a black-holed server returns")
+        .unwrap();
+    assert!(call.is_err(), "a black-holed server answered");
+    // The storm goes on against the black hole: Redis takes orders while the queue has room.
+    let after = (0..200)
+        .map(|i| (format!("x{i}"), format!("kx{i}"), 1))
+        .collect();
+    answers.extend(scenarios::storm(&app, "bh", after).await);
+    let reasons = wait_for_readiness(&app, |status, reasons| {
+        status == 503 && reasons.iter().any(|r| r.contains("writer is stalled"))
+    })
+    .await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("database is not reachable")),
+        "{reasons:?}"
+    );
+
+    db.restore();
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    wait_for_readiness(&app, |status, _| status == 200).await;
+    let counts = scenarios::tally(&answers);
+    assert!(counts.get("202").copied().unwrap_or(0) > 200, "{counts:?}");
+    scenarios::assert_ledger(&app, "bh", 8, 10_000, &answers).await;
+    let ledger = reconcile(&app, "bh").await;
+    assert_eq!(ledger["difference"], 0, "{ledger}");
+    assert_eq!(ledger["findings"], serde_json::json!([]), "{ledger}");
 }

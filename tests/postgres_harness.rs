@@ -139,3 +139,25 @@ fn a_panicking_test_does_not_leak_its_server() {
     assert!(!process_alive(pid), "postgres survived a panic");
     assert_eq!(pgrep(&data_dir), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_paused_server_keeps_its_connections_and_answers_only_once_resumed() -> TestResult {
+    let server = PostgresServer::start();
+    let url = server.fresh_database();
+    let mut con = PgConnection::connect(&url).await?;
+    server.pause();
+    let query = tokio::spawn(async move {
+        sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&mut con)
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!query.is_finished(), "a paused server answered");
+    server.resume();
+    assert_eq!(
+        query.await??,
+        1,
+        "the open connection is answered after resume"
+    );
+    Ok(())
+}

@@ -2,31 +2,48 @@
 //! by `database.url` at start-up. Inserts are idempotent, so an order persisted twice (by
 //! the writer and by recovery, say) is one row.
 
+mod error;
 mod postgres;
+mod reads;
 mod sqlite;
+
+use std::future::Future;
+use std::time::Duration;
 
 use sqlx::PgPool;
 
+pub use error::DbError;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{OrderId, SaleId};
+use crate::domain::OrderId;
 use crate::orders::NewOrder;
 
-/// Why the database could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("database url must start with postgres:// or sqlite://, got {0:?}")]
-    UnsupportedUrl(String),
-    #[error("cannot prepare the SQLite directory {0}")]
-    SqliteDir(String, #[source] std::io::Error),
-    #[error("database query failed")]
-    Query(#[from] sqlx::Error),
-    #[error("database migration failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("cannot encode the rows for the database")]
-    Encode(#[source] serde_json::Error),
-    #[error("stored order {0} is invalid")]
-    BadRow(String),
+/// How long database calls may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTimeouts {
+    /// Longest wait for a pooled connection, connecting included.
+    pub acquire: Duration,
+    /// Longest one statement may run (PostgreSQL enforces it too, as `statement_timeout`).
+    pub statement: Duration,
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        Self {
+            acquire: Duration::from_secs(3),
+            statement: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DbTimeouts {
+    /// The deadline of one call: a connection, then its statement. The pool's acquire
+    /// timeout and PostgreSQL's `statement_timeout` end most slow calls first; this one also
+    /// ends calls that neither can, such as a server that stopped answering (its TCP
+    /// connection stays open, and nothing else would notice).
+    pub fn call(&self) -> Duration {
+        self.acquire + self.statement
+    }
 }
 
 /// A stored order row.
@@ -47,31 +64,58 @@ pub struct ShardTotals {
     pub units: u64,
 }
 
-/// The order store, one variant per supported database.
+/// The order store: one of the supported databases, and the time limits of every call.
 #[derive(Debug, Clone)]
-pub enum OrderStore {
+pub struct OrderStore {
+    backend: Backend,
+    timeouts: DbTimeouts,
+}
+
+/// The database behind the store.
+#[derive(Debug, Clone)]
+enum Backend {
     Postgres(PgPool),
     Sqlite(SqliteStore),
 }
 
 impl OrderStore {
-    /// Connects to `url` and applies the migrations.
+    /// Connects to `url` with the default time limits and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
-        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Self::Postgres(postgres::connect(url).await?)
+        Self::connect_with(url, DbTimeouts::default()).await
+    }
+
+    /// Connects to `url` and applies the migrations; every later call is bounded by
+    /// `timeouts`.
+    pub async fn connect_with(url: &str, timeouts: DbTimeouts) -> Result<Self, DbError> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::connect(url, timeouts).await?)
         } else if url.starts_with("sqlite:") {
-            Self::Sqlite(sqlite::connect(url).await?)
+            Backend::Sqlite(sqlite::connect(url, timeouts).await?)
         } else {
             return Err(DbError::UnsupportedUrl(url.to_owned()));
         };
+        let store = Self { backend, timeouts };
         store.migrate().await?;
         Ok(store)
     }
 
+    /// Applies the migrations. On PostgreSQL without the statement timeout: a migration may
+    /// rightly take longer than any order write (an index over a large table).
     async fn migrate(&self) -> Result<(), DbError> {
-        match self {
-            Self::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
-            Self::Sqlite(store) => {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&mut *conn)
+                    .await?;
+                sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Backend::Sqlite(store) => {
                 sqlx::migrate!("migrations/sqlite")
                     .run(&store.writes)
                     .await?
@@ -80,144 +124,42 @@ impl OrderStore {
         Ok(())
     }
 
+    /// Runs `call`, failing with [`DbError::Timeout`] if it outlives the call deadline.
+    /// (Dropping a call mid-statement is safe: sqlx discards or resynchronises the
+    /// connection before it serves again.)
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let after = self.timeouts.call();
+        tokio::time::timeout(after, call)
+            .await
+            .unwrap_or(Err(DbError::Timeout { what, after }))
+    }
+
     /// Inserts `orders` in one transaction, skipping ids already present. Returns the
     /// number of rows inserted.
     pub async fn insert(&self, orders: &[NewOrder], persisted_at_ms: i64) -> Result<u64, DbError> {
         if orders.is_empty() {
             return Ok(0);
         }
-        match self {
-            Self::Postgres(pool) => postgres::insert(pool, orders, persisted_at_ms).await,
-            Self::Sqlite(store) => sqlite::insert(&store.writes, orders, persisted_at_ms).await,
-        }
-    }
-
-    /// The order with `id`, if it is a row.
-    pub async fn find(&self, id: &OrderId) -> Result<Option<OrderRow>, DbError> {
-        let row: Option<(String, i64, i64, i64)> = match self {
-            Self::Postgres(pool) => {
-                sqlx::query_as("SELECT user_id, quantity::BIGINT, created_at_ms, persisted_at_ms FROM orders WHERE order_id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(pool)
-                    .await?
+        self.bounded("insert orders", async {
+            match &self.backend {
+                Backend::Postgres(pool) => postgres::insert(pool, orders, persisted_at_ms).await,
+                Backend::Sqlite(store) => {
+                    sqlite::insert(&store.writes, orders, persisted_at_ms).await
+                }
             }
-            Self::Sqlite(store) => {
-                sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id = ?")
-                    .bind(id.to_string())
-                    .fetch_optional(&store.reads)
-                    .await?
-            }
-        };
-        row.map(|(user_id, quantity, created_at_ms, persisted_at_ms)| {
-            let quantity = u32::try_from(quantity).map_err(|_| DbError::BadRow(id.to_string()))?;
-            Ok(OrderRow {
-                order_id: id.clone(),
-                user_id,
-                quantity,
-                created_at_ms,
-                persisted_at_ms,
-            })
         })
-        .transpose()
-    }
-
-    /// Every order row of `sale`, oldest first.
-    pub async fn list(&self, sale: &SaleId) -> Result<Vec<OrderRow>, DbError> {
-        let rows: Vec<(String, String, i64, i64, i64)> = match self {
-            Self::Postgres(pool) => {
-                sqlx::query_as("SELECT order_id, user_id, quantity::BIGINT, created_at_ms, persisted_at_ms FROM orders WHERE sale_id = $1 ORDER BY created_at_ms")
-                    .bind(sale.as_str())
-                    .fetch_all(pool)
-                    .await?
-            }
-            Self::Sqlite(store) => {
-                let (from, to) = sqlite::sale_key_range(sale.as_str());
-                sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? ORDER BY created_at_ms")
-                    .bind(from)
-                    .bind(to)
-                    .bind(sale.as_str())
-                    .fetch_all(&store.reads)
-                    .await?
-            }
-        };
-        rows.into_iter()
-            .map(|(id, user_id, quantity, created_at_ms, persisted_at_ms)| {
-                let order_id = OrderId::parse(&id).map_err(|_| DbError::BadRow(id.clone()))?;
-                let quantity = u32::try_from(quantity).map_err(|_| DbError::BadRow(id))?;
-                Ok(OrderRow {
-                    order_id,
-                    user_id,
-                    quantity,
-                    created_at_ms,
-                    persisted_at_ms,
-                })
-            })
-            .collect()
-    }
-
-    /// Which of `ids` are rows.
-    pub async fn existing(&self, ids: &[String]) -> Result<Vec<String>, DbError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self {
-            Self::Postgres(pool) => Ok(sqlx::query_scalar(
-                "SELECT order_id FROM orders WHERE order_id = ANY($1)",
-            )
-            .bind(ids)
-            .fetch_all(pool)
-            .await?),
-            Self::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
-        }
-    }
-
-    /// Rows and units per shard of `sale`.
-    pub async fn totals(&self, sale: &SaleId) -> Result<Vec<ShardTotals>, DbError> {
-        let rows: Vec<(i64, i64, i64)> = match self {
-            Self::Postgres(pool) => {
-                sqlx::query_as("SELECT shard::BIGINT, COUNT(*), COALESCE(SUM(quantity), 0)::BIGINT FROM orders WHERE sale_id = $1 GROUP BY shard")
-                    .bind(sale.as_str())
-                    .fetch_all(pool)
-                    .await?
-            }
-            Self::Sqlite(store) => {
-                let (from, to) = sqlite::sale_key_range(sale.as_str());
-                sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? GROUP BY shard")
-                    .bind(from)
-                    .bind(to)
-                    .bind(sale.as_str())
-                    .fetch_all(&store.reads)
-                    .await?
-            }
-        };
-        Ok(rows
-            .into_iter()
-            .map(|(shard, rows, units)| ShardTotals {
-                shard: shard as u32,
-                rows: rows as u64,
-                units: units as u64,
-            })
-            .collect())
-    }
-
-    /// Checks the database answers.
-    pub async fn ping(&self) -> Result<(), DbError> {
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-            Self::Sqlite(store) => {
-                sqlx::query("SELECT 1").execute(&store.reads).await?;
-            }
-        }
-        Ok(())
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EntryId, Quantity, UserId};
+    use crate::domain::{EntryId, Quantity, SaleId, UserId};
 
     fn order(sale: &str, shard: u32, seq: u64, quantity: u32) -> NewOrder {
         NewOrder {
@@ -279,6 +221,24 @@ mod tests {
             .collect();
         let expected: Vec<String> = orders[..3].iter().map(|o| o.order_id.to_string()).collect();
         assert_eq!(listed, expected);
+
+        let mut paged: Vec<String> = Vec::new();
+        loop {
+            let page = store
+                .order_ids_after(&sale, paged.last().map(String::as_str), 2)
+                .await
+                .unwrap();
+            paged.extend(page.iter().cloned());
+            if page.len() < 2 {
+                break;
+            }
+        }
+        let mut by_id = expected.clone();
+        by_id.sort();
+        assert_eq!(
+            paged, by_id,
+            "pages of two cover the sale once, in key order"
+        );
 
         let mut totals = store.totals(&sale).await.unwrap();
         totals.sort_by_key(|t| t.shard);

@@ -1,19 +1,32 @@
 //! PostgreSQL specifics: a pool, and batch inserts as one `INSERT … SELECT FROM UNNEST`
 //! statement (one round trip and one plan for the whole batch).
+//!
+//! Every connection is bounded: acquiring one (connecting included) by the acquire timeout,
+//! each statement by the server's `statement_timeout`. sqlx offers no client-side TCP
+//! keepalive, so a server that stops answering without closing the connection is caught by
+//! the store's per-call deadline ([`super::DbTimeouts::call`]); the server's own keepalive
+//! settings let it drop the gateway's side of such a connection.
 
-use std::time::Duration;
+use std::str::FromStr;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::DbError;
+use super::{DbError, DbTimeouts};
 use crate::orders::NewOrder;
 
-pub(super) async fn connect(url: &str) -> Result<PgPool, DbError> {
+pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<PgPool, DbError> {
+    let statement_ms = timeouts.statement.as_millis().max(1).to_string();
+    let options = PgConnectOptions::from_str(url)?.options([
+        ("statement_timeout", statement_ms.as_str()),
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(url)
+        .acquire_timeout(timeouts.acquire)
+        .connect_with(options)
         .await?)
 }
 

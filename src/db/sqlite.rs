@@ -4,12 +4,11 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::DbError;
+use super::{DbError, DbTimeouts};
 use crate::orders::NewOrder;
 
 /// The SQLite order store: one connection that writes, a small pool that reads.
@@ -26,14 +25,15 @@ pub struct SqliteStore {
     pub(super) reads: SqlitePool,
 }
 
-pub(super) async fn connect(url: &str) -> Result<SqliteStore, DbError> {
+pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<SqliteStore, DbError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         // Statement journals (a multi-row INSERT keeps one) in memory, never in temp files.
         .pragma("temp_store", "memory")
-        .busy_timeout(Duration::from_secs(5));
+        // A locked database is waited for within a statement's time, no longer.
+        .busy_timeout(timeouts.statement);
     if let Some(dir) = Path::new(options.get_filename())
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -44,7 +44,7 @@ pub(super) async fn connect(url: &str) -> Result<SqliteStore, DbError> {
     let pool = |connections: u32| {
         SqlitePoolOptions::new()
             .max_connections(connections)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(timeouts.acquire)
             .connect_with(options.clone())
     };
     Ok(SqliteStore {

@@ -1,15 +1,18 @@
 //! Operator endpoints under `/admin/v1`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use serde::Serialize;
 
 use super::buyer::SaleView;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, SalePath};
 use super::state::AppState;
+use crate::domain::OrderId;
 use crate::domain::{SaleDefinition, SaleSpec};
+use crate::persist::dead_letters::{self, DeadLetter, DeadLetterError, DeadLetterId, DropOutcome};
 use crate::persist::reconcile::{Reconciliation, reconcile};
 use crate::sales::{PutOutcome, PutSaleError, SaleReport};
 
@@ -18,6 +21,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/sales/{sale_id}", put(put_sale).get(sale_status))
         .route("/admin/v1/sales/{sale_id}/reconcile", post(reconcile_sale))
+        .route("/admin/v1/dead-letters", get(list_dead_letters))
+        .route("/admin/v1/dead-letters/{id}", delete(drop_dead_letter))
+        .route("/admin/v1/dead-letters/{id}/retry", post(retry_dead_letter))
 }
 
 async fn put_sale(
@@ -67,4 +73,72 @@ async fn reconcile_sale(
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
     Ok(Json(reconcile(&state.persister, &rt).await?))
+}
+
+/// `GET /admin/v1/dead-letters`.
+#[derive(Debug, Serialize)]
+struct DeadLetters {
+    dead_letters: Vec<DeadLetter>,
+}
+
+async fn list_dead_letters(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let dead_letters = dead_letters::list(&state.persister, &state.sales).await?;
+    Ok(Json(DeadLetters { dead_letters }))
+}
+
+/// A dead letter that is now a row.
+#[derive(Debug, Serialize)]
+struct Retried {
+    id: DeadLetterId,
+    order_id: OrderId,
+    status: &'static str,
+}
+
+async fn retry_dead_letter(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(raw): Path<String>,
+) -> Result<Json<Retried>, ApiError> {
+    let id = dead_letter_id(&raw)?;
+    let order_id = dead_letters::retry(&state.persister, &id)
+        .await
+        .map_err(dead_letter_error)?;
+    Ok(Json(Retried {
+        id,
+        order_id,
+        status: "confirmed",
+    }))
+}
+
+/// Drops the dead letter: an operator's decision that the order will never be a row.
+async fn drop_dead_letter(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = dead_letter_id(&raw)?;
+    match dead_letters::drop_letter(&state.persister, &id)
+        .await
+        .map_err(dead_letter_error)?
+    {
+        DropOutcome::Dropped { .. } | DropOutcome::WasPersisted => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+fn dead_letter_id(raw: &str) -> Result<DeadLetterId, ApiError> {
+    DeadLetterId::parse(raw).map_err(|_| ApiError::NotFound("no such dead letter"))
+}
+
+fn dead_letter_error(e: DeadLetterError) -> ApiError {
+    match e {
+        DeadLetterError::NotFound(_) => ApiError::NotFound("no such dead letter"),
+        DeadLetterError::Unreadable(_) | DeadLetterError::Refused(_) => {
+            ApiError::DeadLetterRefused(e.to_string())
+        }
+        DeadLetterError::Store(e) => ApiError::Store(e),
+        DeadLetterError::Db(e) => ApiError::Db(e),
+    }
 }

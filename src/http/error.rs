@@ -58,6 +58,8 @@ pub enum ApiError {
     #[error("{0}")]
     SaleHasOrders(String),
     #[error("{0}")]
+    DeadLetterRefused(String),
+    #[error("{0}")]
     Overloaded(&'static str),
     #[error("too many requests for this {}; retry later", .0.policy.scope)]
     RateLimited(Limited),
@@ -102,11 +104,13 @@ impl ApiError {
             | Self::LimitReached { .. }
             | Self::TokenUsed(_)
             | Self::SaleLive(_)
-            | Self::SaleHasOrders(_) => StatusCode::CONFLICT,
+            | Self::SaleHasOrders(_)
+            | Self::DeadLetterRefused(_) => StatusCode::CONFLICT,
             Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(StoreError::Redis(_)) | Self::Db(DbError::Query(_)) => {
+            Self::Store(StoreError::Redis(_))
+            | Self::Db(DbError::Query(_) | DbError::Timeout { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Store(_) | Self::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,10 +135,11 @@ impl ApiError {
             Self::TokenUsed(_) => "token-used",
             Self::SaleLive(_) => "sale-live",
             Self::SaleHasOrders(_) => "sale-has-orders",
+            Self::DeadLetterRefused(_) => "dead-letter-refused",
             Self::RateLimited(_) => "rate-limited",
             Self::Overloaded(_)
             | Self::Store(StoreError::Redis(_))
-            | Self::Db(DbError::Query(_)) => "overloaded",
+            | Self::Db(DbError::Query(_) | DbError::Timeout { .. }) => "overloaded",
             Self::Store(_) | Self::Db(_) => "internal",
         }
     }
@@ -156,6 +161,7 @@ impl ApiError {
             "token-used" => "Purchase token already used",
             "sale-live" => "Sale is live",
             "sale-has-orders" => "Sale has orders",
+            "dead-letter-refused" => "Dead letter not persisted",
             "overloaded" => "Service overloaded",
             "rate-limited" => "Rate limited",
             _ => "Internal error",
@@ -219,7 +225,7 @@ impl ApiError {
             Self::Store(StoreError::Redis(_)) => {
                 Cow::Borrowed("stock store unavailable, retry shortly")
             }
-            Self::Db(DbError::Query(_)) => {
+            Self::Db(DbError::Query(_) | DbError::Timeout { .. }) => {
                 Cow::Borrowed("order database unavailable, retry shortly")
             }
             Self::Store(_) | Self::Db(_) => Cow::Borrowed("internal error"),

@@ -1,11 +1,22 @@
 //! Liveness and readiness probes.
+//!
+//! Ready means: Redis answers, the order database answers (within its call deadline), and
+//! the batch writer is not stalled (it holds orders and nothing has committed for
+//! `queue.stall_after_ms`, [`crate::persist::health`]). Not ready is 503 `overloaded` with
+//! one reason per failed check in `reasons`, so a load balancer sheds this instance and an
+//! operator reads why.
+
+use std::borrow::Cow;
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::error::Problem;
 use super::state::AppState;
 
 /// Health routes.
@@ -19,19 +30,45 @@ async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when Redis answers PING and the database answers a query.
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    redis::cmd("PING")
-        .query_async::<String>(&mut state.stock.conn())
-        .await
-        .map_err(|_| ApiError::Overloaded("redis is not reachable"))?;
-    state
-        .persister
-        .store()
-        .ping()
-        .await
-        .map_err(|_| ApiError::Overloaded("the order database is not reachable"))?;
-    Ok(Json(
-        json!({ "status": "ok", "redis": "ok", "database": "ok" }),
+/// 200 when every check passes; otherwise 503 with the reasons.
+async fn ready(State(state): State<AppState>) -> Response {
+    let (redis, database) = tokio::join!(redis_reason(&state), database_reason(&state));
+    let reasons: Vec<String> = [writer_reason(&state), redis, database]
+        .into_iter()
+        .flatten()
+        .collect();
+    if reasons.is_empty() {
+        let body = json!({ "status": "ok", "redis": "ok", "database": "ok", "writer": "ok" });
+        return Json(body).into_response();
+    }
+    Problem {
+        slug: "overloaded",
+        title: "Service overloaded",
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        detail: Cow::Owned(reasons.join("; ")),
+        extras: vec![("reasons", json!(reasons))],
+    }
+    .into_response()
+}
+
+fn writer_reason(state: &AppState) -> Option<String> {
+    let after = Duration::from_millis(state.settings.queue.stall_after_ms);
+    let stall = state.persister.health().stall(after)?;
+    Some(format!(
+        "the order writer is stalled: it holds {} orders and nothing has committed for {} ms",
+        stall.orders, stall.for_ms
     ))
+}
+
+async fn redis_reason(state: &AppState) -> Option<String> {
+    let ping = redis::cmd("PING")
+        .query_async::<String>(&mut state.stock.conn())
+        .await;
+    ping.is_err().then(|| "redis is not reachable".to_owned())
+}
+
+async fn database_reason(state: &AppState) -> Option<String> {
+    let ping = state.persister.store().ping().await;
+    ping.is_err()
+        .then(|| "the order database is not reachable".to_owned())
 }

@@ -7,7 +7,7 @@ use redis::streams::{StreamId, StreamRangeReply};
 
 use crate::db::DbError;
 use crate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
-use crate::persist::Persister;
+use crate::persist::{Persister, dead_letters};
 use crate::stock::StockEngine;
 use crate::store::StoreError;
 
@@ -42,7 +42,8 @@ pub struct OrderRecord {
     pub status: OrderStatus,
 }
 
-/// Looks an order up: pending in Redis, else a database row (confirmed).
+/// Looks an order up: pending in Redis, else a database row (confirmed), else a dead letter
+/// (still pending for its buyer: accepted, waiting for an operator to retry it).
 pub async fn find(
     persister: &Persister,
     order_id: &OrderId,
@@ -51,7 +52,7 @@ pub async fn find(
         return Ok(Some(record));
     }
     let Some(row) = persister.store().find(order_id).await? else {
-        return Ok(None);
+        return Ok(dead_letters::pending_order(persister, order_id).await?);
     };
     let bad_row = || OrderLookupError::Db(DbError::BadRow(order_id.to_string()));
     Ok(Some(OrderRecord {

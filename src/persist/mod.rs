@@ -4,8 +4,13 @@
 //!
 //! Every path ends in [`Persister::persist`]: insert the rows (idempotent), *then* delete
 //! the orders' stream entries (`ack.lua`). An order is therefore always a row, or an entry
-//! in its shard's stream, or both for a moment — never neither.
+//! in its shard's stream, or both for a moment — never neither — unless the database keeps
+//! refusing it: then it moves, atomically, from its stream to its shard's dead letters
+//! ([`isolate`], [`dead_letters`]), where an operator retries or drops it.
 
+pub mod dead_letters;
+pub mod health;
+pub mod isolate;
 pub mod queue;
 pub mod reconcile;
 pub mod recovery;
@@ -22,6 +27,7 @@ use crate::orders::NewOrder;
 use crate::stock::StockEngine;
 use crate::stock::ops::{self, ShardAcks};
 use crate::store::StoreError;
+use health::WriterHealth;
 
 /// Why a batch of orders was not persisted (it stays pending in Redis either way).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,8 @@ pub enum PersistError {
         "rows written but redis not updated (the orders stay pending; persisting again is harmless)"
     )]
     Ack(#[from] StoreError),
+    #[error("cannot move a refused order to the dead letters (it stays pending)")]
+    Bury(#[source] StoreError),
 }
 
 /// Writes orders to the database and then forgets them in Redis. Cheap to clone.
@@ -40,6 +48,7 @@ pub struct Persister {
     store: OrderStore,
     engine: StockEngine,
     clock: Clock,
+    health: WriterHealth,
 }
 
 impl Persister {
@@ -49,7 +58,13 @@ impl Persister {
             store,
             engine,
             clock,
+            health: WriterHealth::default(),
         }
+    }
+
+    /// The batch writer's progress (what readiness reads).
+    pub fn health(&self) -> &WriterHealth {
+        &self.health
     }
 
     /// The order database.

@@ -7,33 +7,53 @@
 //! Every instance runs it; a short per-shard lock (`SET NX PX`) keeps two instances from
 //! doing the same shard at once, and persisting twice would be harmless anyway (idempotent
 //! rows, idempotent ack).
+//!
+//! Orders the database refuses are isolated and dead-lettered as the writer does
+//! ([`super::isolate`]); an entry whose order record cannot be read is dead-lettered at once
+//! (no retry could make it readable). Dead letters live in their own stream, so recovery
+//! never picks them up again.
 
 use std::time::Duration;
 
 use redis::streams::StreamRangeReply;
 
-use super::{PersistError, Persister};
+use super::isolate::{BatchWrite, Step};
+use super::{PersistError, Persister, dead_letters};
+use crate::domain::{EntryId, OrderId};
 use crate::orders::{NewOrder, record_from_entry};
 use crate::sales::SaleRuntime;
 use crate::store::{ShardKeys, StoreError};
+
+/// How recovery reads and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoverySettings {
+    /// Age after which a stream entry is recovery's to persist.
+    pub claim_idle: Duration,
+    /// Entries read and written at once.
+    pub batch: usize,
+    /// Refusals of one order on its own before it becomes a dead letter.
+    pub poison_attempts: u32,
+}
+
+/// Pause before an order the database refused on its own is sent again.
+const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
 /// Persists every order of `rt`'s streams older than `claim_idle` (by the Redis clock).
 /// Returns how many it handled.
 pub async fn recover_sale(
     persister: &Persister,
     rt: &SaleRuntime,
-    claim_idle: Duration,
-    batch: usize,
+    settings: RecoverySettings,
 ) -> Result<usize, PersistError> {
     let mut handled = 0;
     let now_ms = redis_now_ms(persister).await?;
-    let cutoff = now_ms.saturating_sub(claim_idle.as_millis() as u64);
+    let cutoff = now_ms.saturating_sub(settings.claim_idle.as_millis() as u64);
     for shard in 0..rt.shards() {
         let keys = persister.engine().keys().shard(&rt.sale.id, shard);
-        if !lock(persister, &keys, claim_idle).await? {
+        if !lock(persister, &keys, settings.claim_idle).await? {
             continue;
         }
-        handled += recover_shard(persister, rt, shard, &keys, cutoff, batch).await?;
+        handled += recover_shard(persister, rt, shard, &keys, cutoff, settings).await?;
     }
     Ok(handled)
 }
@@ -65,7 +85,7 @@ async fn recover_shard(
     shard: u32,
     keys: &ShardKeys,
     cutoff_ms: u64,
-    batch: usize,
+    settings: RecoverySettings,
 ) -> Result<usize, PersistError> {
     let mut conn = persister.engine().conn();
     let mut handled = 0;
@@ -75,25 +95,53 @@ async fn recover_shard(
             .arg("-")
             .arg(cutoff_ms)
             .arg("COUNT")
-            .arg(batch)
+            .arg(settings.batch)
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from)?;
-        let orders: Vec<NewOrder> = reply
-            .ids
-            .iter()
-            .filter_map(|entry| {
-                let order = record_from_entry(&rt.sale.id, shard, entry);
-                if order.is_none() {
-                    tracing::error!(sale = %rt.sale.id, shard, entry = %entry.id, "unreadable order record left in its stream");
-                }
-                order.map(NewOrder::from)
-            })
-            .collect();
-        persister.persist(&orders).await?;
+        let mut orders = Vec::with_capacity(reply.ids.len());
+        for entry in &reply.ids {
+            match record_from_entry(&rt.sale.id, shard, entry) {
+                Some(order) => orders.push(NewOrder::from(order)),
+                None => bury_unreadable(persister, rt, shard, &entry.id).await?,
+            }
+        }
         handled += orders.len();
-        if reply.ids.len() < batch || orders.is_empty() {
+        write_all(persister, orders, settings.poison_attempts).await?;
+        if reply.ids.len() < settings.batch {
             return Ok(handled);
         }
     }
+}
+
+/// Writes `orders` until each is a row or a dead letter; a failure that passes ends this
+/// run (the orders stay in their stream for the next one).
+async fn write_all(
+    persister: &Persister,
+    orders: Vec<NewOrder>,
+    poison_attempts: u32,
+) -> Result<(), PersistError> {
+    let mut write = BatchWrite::new(orders, poison_attempts);
+    while !write.is_done() {
+        if let Step::Refused { .. } = write.step(persister).await? {
+            tokio::time::sleep(REFUSED_PAUSE).await;
+        }
+    }
+    Ok(())
+}
+
+/// Dead-letters the stream entry `entry` of `shard`, whose order record cannot be read.
+async fn bury_unreadable(
+    persister: &Persister,
+    rt: &SaleRuntime,
+    shard: u32,
+    entry: &str,
+) -> Result<(), PersistError> {
+    let entry = EntryId::parse(entry)
+        .map_err(|_| StoreError::unexpected("order stream entry id", &entry))?;
+    let order = OrderId::new(rt.sale.id.clone(), shard, entry);
+    dead_letters::bury(persister, &order, "unreadable order record", 0)
+        .await
+        .map_err(PersistError::Bury)?;
+    Ok(())
 }

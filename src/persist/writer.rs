@@ -3,6 +3,10 @@
 //! batches), up to `queue.writers` batches are in flight at once, retrying database failures with
 //! capped exponential backoff and jitter. While it retries, the queue fills and the
 //! rejection policy takes over; nothing accepted is dropped (it is pending in its stream).
+//! A batch the database *rejects* is split until the refused order is alone, and that order
+//! becomes a dead letter after `queue.poison_attempts` refusals ([`super::isolate`]); every
+//! database call is bounded ([`crate::db::DbTimeouts`]), so a dead connection is a failure
+//! to retry, not a hang, and [`super::health`] tells readiness when nothing commits.
 
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::Persister;
+use super::isolate::{BatchWrite, Step};
 use crate::orders::NewOrder;
 
 /// How the writer batches and retries.
@@ -28,6 +33,8 @@ pub struct WriterSettings {
     pub drain_timeout: Duration,
     /// Batches written at once (each in its own transaction).
     pub concurrency: usize,
+    /// Refusals of one order on its own before it becomes a dead letter.
+    pub poison_attempts: u32,
 }
 
 /// The running writer task.
@@ -74,6 +81,7 @@ async fn run(
             _ = stopped.changed() => break,
         }
         fill_within(&mut rx, &mut batch, settings).await;
+        persister.health().picked_up(batch.len());
         // Only a backlog (a full batch) earns a concurrent transaction; a partial batch waits
         // for the ones in flight, so orders keep gathering into fewer, larger commits.
         if batch.len() < settings.batch_size {
@@ -82,7 +90,7 @@ async fn run(
         in_flight.spawn(write_batch(
             persister.clone(),
             batch,
-            settings.max_backoff,
+            settings,
             give_up.clone(),
         ));
     }
@@ -93,14 +101,13 @@ async fn run(
 async fn write_batch(
     persister: Persister,
     batch: Vec<NewOrder>,
-    max_backoff: Duration,
+    settings: WriterSettings,
     mut give_up: GiveUp,
 ) -> usize {
-    if write_until_done(&persister, &batch, max_backoff, &mut give_up).await {
-        0
-    } else {
-        batch.len()
-    }
+    let held = batch.len();
+    let left = write_until_done(&persister, batch, settings, &mut give_up).await;
+    persister.health().let_go(held);
+    left
 }
 
 /// Tops a partial batch up with the orders that arrive within `batch_wait`: sleeps once,
@@ -140,6 +147,7 @@ async fn drain(
         if rx.recv_many(&mut batch, settings.batch_size).await == 0 {
             break;
         }
+        persister.health().picked_up(batch.len());
         while in_flight.len() >= settings.concurrency {
             left += in_flight
                 .join_next()
@@ -150,7 +158,7 @@ async fn drain(
         in_flight.spawn(write_batch(
             persister.clone(),
             batch,
-            settings.max_backoff,
+            settings,
             give_up.clone(),
         ));
     }
@@ -193,30 +201,43 @@ impl GiveUp {
     }
 }
 
-/// Persists `batch`, retrying with backoff until it succeeds or the writer gives up.
-/// Returns whether the batch was persisted.
+/// Persists `batch`, retrying failures that pass with backoff, until every order is a row
+/// or a dead letter, or the writer gives up. Returns how many orders it left unwritten.
 async fn write_until_done(
     persister: &Persister,
-    batch: &[NewOrder],
-    max_backoff: Duration,
+    batch: Vec<NewOrder>,
+    settings: WriterSettings,
     give_up: &mut GiveUp,
-) -> bool {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match persister.persist(batch).await {
-            Ok(_) => return true,
+) -> usize {
+    let mut write = BatchWrite::new(batch, settings.poison_attempts);
+    let mut backoff = FIRST_BACKOFF;
+    while !write.is_done() {
+        match write.step(persister).await {
+            Ok(Step::Committed { .. } | Step::DeadLettered { .. }) => {
+                persister.health().committed();
+                backoff = FIRST_BACKOFF;
+                continue;
+            }
+            Ok(Step::Split) => continue,
+            Ok(Step::Refused { order, attempts }) => {
+                tracing::warn!(%order, attempts, "the database refused an order; retrying it alone")
+            }
             Err(error) => {
-                tracing::warn!(%error, orders = batch.len(), "persisting orders failed; retrying")
+                tracing::warn!(%error, orders = write.remaining(), "persisting orders failed; retrying")
             }
         }
         let pause = jittered(backoff);
         if give_up.before_waiting(pause) {
-            return false;
+            return write.remaining();
         }
         tokio::time::sleep(pause).await;
-        backoff = (backoff * 2).min(max_backoff);
+        backoff = (backoff * 2).min(settings.max_backoff);
     }
+    0
 }
+
+/// The first pause after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// "Equal jitter": between half and all of `backoff`, so retrying writers spread out.
 fn jittered(backoff: Duration) -> Duration {

@@ -33,11 +33,14 @@ pub struct ShardKeys {
     pub credited: String,
     /// Hash: loans this shard made to others and that are not settled yet.
     pub loans: String,
+    /// Stream: the shard's dead letters, orders the database refused repeatedly (or whose
+    /// record could not be read), moved here from `orders` by `dead_letter.lua`.
+    pub dead: String,
 }
 
 impl ShardKeys {
     /// Every key of the shard, for deletion.
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.shard,
             &self.buyers,
@@ -45,6 +48,7 @@ impl ShardKeys {
             &self.recovering,
             &self.credited,
             &self.loans,
+            &self.dead,
         ]
     }
 
@@ -74,6 +78,7 @@ impl Keys {
             recovering: format!("{base}:recovering"),
             credited: format!("{base}:credited"),
             loans: format!("{base}:loans"),
+            dead: format!("{base}:dead"),
         }
     }
 

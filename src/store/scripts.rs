@@ -23,6 +23,12 @@ pub static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/settle.lua")));
 /// Forgets orders that became database rows (ack, delete, pending count).
 pub static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/ack.lua")));
+/// Moves an order the database keeps refusing from its stream to the shard's dead letters.
+pub static DEAD_LETTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/dead_letter.lua")));
+/// Drops a dead letter on an operator's word, counting its units as dropped.
+pub static DROP_DEAD_LETTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/drop_dead_letter.lua")));
 /// Spends a challenge and, when issuance is capped, counts the purchase token issued for it.
 pub static ISSUE_TOKEN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/issue_token.lua")));

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sqlx::Connection;
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::postgres::PostgresServer;
@@ -40,6 +41,37 @@ impl TestDb {
         match self {
             Self::Sqlite { dir, .. } => format!("sqlite://{}/orders.db", dir.path().display()),
             Self::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// Runs `sql` (one statement) on the database, as an operator would.
+    pub async fn execute(&self, sql: &'static str) {
+        let url = self.url();
+        match self {
+            Self::Sqlite { .. } => {
+                let mut conn = SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres { .. } => {
+                let mut conn = PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
+    /// Black-holes a PostgreSQL server (connections stay open, nothing answers) until
+    /// `restore`.
+    pub fn black_hole(&self) {
+        match self {
+            Self::Postgres { server, .. } => server.pause(),
+            Self::Sqlite { .. } => panic!("only a PostgreSQL server can be black-holed"),
+        }
+    }
+
+    /// Ends a black hole.
+    pub fn restore(&self) {
+        if let Self::Postgres { server, .. } = self {
+            server.resume();
         }
     }
 

@@ -169,6 +169,18 @@ impl PostgresServer {
         self.remove_lock_files();
     }
 
+    /// Black-holes the server: `SIGSTOP`s the postmaster and every backend, so connections
+    /// stay open and nothing answers (what a dead host or a partition looks like to a
+    /// client), until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        signal_cluster(&self.data_dir(), "-STOP");
+    }
+
+    /// Lets a paused server run again (`SIGCONT`).
+    pub fn resume(&self) {
+        signal_cluster(&self.data_dir(), "-CONT");
+    }
+
     /// Starts the server again on the same port and data dir (stopping it first if needed).
     /// Committed data survives: WAL is written even with `fsync=off`, and crash recovery
     /// replays it before the server accepts connections.
@@ -360,6 +372,17 @@ pub fn cluster_processes(data_dir: &Path) -> Vec<u32> {
         // Zombies and exiting processes have no cwd any more, so they do not count.
         .filter(|pid| fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == wanted))
         .collect()
+}
+
+/// Sends `signal` (e.g. `-STOP`) to every process of the cluster in `data_dir`.
+fn signal_cluster(data_dir: &Path, signal: &str) {
+    let pids = cluster_processes(data_dir);
+    assert!(!pids.is_empty(), "no postgres process to signal");
+    let sent = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {signal} failed");
 }
 
 /// `SIGKILL`s the processes of the cluster in `data_dir` until none is left.

@@ -1,0 +1,183 @@
+//! What the gateway reads back from the order database: one order, a sale's rows, which
+//! orders are rows, per-shard totals, a sale's order ids page by page, and a health probe.
+//! Every call is bounded by the store's call deadline.
+
+use super::{Backend, DbError, OrderRow, OrderStore, ShardTotals, sqlite};
+use crate::domain::{OrderId, SaleId};
+
+impl OrderStore {
+    /// The order with `id`, if it is a row.
+    pub async fn find(&self, id: &OrderId) -> Result<Option<OrderRow>, DbError> {
+        let row: Option<(String, i64, i64, i64)> = self
+            .bounded("find order", async {
+                Ok(match &self.backend {
+                    Backend::Postgres(pool) => {
+                        sqlx::query_as("SELECT user_id, quantity::BIGINT, created_at_ms, persisted_at_ms FROM orders WHERE order_id = $1")
+                            .bind(id.to_string())
+                            .fetch_optional(pool)
+                            .await?
+                    }
+                    Backend::Sqlite(store) => {
+                        sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id = ?")
+                            .bind(id.to_string())
+                            .fetch_optional(&store.reads)
+                            .await?
+                    }
+                })
+            })
+            .await?;
+        row.map(|(user_id, quantity, created_at_ms, persisted_at_ms)| {
+            let quantity = u32::try_from(quantity).map_err(|_| DbError::BadRow(id.to_string()))?;
+            Ok(OrderRow {
+                order_id: id.clone(),
+                user_id,
+                quantity,
+                created_at_ms,
+                persisted_at_ms,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every order row of `sale`, oldest first.
+    pub async fn list(&self, sale: &SaleId) -> Result<Vec<OrderRow>, DbError> {
+        let rows: Vec<(String, String, i64, i64, i64)> = self
+            .bounded("list orders", async {
+                Ok(match &self.backend {
+                    Backend::Postgres(pool) => {
+                        sqlx::query_as("SELECT order_id, user_id, quantity::BIGINT, created_at_ms, persisted_at_ms FROM orders WHERE sale_id = $1 ORDER BY created_at_ms")
+                            .bind(sale.as_str())
+                            .fetch_all(pool)
+                            .await?
+                    }
+                    Backend::Sqlite(store) => {
+                        let (from, to) = sqlite::sale_key_range(sale.as_str());
+                        sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? ORDER BY created_at_ms")
+                            .bind(from)
+                            .bind(to)
+                            .bind(sale.as_str())
+                            .fetch_all(&store.reads)
+                            .await?
+                    }
+                })
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, user_id, quantity, created_at_ms, persisted_at_ms)| {
+                let order_id = OrderId::parse(&id).map_err(|_| DbError::BadRow(id.clone()))?;
+                let quantity = u32::try_from(quantity).map_err(|_| DbError::BadRow(id))?;
+                Ok(OrderRow {
+                    order_id,
+                    user_id,
+                    quantity,
+                    created_at_ms,
+                    persisted_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` order ids of `sale` that sort after `after` (from the first with
+    /// `None`), in the database's order for the key (so the primary key serves each page):
+    /// a sale's rows read page by page.
+    pub async fn order_ids_after(
+        &self,
+        sale: &SaleId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, DbError> {
+        let (from, to) = sqlite::sale_key_range(sale.as_str());
+        let after = after.unwrap_or("");
+        self.bounded("page order ids", async {
+            Ok(match &self.backend {
+                Backend::Postgres(pool) => {
+                    sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = $1 AND order_id > $2 ORDER BY order_id LIMIT $3")
+                        .bind(sale.as_str())
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(pool)
+                        .await?
+                }
+                Backend::Sqlite(store) => {
+                    sqlx::query_scalar("SELECT order_id FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? AND order_id > ? ORDER BY order_id LIMIT ?")
+                        .bind(from)
+                        .bind(to)
+                        .bind(sale.as_str())
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&store.reads)
+                        .await?
+                }
+            })
+        })
+        .await
+    }
+
+    /// Which of `ids` are rows.
+    pub async fn existing(&self, ids: &[String]) -> Result<Vec<String>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bounded("find existing orders", async {
+            match &self.backend {
+                Backend::Postgres(pool) => Ok(sqlx::query_scalar(
+                    "SELECT order_id FROM orders WHERE order_id = ANY($1)",
+                )
+                .bind(ids)
+                .fetch_all(pool)
+                .await?),
+                Backend::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
+            }
+        })
+        .await
+    }
+
+    /// Rows and units per shard of `sale`.
+    pub async fn totals(&self, sale: &SaleId) -> Result<Vec<ShardTotals>, DbError> {
+        let rows: Vec<(i64, i64, i64)> = self
+            .bounded("sum orders", async {
+                Ok(match &self.backend {
+                    Backend::Postgres(pool) => {
+                        sqlx::query_as("SELECT shard::BIGINT, COUNT(*), COALESCE(SUM(quantity), 0)::BIGINT FROM orders WHERE sale_id = $1 GROUP BY shard")
+                            .bind(sale.as_str())
+                            .fetch_all(pool)
+                            .await?
+                    }
+                    Backend::Sqlite(store) => {
+                        let (from, to) = sqlite::sale_key_range(sale.as_str());
+                        sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? GROUP BY shard")
+                            .bind(from)
+                            .bind(to)
+                            .bind(sale.as_str())
+                            .fetch_all(&store.reads)
+                            .await?
+                    }
+                })
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(shard, rows, units)| ShardTotals {
+                shard: shard as u32,
+                rows: rows as u64,
+                units: units as u64,
+            })
+            .collect())
+    }
+
+    /// Checks the database answers (within the call deadline).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.bounded("ping", async {
+            match &self.backend {
+                Backend::Postgres(pool) => {
+                    sqlx::query("SELECT 1").execute(pool).await?;
+                }
+                Backend::Sqlite(store) => {
+                    sqlx::query("SELECT 1").execute(&store.reads).await?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,236 @@
+//! Reconciliation finds what does not hold between Redis and the database: each mismatch is
+//! injected into a real Redis or database, and both `POST /admin/v1/sales/{id}/reconcile`
+//! and the `flashgate reconcile` binary must report it (the binary by exiting non-zero).
+
+mod support;
+
+use std::process::Command;
+
+use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
+use flashgate::orders::NewOrder;
+use flashgate::store::RedisTarget;
+use serde_json::{Value, json};
+use support::app::{ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings};
+use support::db::TestDb;
+use support::redis::RedisServer;
+
+const SHARDS: u32 = 4;
+
+async fn app() -> (RedisServer, TestApp, TestDb) {
+    app_on(TestDb::sqlite()).await
+}
+
+async fn app_on(db: TestDb) -> (RedisServer, TestApp, TestDb) {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    (redis, spawn_app_with(settings).await, db)
+}
+
+/// A sale of `stock` units whose `buyers` buyers each bought one, all persisted.
+async fn sold_sale(app: &TestApp, sale: &str, stock: u64, buyers: usize) {
+    app.create_sale(sale, &live_sale(stock, SHARDS, 3, 3)).await;
+    for i in 0..buyers {
+        let response = app
+            .purchase(sale, &format!("u{i}"), &format!("k{i}"), 1)
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    app.drained_counters(sale, SHARDS).await;
+}
+
+async fn reconcile(app: &TestApp, sale: &str) -> Value {
+    let response = app
+        .client
+        .post(format!("{}/admin/v1/sales/{sale}/reconcile", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The findings of `sale`, sorted so that a comparison ignores their order.
+async fn findings(app: &TestApp, sale: &str) -> Vec<Value> {
+    let mut found = reconcile(app, sale).await["findings"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    found.sort_by_key(Value::to_string);
+    found
+}
+
+fn sorted(mut expected: Vec<Value>) -> Vec<Value> {
+    expected.sort_by_key(Value::to_string);
+    expected
+}
+
+/// Runs `flashgate reconcile --sale <sale>` against the app's Redis and database; whether
+/// it exited successfully.
+fn cli_reconciles(app: &TestApp, redis: &RedisServer, sale: &str) -> bool {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["reconcile", "--sale", sale])
+        .env("FLASHGATE_REDIS__URL", redis.url())
+        .env(
+            "FLASHGATE_REDIS__KEY_PREFIX",
+            app.state.settings.redis.key_prefix.as_str(),
+        )
+        .env(
+            "FLASHGATE_DATABASE__URL",
+            app.state.settings.database.url.as_str(),
+        )
+        .env("FLASHGATE_AUTH__JWT_SECRET", JWT_SECRET)
+        .env("FLASHGATE_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("flashgate binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("\"findings\""),
+        "no ledger printed: {stdout}"
+    );
+    output.status.success()
+}
+
+async fn hincrby(app: &TestApp, key: &str, field: &str, by: i64) {
+    redis::cmd("HINCRBY")
+        .arg(key)
+        .arg(field)
+        .arg(by)
+        .query_async::<i64>(&mut app.redis.clone())
+        .await
+        .unwrap();
+}
+
+fn shard_keys(app: &TestApp, sale: &str, shard: u32) -> flashgate::store::ShardKeys {
+    app.keys.shard(&SaleId::parse(sale).unwrap(), shard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistent_sale_has_no_findings_and_the_binary_exits_zero() {
+    let (redis, app, _db) = app().await;
+    sold_sale(&app, "ok", 100, 30).await;
+    assert_eq!(findings(&app, "ok").await, Vec::<Value>::new());
+    assert!(cli_reconciles(&app, &redis, "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_whose_allotments_do_not_sum_to_the_stock_are_found() {
+    let (redis, app, _db) = app().await;
+    sold_sale(&app, "allot", 100, 10).await;
+    // Five units appear on shard 2's shelf as if allotted: nothing sold changes.
+    let key = shard_keys(&app, "allot", 2).shard;
+    hincrby(&app, &key, "allotted", 5).await;
+    hincrby(&app, &key, "stock", 5).await;
+    assert_eq!(
+        findings(&app, "allot").await,
+        [json!({"kind": "allotment_mismatch", "allotted": 105, "stock_total": 100})]
+    );
+    assert!(!cli_reconciles(&app, &redis, "allot"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_sold_than_the_stock_is_found() {
+    let (redis, app, _db) = app().await;
+    sold_sale(&app, "over", 8, 8).await;
+    // Three units credited to shard 1 that no loan gave: sold becomes 11 of 8.
+    hincrby(&app, &shard_keys(&app, "over", 1).shard, "received", 3).await;
+    assert_eq!(
+        findings(&app, "over").await,
+        sorted(vec![
+            json!({"kind": "oversold", "sold": 11, "stock_total": 8}),
+            json!({"kind": "difference", "shard": 1, "difference": 3}),
+        ])
+    );
+    assert!(!cli_reconciles(&app, &redis, "over"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lent_units_without_loan_records_are_found() {
+    let (redis, app, _db) = app().await;
+    sold_sale(&app, "lent", 100, 10).await;
+    // Two units move from shard 3's shelf into `lent` with no loan record.
+    let key = shard_keys(&app, "lent", 3).shard;
+    hincrby(&app, &key, "stock", -2).await;
+    hincrby(&app, &key, "lent", 2).await;
+    assert_eq!(
+        findings(&app, "lent").await,
+        [json!({"kind": "lent_without_loans", "shard": 3, "lent": 2, "on_loan": 0})]
+    );
+    assert!(!cli_reconciles(&app, &redis, "lent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_count_that_disagrees_with_the_buyers_orders_is_found() {
+    let (redis, app, _db) = app().await;
+    sold_sale(&app, "held", 100, 10).await;
+    // Buyer u0 bought one unit; their record now says they hold three.
+    let (shard, record) = buyer_record(&app, "held", "u0").await;
+    let (_, orders) = record.split_once('\n').unwrap();
+    redis::cmd("HSET")
+        .arg(shard_keys(&app, "held", shard).buyers)
+        .arg("u0")
+        .arg(format!("3\n{orders}"))
+        .query_async::<i64>(&mut app.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        findings(&app, "held").await,
+        [
+            json!({"kind": "held_mismatch", "shard": shard, "user_id": "u0", "held": 3, "in_orders": 1})
+        ]
+    );
+    assert!(!cli_reconciles(&app, &redis, "held"));
+}
+
+/// A row whose order id no buyer record names; on `db`.
+async fn a_row_that_redis_never_recorded_is_found_on(db: TestDb) {
+    let (redis, app, _db) = app_on(db).await;
+    sold_sale(&app, "ghost", 100, 10).await;
+    let ghost = NewOrder {
+        order_id: OrderId::new(
+            SaleId::parse("ghost").unwrap(),
+            0,
+            EntryId::parse("1-5").unwrap(),
+        ),
+        user: UserId::parse("nobody").unwrap(),
+        quantity: Quantity::new(2).unwrap(),
+        created_ms: 1,
+    };
+    assert_eq!(app.db.insert(&[ghost], 2).await.unwrap(), 1);
+    assert_eq!(
+        findings(&app, "ghost").await,
+        sorted(vec![
+            json!({"kind": "unrecorded_row", "order_id": "ghost.0.1-5"}),
+            json!({"kind": "difference", "shard": 0, "difference": -2}),
+        ])
+    );
+    assert!(!cli_reconciles(&app, &redis, "ghost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_redis_never_recorded_is_found_on_sqlite() {
+    a_row_that_redis_never_recorded_is_found_on(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_redis_never_recorded_is_found_on_postgres() {
+    a_row_that_redis_never_recorded_is_found_on(TestDb::postgres()).await;
+}
+
+/// The home shard of `user` in `sale` and their record there.
+async fn buyer_record(app: &TestApp, sale: &str, user: &str) -> (u32, String) {
+    for shard in 0..SHARDS {
+        let record: Option<String> = redis::cmd("HGET")
+            .arg(shard_keys(app, sale, shard).buyers)
+            .arg(user)
+            .query_async(&mut app.redis.clone())
+            .await
+            .unwrap();
+        if let Some(record) = record {
+            return (shard, record);
+        }
+    }
+    panic!("{user} has no record in {sale}");
+}
