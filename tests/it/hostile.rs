@@ -2,12 +2,14 @@
 //! connections that trickle their headers, a 200 KB header, buyers who stall their request
 //! bodies, forged `X-Forwarded-For` lines, and buyers who ask for challenges too fast.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::app::{
+    ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings,
+};
+use crate::support::redis::RedisServer;
 use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
 use flashgate::domain::UserId;
@@ -15,8 +17,6 @@ use flashgate::http::rate_limit::LimitSettings;
 use flashgate::startup::Application;
 use flashgate::store::RedisTarget;
 use serde_json::Value;
-use support::app::{ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings};
-use support::redis::RedisServer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

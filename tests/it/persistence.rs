@@ -1,20 +1,18 @@
 //! Orders reach the database: the bounded queue and its rejection policies, database
 //! outages, and reconciliation — against real PostgreSQL and SQLite, and a real Redis.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::db::TestDb;
+use crate::support::redis::RedisServer;
+use crate::support::scenarios::{self, Answer};
 use flashgate::db::DbError;
 use flashgate::domain::SaleId;
 use flashgate::persist::queue::QueuePolicy;
 use flashgate::store::RedisTarget;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
-use support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
-use support::db::TestDb;
-use support::redis::RedisServer;
-use support::scenarios::{self, Answer};
 
 async fn app_on(db: &TestDb, policy: QueuePolicy, capacity: usize) -> (RedisServer, TestApp) {
     let redis = RedisServer::start();

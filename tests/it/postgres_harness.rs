@@ -1,16 +1,14 @@
 //! Checks the test harness itself: a real PostgreSQL server starts, serves fresh databases,
 //! goes down hard, comes back with its data, and dies with its owner.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
+use crate::support::postgres::{PostgresServer, cluster_processes};
 use sqlx::{Connection, PgConnection, PgPool};
-use support::postgres::{PostgresServer, cluster_processes};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

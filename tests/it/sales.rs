@@ -2,19 +2,17 @@
 //! stored record cannot be read is reported to operators and skipped, never stopping the
 //! refresh and recovery of the other sales.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::{ADMIN_TOKEN, live_sale, problem_slug, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
 use flashgate::domain::SaleId;
 use flashgate::stock::ops;
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, live_sale, problem_slug, spawn_app_with, test_settings};
-use support::redis::RedisServer;
 
 #[tokio::test]
 async fn put_with_any_field_out_of_range_answers_422_naming_the_limit() {
-    let (_redis, app) = support::app::spawn_single().await;
+    let (_redis, app) = crate::support::app::spawn_single().await;
     let long_name = "x".repeat(201);
     let cases: [(&str, Value, &str); 10] = [
         ("stock", json!(18_446_744_073_709_551_615u64), "1000000000"),
@@ -51,7 +49,7 @@ async fn put_with_any_field_out_of_range_answers_422_naming_the_limit() {
 }
 
 /// Writes a sale record straight into Redis, as a damaged or foreign writer could.
-async fn write_raw_sale(app: &support::app::TestApp, id: &str, def: &str) {
+async fn write_raw_sale(app: &crate::support::app::TestApp, id: &str, def: &str) {
     let sale = SaleId::parse(id).unwrap();
     let mut conn = app.redis.clone();
     redis::cmd("HSET")

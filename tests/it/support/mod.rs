@@ -1,6 +1,6 @@
-//! Shared support code for flashgate's integration test crates: include it with `mod support;`.
-//! Not every test crate uses every helper, hence the crate-wide `dead_code` allowance.
-#![allow(dead_code)]
+//! Shared support code for the integration tests: real servers ([`redis`], [`postgres`],
+//! [`db`]), the gateway in-process ([`app`]) or as the real binary ([`process`]), and
+//! shared storm scenarios ([`scenarios`]).
 
 pub mod app;
 pub mod db;
