@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
-use crate::support::redis::RedisServer;
 use flashgate::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply, ShardAcks};
 use flashgate::store::RedisConn;
+
+use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
 
 /// Buys `quantity` units on `shard` of sale "a" for a buyer of its own; the stream entry id.
 async fn buy(

@@ -6,15 +6,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::app::{TestApp, live_sale, spawn_app_with, spawn_single, test_settings};
-use crate::support::redis::RedisServer;
-use crate::support::scenarios;
 use flashgate::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::stock::SpendToken;
 use flashgate::stock::batch::PurchaseBatcher;
 use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
 use flashgate::tokens::TokenId;
+
+use crate::support::app::{TestApp, live_sale, spawn_app_with, spawn_single, test_settings};
+use crate::support::redis::RedisServer;
+use crate::support::scenarios;
 
 /// A purchase of `quantity` by `user` with idempotency key `key` on `shard` of `sale`.
 fn call(keys: &Keys, sale: &str, shard: u32, user: &str, key: &str, quantity: u32) -> PurchaseCall {

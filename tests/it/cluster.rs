@@ -1,10 +1,11 @@
 //! The purchase path against a real 3-master Redis Cluster: the shards of one sale live in
 //! different slots (and so on different nodes), and the invariants hold all the same.
 
+use flashgate::store::RedisTarget;
+
 use crate::support::app::spawn_app;
 use crate::support::redis::RedisCluster;
 use crate::support::scenarios;
-use flashgate::store::RedisTarget;
 
 /// One cluster for all scenarios (starting one takes seconds); each scenario has its own
 /// gateway and key prefix.

@@ -6,10 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
-use crate::support::db::TestDb;
-use crate::support::process::GatewayProcess;
-use crate::support::redis::RedisServer;
 use flashgate::auth::JwtKeys;
 use flashgate::db::OrderStore;
 use flashgate::domain::{SaleId, UserId};
@@ -18,6 +14,11 @@ use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+
+use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
+use crate::support::db::TestDb;
+use crate::support::process::GatewayProcess;
+use crate::support::redis::RedisServer;
 
 const SHARDS: u32 = 8;
 

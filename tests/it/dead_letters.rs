@@ -6,17 +6,18 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use flashgate::domain::SaleId;
+use flashgate::persist::queue::QueuePolicy;
+use flashgate::store::RedisTarget;
+use reqwest::StatusCode;
+use serde_json::Value;
+
 use crate::support::app::{
     ADMIN_TOKEN, TestApp, eventually, live_sale, spawn_app_with, test_settings,
 };
 use crate::support::db::TestDb;
 use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::scenarios;
-use flashgate::domain::SaleId;
-use flashgate::persist::queue::QueuePolicy;
-use flashgate::store::RedisTarget;
-use reqwest::StatusCode;
-use serde_json::Value;
 
 const SHARDS: u32 = 4;
 

@@ -3,11 +3,12 @@
 use std::process::Command;
 use std::time::Duration;
 
+use flashgate::http::rate_limit::LimitSettings;
+use flashgate::store::RedisTarget;
+
 use crate::support::app::{live_sale, spawn_app_with, test_settings};
 use crate::support::redis::RedisServer;
 use crate::support::scenarios;
-use flashgate::http::rate_limit::LimitSettings;
-use flashgate::store::RedisTarget;
 
 fn signal(pid: u32, sig: &str) {
     let sent = Command::new("kill").args([sig, &pid.to_string()]).status();

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
-use crate::support::redis::free_port;
 use flashgate::auth::JwtKeys;
 use flashgate::domain::UserId;
 use serde_json::{Value, json};
+
+use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
+use crate::support::redis::free_port;
 
 /// The `flashgate` binary with no Redis configured, its embedded server's data in
 /// `<root>/redis` and its orders in `<root>/orders.db`.

@@ -6,10 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::app::{
-    ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings,
-};
-use crate::support::redis::RedisServer;
 use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
 use flashgate::domain::UserId;
@@ -21,6 +17,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{sleep, timeout};
+
+use crate::support::app::{
+    ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings,
+};
+use crate::support::redis::RedisServer;
 
 /// Longest any one step may take before the test gives up: a bound against hanging on a
 /// slow machine, never an assertion about speed.

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use crate::support::app::{TestApp, live_sale, spawn_app};
-use crate::support::redis::RedisServer;
-use crate::support::scenarios::Answer;
 use flashgate::domain::SaleId;
 use flashgate::stock::ops;
 use flashgate::store::RedisTarget;
+
+use crate::support::app::{TestApp, live_sale, spawn_app};
+use crate::support::redis::RedisServer;
+use crate::support::scenarios::Answer;
 
 async fn app() -> (RedisServer, TestApp) {
     let redis = RedisServer::start();

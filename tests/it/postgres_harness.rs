@@ -7,8 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
-use crate::support::postgres::{PostgresServer, cluster_processes};
 use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::support::postgres::{PostgresServer, cluster_processes};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -4,15 +4,16 @@
 
 use std::process::Command;
 
+use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
+use flashgate::orders::NewOrder;
+use flashgate::store::RedisTarget;
+use serde_json::{Value, json};
+
 use crate::support::app::{
     ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings,
 };
 use crate::support::db::TestDb;
 use crate::support::redis::RedisServer;
-use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
-use flashgate::orders::NewOrder;
-use flashgate::store::RedisTarget;
-use serde_json::{Value, json};
 
 const SHARDS: u32 = 4;
 

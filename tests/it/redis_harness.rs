@@ -5,9 +5,10 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
 
-use crate::support::redis::{RedisCluster, RedisServer};
 use redis::AsyncTypedCommands;
 use redis::cluster::ClusterClient;
+
+use crate::support::redis::{RedisCluster, RedisServer};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use crate::support::app::{ADMIN_TOKEN, live_sale, problem_slug, spawn_app_with, test_settings};
-use crate::support::redis::RedisServer;
 use flashgate::domain::SaleId;
 use flashgate::stock::ops;
 use serde_json::{Value, json};
+
+use crate::support::app::{ADMIN_TOKEN, live_sale, problem_slug, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
 
 #[tokio::test]
 async fn put_with_any_field_out_of_range_answers_422_naming_the_limit() {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::redis::{RedisCluster, RedisServer};
 use flashgate::domain::{SaleDefinition, SaleId, SaleSpec};
 use flashgate::http::rate_limit::LimitSettings;
 use flashgate::http::shared_limit::SharedSaleLimit;
@@ -18,6 +17,8 @@ use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use flashgate::tokens::store::{self as token_store, Issue, IssueCall};
 use flashgate::tokens::{Audience, TokenSigner};
 use redis::Value;
+
+use crate::support::redis::{RedisCluster, RedisServer};
 
 /// A redis-server, a connection and a key prefix of its own; no gateway, so no background
 /// worker touches the keys between the two runs.

@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
+use reqwest::StatusCode;
+
 use crate::support::app::{TestApp, live_sale, spawn_single};
 use crate::support::scenarios::{self, tally};
-use reqwest::StatusCode;
 
 /// `INFO commandstats` as command → calls.
 async fn command_calls(app: &TestApp) -> HashMap<String, u64> {

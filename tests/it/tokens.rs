@@ -3,16 +3,17 @@
 
 use std::collections::HashSet;
 
-use crate::support::app::{
-    JWT_SECRET, TestApp, live_sale, problem_slug, spawn_app_with, test_settings,
-};
-use crate::support::redis::{RedisCluster, RedisServer};
 use flashgate::domain::{SaleId, UserId};
 use flashgate::store::RedisTarget;
 use flashgate::tokens::{Audience, TokenSigner, pow};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use crate::support::app::{
+    JWT_SECRET, TestApp, live_sale, problem_slug, spawn_app_with, test_settings,
+};
+use crate::support::redis::{RedisCluster, RedisServer};
 
 /// A gateway that requires purchase tokens (and, as every test gateway, lets one buyer
 /// retry as fast as it likes: the per-buyer rate limit is not what these tests are about).

@@ -394,9 +394,13 @@ impl TestApp {
             .collect()
     }
 
-    /// Waits until this gateway's writer has committed every order queued so far.
+    /// Waits until this gateway's writer has committed every order queued so far (a
+    /// writer retrying a database that never comes back fails the test after 60 s).
     pub async fn flush(&self) {
-        self.flusher.flush().await.expect("the writer runs");
+        tokio::time::timeout(Duration::from_secs(60), self.flusher.flush())
+            .await
+            .expect("the writer flushes within 60 s")
+            .expect("the writer runs");
     }
 
     /// Runs one pass of this gateway's recovery jobs (abandoned loans, orders left
