@@ -8,7 +8,9 @@ use flashgate::domain::SaleId;
 use flashgate::stock::ops;
 use serde_json::{Value, json};
 
-use crate::support::app::{ADMIN_TOKEN, live_sale, problem_slug, spawn_app_with, test_settings};
+use crate::support::app::{
+    ADMIN_TOKEN, eventually, live_sale, problem_slug, spawn_app_with, test_settings,
+};
 use crate::support::redis::RedisServer;
 
 #[tokio::test]
@@ -81,8 +83,7 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
     write_raw_sale(&first, "b-huge", &huge).await;
     second.create_sale("good", &live_sale(2, 2, 1, 1)).await;
     // Its workers stop with it, so only the first instance can finish the loan below.
-    drop(second);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.stop().await;
     // A loan of "good" abandoned by a dead borrower, for recovery to finish.
     let sale = SaleId::parse("good").unwrap();
     let mut conn = first.redis.clone();
@@ -115,14 +116,13 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let mut paused = false;
-    for _ in 0..200 {
-        paused = first.state.sales.cached(&sale).is_some_and(|rt| rt.paused);
-        if paused {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The refresh runs on its timer (every 200 ms in tests).
+    let paused = eventually(Duration::from_secs(10), || async {
+        let cached = first.state.sales.cached(&sale);
+        cached.is_some_and(|rt| rt.paused).then_some(())
+    })
+    .await
+    .is_some();
     assert!(paused, "the pause of \"good\" never reached the cache");
     // The operator view names each unreadable sale and why.
     for (id, why) in [("a-garbage", "corrupt"), ("b-huge", "1000000000")] {

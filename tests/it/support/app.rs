@@ -152,6 +152,19 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// Shuts the gateway down as SIGTERM does (the writer drains, the workers stop) and
+    /// waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the gateway stops");
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -311,18 +324,15 @@ impl TestApp {
     /// in the background once the sale is marked sold out); panics after 10 s.
     pub async fn await_sold_out_holders(&self, sale: &str) {
         let id = SaleId::parse(sale).unwrap();
-        for _ in 0..500 {
-            if self
-                .state
-                .sales
-                .cached(&id)
-                .is_some_and(|rt| rt.holders_known())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the holders of sold-out sale {sale} were never loaded");
+        let loaded = eventually(Duration::from_secs(10), || async {
+            let cached = self.state.sales.cached(&id);
+            cached.is_some_and(|rt| rt.holders_known()).then_some(())
+        })
+        .await;
+        assert!(
+            loaded.is_some(),
+            "the holders of sold-out sale {sale} were never loaded"
+        );
     }
 
     /// The counters of every shard of `sale`, read straight from Redis.
