@@ -27,6 +27,7 @@ use crate::orders::NewOrder;
 use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::persist::writer::{FlushRequests, Flusher, Writer};
+use crate::purchase::Purchases;
 use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
@@ -106,13 +107,25 @@ impl Application {
             stock.conn(),
             stock.keys().clone(),
         );
-        let state = AppState::new(Shared {
-            sales: SaleRegistry::new(stock.clone()),
-            shared_sale_limit,
-            tokens,
-            persister: Persister::new(store, stock.clone(), clock.clone()),
-            stock,
+        let sales = SaleRegistry::new(stock.clone());
+        let persister = Persister::new(store, stock.clone(), clock.clone());
+        let purchases = Purchases {
+            sales: sales.clone(),
+            stock: stock.clone(),
             queue,
+            persister: persister.clone(),
+            clock: clock.clone(),
+            rate_limits: rate_limits.clone(),
+            shared_sale_limit,
+            tokens: tokens.clone(),
+            require_token: settings.tokens.require_purchase_token,
+        };
+        let state = AppState::new(Shared {
+            sales,
+            tokens,
+            persister,
+            stock,
+            purchases,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
             in_flight: Arc::new(InFlight::new(
