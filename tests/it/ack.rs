@@ -3,15 +3,14 @@
 //! however often the same orders are acknowledged again (the writer and the recovery worker
 //! may both persist one order).
 
-mod support;
-
 use std::sync::Arc;
 
 use flashgate::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply, ShardAcks};
 use flashgate::store::RedisConn;
-use support::app::{TestApp, live_sale, spawn_app_with, test_settings};
-use support::redis::RedisServer;
+
+use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
 
 /// Buys `quantity` units on `shard` of sale "a" for a buyer of its own; the stream entry id.
 async fn buy(
