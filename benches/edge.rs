@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-request work at the edge: what every purchase pays before it
-//! reaches Redis. Targets (issue 4): token verification and the proof-of-work check each
+//! reaches Redis. Targets: token verification and the proof-of-work check each
 //! under 5 µs. Run: `cargo bench --bench edge` (figures in docs/BENCHMARKS.md).
 
 use std::hint::black_box;

@@ -1,18 +1,21 @@
 //! Throughput of the gateway's order writer for `scripts/bench-persist.sh`: how many rows per
 //! second the batch writer (`persist::writer`) puts into the database, with its real costs —
-//! one `INSERT … UNNEST … ON CONFLICT DO NOTHING` transaction per batch, then one `ack.lua`
-//! per shard of the batch in Redis.
+//! batches of up to BATCH_SIZE orders, up to `queue.writers` of them in flight at once while
+//! there is a backlog, each one transaction (on PostgreSQL one `INSERT … SELECT FROM UNNEST
+//! … ON CONFLICT DO NOTHING`), then its acknowledgement in Redis: `ack.lua` calls of at most
+//! 256 orders of any shards on a single node (one call per shard in a cluster).
 //!
 //! It pushes N synthetic orders of sale `wbench` (shards 0..64 round robin, entry ids
 //! `<i+1>-0`, buyers `u<i>`, one unit each) through an [`OrderQueue`] of capacity N into a
-//! running [`Writer`], and times from the first push until the writer has written them all.
-//! The orders have no stream entries, so every acknowledgement's `XDEL` is a no-op, but it is
-//! still the Redis round trip the writer pays for. Then it checks that the sale has exactly N
-//! rows.
+//! running [`Writer`], and times from the first push until the writer has written them all
+//! and stopped. The orders have no stream entries, so every acknowledgement's `XDEL` finds
+//! nothing, but it is still the Redis round trip the writer pays for. Then it checks that
+//! the sale has exactly N rows.
 //!
 //! Usage: `cargo run --release --example writer_throughput -- DATABASE_URL REDIS_URL [N]
-//! [BATCH_SIZE]` (N 200000, BATCH_SIZE 500: the gateway's default). The database must hold no
-//! `wbench` rows yet. Prints `writer rows=N seconds=S rows_per_sec=R batch_size=B`.
+//! [BATCH_SIZE]` (N 200000; BATCH_SIZE the gateway's default, `queue.batch_size`). The
+//! database must hold no `wbench` rows yet. Prints `writer rows=N seconds=S rows_per_sec=R
+//! batch_size=B`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -31,7 +34,6 @@ use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 const SALE: &str = "wbench";
 const SHARDS: u64 = 64;
 const DEFAULT_ROWS: u64 = 200_000;
-const DEFAULT_BATCH: usize = 500;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,7 +51,9 @@ async fn main() -> ExitCode {
             let rows = rest.first().map_or(Ok(DEFAULT_ROWS), |n| n.parse::<u64>());
             let batch = rest
                 .get(1)
-                .map_or(Ok(DEFAULT_BATCH), |b| b.parse::<usize>());
+                .map_or(Ok(QueueSettings::default().batch_size), |b| {
+                    b.parse::<usize>()
+                });
             match (rows, batch) {
                 (Ok(rows), Ok(batch)) if rows > 0 && batch > 0 => (db, redis, rows, batch),
                 _ => {

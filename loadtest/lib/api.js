@@ -19,9 +19,9 @@ export const ENDPOINTS = ['sale', 'challenge', 'tokens', 'purchase', 'order', 'a
 // Problem slugs the gateway answers with (API.md and src/http/error.rs).
 export const SLUGS = [
     'unauthorized', 'validation', 'payload-too-large', 'not-found', 'sale-not-started',
-    'sale-ended', 'sold-out', 'insufficient-stock', 'limit-reached', 'invalid-token',
-    'token-used', 'idempotency-conflict', 'sale-live', 'sale-has-orders', 'rate-limited',
-    'overloaded', 'internal',
+    'sale-ended', 'sale-paused', 'sold-out', 'insufficient-stock', 'limit-reached',
+    'invalid-token', 'token-used', 'idempotency-conflict', 'sale-live', 'sale-has-orders',
+    'rate-limited', 'overloaded', 'internal',
 ];
 
 // `ok`: any 2xx; a slug: a problem+json answer of that type; `other`: any other answer;

@@ -10,13 +10,12 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::error::Problem;
+use super::error::{Problem, ProblemKind};
 use super::state::AppState;
 
 /// Health routes.
@@ -42,9 +41,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         return Json(body).into_response();
     }
     Problem {
-        slug: "overloaded",
-        title: "Service overloaded",
-        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: ProblemKind::Overloaded,
         detail: Cow::Owned(reasons.join("; ")),
         extras: vec![("reasons", json!(reasons))],
     }

@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::Map;
@@ -14,7 +13,7 @@ use tokio::time::Timeout;
 use tokio::time::error::Elapsed;
 use tower::{Layer, Service};
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, ProblemKind};
 use super::gate::Answered;
 
 /// Answers 503 `overloaded` when a request takes longer than `http.request_timeout_ms`
@@ -81,9 +80,7 @@ pub async fn not_found() -> ApiError {
 /// Known paths with the wrong method.
 pub async fn method_not_allowed() -> Response {
     Problem {
-        slug: "method-not-allowed",
-        title: "Method not allowed",
-        status: StatusCode::METHOD_NOT_ALLOWED,
+        kind: ProblemKind::MethodNotAllowed,
         detail: "this resource does not support that method".into(),
         extras: Vec::new(),
     }
@@ -99,9 +96,7 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or_default();
     tracing::error!(panic = %message, "handler panicked");
     Problem {
-        slug: "internal",
-        title: "Internal error",
-        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: ProblemKind::Internal,
         detail: "internal error".into(),
         extras: Vec::new(),
     }
@@ -113,7 +108,7 @@ mod tests {
     use super::*;
     use axum::Router;
     use axum::body::Body;
-    use axum::http::header;
+    use axum::http::{StatusCode, header};
     use axum::routing::get;
     use tower::ServiceExt;
 

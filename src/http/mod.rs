@@ -23,16 +23,24 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::Response;
+use tower::Layer;
+use tower::util::{MapResponse, MapResponseLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use gate::Gated;
 use sold_out::SoldOutGate;
 
-/// What the server runs: the application behind the sold-out shortcut.
-pub fn service(state: AppState) -> Gated<Router, SoldOutGate> {
-    Gated::new(app(state.clone()), SoldOutGate(state))
+/// What the server runs: the application behind the sold-out shortcut, with every failed
+/// request logged once on its way out ([`error::log_failure`]).
+pub fn service(state: AppState) -> MapResponse<Gated<Router, SoldOutGate>, LogFailure> {
+    let gated = Gated::new(app(state.clone()), SoldOutGate(state));
+    MapResponseLayer::new(error::log_failure as LogFailure).layer(gated)
 }
+
+/// The function [`service`] passes every response through.
+pub type LogFailure = fn(Response) -> Response;
 
 /// The whole application: every resource router merged, wrapped in the edge middleware.
 pub fn app(state: AppState) -> Router {

@@ -124,6 +124,10 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
     .await
     .is_some();
     assert!(paused, "the pause of \"good\" never reached the cache");
+    // A paused sale is refused as a conflict (it may resume), not as ended.
+    let answer = first.purchase("good", "alice", "while-paused", 1).await;
+    let (status, slug) = problem_slug(answer).await;
+    assert_eq!((status.as_u16(), slug.as_str()), (409, "sale-paused"));
     // The operator view names each unreadable sale and why.
     for (id, why) in [("a-garbage", "corrupt"), ("b-huge", "1000000000")] {
         let (status, body) = first
