@@ -25,8 +25,7 @@ use flashgate::orders::NewOrder;
 use flashgate::persist::Persister;
 use flashgate::persist::queue::{Admission, OrderQueue, QueuePolicy};
 use flashgate::persist::writer::{Writer, WriterSettings};
-use flashgate::stock::StockEngine;
-use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::store::{Keys, Redis, RedisTarget, RedisTimeouts};
 
 const SALE: &str = "wbench";
 const SHARDS: u64 = 64;
@@ -88,10 +87,10 @@ async fn run(db_url: &str, redis_url: &str, rows: u64, batch: usize) -> Result<(
         response: Duration::from_secs(2),
         connect: Duration::from_secs(2),
     };
-    let conn = RedisConn::connect(&RedisTarget::Single(redis_url.to_owned()), timeouts).await?;
-    let engine = StockEngine::new(conn, Keys::new(SALE));
+    let target = RedisTarget::Single(redis_url.to_owned());
+    let redis = Redis::connect(&target, timeouts, 1, Keys::new(SALE)).await?;
     let clock = Clock::default();
-    let persister = Persister::new(store.clone(), engine, clock.clone());
+    let persister = Persister::new(store.clone(), redis, clock.clone());
 
     let orders = synthetic_orders(rows, &clock)?;
     let capacity = usize::try_from(rows)?;

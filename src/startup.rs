@@ -30,7 +30,7 @@ use crate::persist::writer::Writer;
 use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
-use crate::store::{Keys, RedisConn, RedisTarget, StoreError};
+use crate::store::{Keys, Redis, RedisTarget, StoreError};
 use crate::tokens::TokenSigner;
 use crate::workers::Workers;
 
@@ -85,10 +85,15 @@ impl Application {
                 (RedisTarget::Single(server.url()), Some(server))
             }
         };
-        let conn = RedisConn::connect(&target, settings.redis.timeouts())
-            .await
-            .map_err(StartupError::Redis)?;
-        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix))
+        let redis = Redis::connect(
+            &target,
+            settings.redis.timeouts(),
+            settings.redis.bulk_pool_size,
+            Keys::new(&settings.redis.key_prefix),
+        )
+        .await
+        .map_err(StartupError::Redis)?;
+        let stock = StockEngine::new(redis.clone())
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
             OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
@@ -100,17 +105,14 @@ impl Application {
         } else {
             TokenSigner::new(settings.tokens.secret.as_bytes())
         };
-        let shared_sale_limit = SharedSaleLimit::new(
-            settings.limits.sale_shared,
-            stock.conn(),
-            stock.keys().clone(),
-        );
+        let shared_sale_limit = SharedSaleLimit::new(settings.limits.sale_shared, redis.clone());
         let state = AppState::new(Shared {
-            sales: SaleRegistry::new(stock.clone()),
+            sales: SaleRegistry::new(redis.clone(), stock.clone()),
             shared_sale_limit,
             tokens,
-            persister: Persister::new(store, stock.clone(), clock.clone()),
+            persister: Persister::new(store, redis.clone(), clock.clone()),
             stock,
+            redis,
             queue,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,

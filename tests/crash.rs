@@ -11,7 +11,7 @@ use std::time::Duration;
 use flashgate::auth::JwtKeys;
 use flashgate::db::OrderStore;
 use flashgate::domain::{SaleId, UserId};
-use flashgate::stock::ops::{self, ShardCounters};
+use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -127,7 +127,7 @@ async fn counters_now(redis_url: &str, prefix: &str, sale: &str) -> ShardCounter
     let (keys, sale) = (Keys::new(prefix), SaleId::parse(sale).unwrap());
     let mut total = ShardCounters::default();
     for shard in 0..SHARDS {
-        let c = ops::read_counters(&mut conn, &keys.shard(&sale, shard))
+        let c = shards::read_counters(&mut conn, &keys.shard(&sale, shard))
             .await
             .unwrap();
         total.pending_units += c.pending_units;

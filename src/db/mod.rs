@@ -15,8 +15,8 @@ use sqlx::PgPool;
 pub use error::DbError;
 pub use sqlite::SqliteStore;
 
+use crate::domain::NewOrder;
 use crate::domain::OrderId;
-use crate::orders::NewOrder;
 
 /// How long database calls may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{DbError, DbTimeouts};
-use crate::orders::NewOrder;
+use crate::domain::NewOrder;
 
 pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<PgPool, DbError> {
     let statement_ms = timeouts.statement.as_millis().max(1).to_string();

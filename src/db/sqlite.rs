@@ -9,7 +9,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{DbError, DbTimeouts};
-use crate::orders::NewOrder;
+use crate::domain::NewOrder;
 
 /// The SQLite order store: one connection that writes, a small pool that reads.
 ///

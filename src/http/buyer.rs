@@ -305,7 +305,7 @@ async fn replayed(
     quantity: Quantity,
 ) -> Result<Accepted, ApiError> {
     Ok(Accepted {
-        status: orders::status_of(&state.stock, &order_id).await?,
+        status: orders::status_of(&state.redis, &order_id).await?,
         sale_id: order_id.sale().clone(),
         order_id,
         quantity,

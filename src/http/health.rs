@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::error::Problem;
 use super::state::AppState;
+use crate::store;
 
 /// Health routes.
 pub fn router() -> Router<AppState> {
@@ -61,9 +62,7 @@ fn writer_reason(state: &AppState) -> Option<String> {
 }
 
 async fn redis_reason(state: &AppState) -> Option<String> {
-    let ping = redis::cmd("PING")
-        .query_async::<String>(&mut state.stock.conn())
-        .await;
+    let ping = store::ping(&state.redis).await;
     ping.is_err().then(|| "redis is not reachable".to_owned())
 }
 

@@ -15,6 +15,7 @@ use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
+use crate::store::Redis;
 use crate::tokens::TokenSigner;
 
 /// Pools, caches and keys, shared by all handlers.
@@ -23,8 +24,11 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// Sale definitions and per-sale hints.
     pub sales: SaleRegistry,
-    /// The stock engine (Redis).
+    /// The stock engine: the purchase path's Redis calls.
     pub stock: StockEngine,
+    /// Redis, for the calls outside the purchase path (token issuance, order status,
+    /// probes).
+    pub redis: Redis,
     /// The bounded queue to the order writer.
     pub queue: OrderQueue,
     /// Writes orders to the database (used directly by `caller-runs`).

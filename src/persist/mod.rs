@@ -22,11 +22,9 @@ use futures_util::future::try_join_all;
 
 use crate::clock::Clock;
 use crate::db::{DbError, OrderStore};
-use crate::domain::SaleId;
-use crate::orders::NewOrder;
-use crate::stock::StockEngine;
-use crate::stock::ops::{self, ShardAcks};
-use crate::store::StoreError;
+use crate::domain::{NewOrder, SaleId};
+use crate::store::orders::{self, ShardAcks};
+use crate::store::{Redis, StoreError};
 use health::WriterHealth;
 
 /// Why a batch of orders was not persisted (it stays pending in Redis either way).
@@ -46,17 +44,17 @@ pub enum PersistError {
 #[derive(Clone)]
 pub struct Persister {
     store: OrderStore,
-    engine: StockEngine,
+    redis: Redis,
     clock: Clock,
     health: WriterHealth,
 }
 
 impl Persister {
-    /// A persister writing to `store` and acknowledging through `engine`.
-    pub fn new(store: OrderStore, engine: StockEngine, clock: Clock) -> Self {
+    /// A persister writing to `store` and acknowledging through `redis`.
+    pub fn new(store: OrderStore, redis: Redis, clock: Clock) -> Self {
         Self {
             store,
-            engine,
+            redis,
             clock,
             health: WriterHealth::default(),
         }
@@ -72,9 +70,9 @@ impl Persister {
         &self.store
     }
 
-    /// The stock engine (Redis).
-    pub fn engine(&self) -> &StockEngine {
-        &self.engine
+    /// Redis, where the orders wait until they are rows.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// Inserts `orders` (skipping rows that exist), then acknowledges them: one `ack.lua`
@@ -96,17 +94,17 @@ impl Persister {
         let shards = by_shard
             .into_iter()
             .map(|((sale, shard), orders)| ShardAcks {
-                keys: self.engine.keys().shard(sale, shard),
+                keys: self.redis.keys().shard(sale, shard),
                 orders,
             });
-        let calls = if self.engine.conn().is_cluster() {
+        let calls = if self.redis.is_cluster() {
             shards.map(|shard| vec![shard]).collect()
         } else {
             ack_calls(shards)
         };
         try_join_all(calls.iter().map(|call| {
-            let mut conn = self.engine.conn();
-            async move { ops::ack(&mut conn, call).await }
+            let mut conn = self.redis.conn();
+            async move { orders::ack(&mut conn, call).await }
         }))
         .await?;
         Ok(inserted)

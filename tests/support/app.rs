@@ -8,7 +8,7 @@ use flashgate::config::Settings;
 use flashgate::db::OrderStore;
 use flashgate::domain::{SaleId, UserId};
 use flashgate::startup::Application;
-use flashgate::stock::ops::{self, ShardCounters};
+use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -325,7 +325,7 @@ impl TestApp {
         let mut all = Vec::new();
         for shard in 0..shards {
             all.push(
-                ops::read_counters(&mut conn, &self.keys.shard(&sale, shard))
+                shards::read_counters(&mut conn, &self.keys.shard(&sale, shard))
                     .await
                     .unwrap(),
             );

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::Persister;
 use crate::db::DbError;
 use crate::domain::SaleId;
-use crate::sales::SaleRuntime;
+use crate::stock::SaleRuntime;
 use crate::store::StoreError;
 
 pub use findings::Finding;
@@ -80,8 +80,9 @@ pub async fn reconcile(
     let mut shards = Vec::new();
     let mut recorded = HashSet::new();
     let mut findings = Vec::new();
+    let mut conn = persister.redis().bulk().await?;
     for index in 0..rt.shards() {
-        let mut ledger = shard::ledger(persister, rt, index).await?;
+        let mut ledger = shard::ledger(persister, &mut conn, rt, index).await?;
         if let Some(t) = db.iter().find(|t| t.shard == index) {
             ledger.orders_in_db = t.rows;
             ledger.units_in_db = t.units;
@@ -89,8 +90,8 @@ pub async fn reconcile(
         ledger.difference = ledger.deducted as i64
             - (ledger.units_in_db + ledger.pending_units + ledger.dead_letter_units) as i64
             - ledger.dropped_units as i64;
-        let keys = persister.engine().keys().shard(&rt.sale.id, index);
-        let buyers = buyers::scan(persister, &keys, index, &mut recorded).await?;
+        let keys = persister.redis().keys().shard(&rt.sale.id, index);
+        let buyers = buyers::scan(&mut conn, &keys, index, &mut recorded).await?;
         findings.extend(buyers);
         shards.push(ledger);
     }
