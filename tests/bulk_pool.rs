@@ -34,7 +34,7 @@ async fn background_work_opens_connections_of_the_bulk_pool() {
     let redis = RedisServer::start();
     let app = app_with_pool(&redis, 3).await;
     app.create_sale("bulk", &live_sale(20, SHARDS, 5, 5)).await;
-    assert_eq!(app.purchase("bulk", "ann", "k1", 1).await.status(), 201);
+    assert_eq!(app.purchase("bulk", "ann", "k1", 1).await.status(), 202);
     // The recovery worker and the sale refresh run every 200 ms, on the pool.
     let response = app
         .client
@@ -69,7 +69,7 @@ async fn purchases_go_on_while_every_bulk_connection_is_taken() {
     assert_eq!(app.state.redis.bulk_pool().status().available, 0);
     for i in 0..5 {
         let response = app.purchase("taken", &format!("u{i}"), "k", 1).await;
-        assert_eq!(response.status(), 201, "a purchase waited on the bulk pool");
+        assert_eq!(response.status(), 202, "a purchase waited on the bulk pool");
     }
     // Listing dead letters is bulk work: it waits for a connection, then gives up as if
     // Redis were unreachable.
@@ -111,7 +111,7 @@ async fn a_large_bulk_reply_breaks_nothing() {
         let mut accepted = 0;
         for i in 0..20 {
             let response = app.purchase("large", &format!("b{i}"), "k", 1).await;
-            accepted += usize::from(response.status() == 201);
+            accepted += usize::from(response.status() == 202);
         }
         accepted
     };
