@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use flashgate::clock::Clock;
 use flashgate::config::QueueSettings;
-use flashgate::db::OrderStore;
+use flashgate::db::OrderDb;
 use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
 use flashgate::orders::NewOrder;
 use flashgate::persist::Persister;
@@ -78,7 +78,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(db_url: &str, redis_url: &str, rows: u64, batch: usize) -> Result<(), BoxError> {
-    let store = OrderStore::connect(db_url).await?;
+    let store = OrderDb::connect(db_url).await?;
     let before = count_rows(&store).await?;
     if before != 0 {
         return Err(format!("the database already holds {before} rows of sale {SALE}").into());
@@ -150,7 +150,7 @@ fn synthetic_orders(rows: u64, clock: &Clock) -> Result<Vec<NewOrder>, BoxError>
 }
 
 /// Rows of sale `wbench`.
-async fn count_rows(store: &OrderStore) -> Result<u64, BoxError> {
+async fn count_rows(store: &OrderDb) -> Result<u64, BoxError> {
     Ok(store
         .totals(&SaleId::parse(SALE)?)
         .await?

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
-use crate::db::{DbError, OrderStore};
+use crate::db::{DbError, OrderDb};
 use crate::domain::{SaleId, UserId};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
@@ -131,8 +131,7 @@ async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliE
     .await
     .map_err(CliError::Redis)?;
     let engine = StockEngine::new(redis.clone());
-    let store =
-        OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
+    let store = OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
     let persister = Persister::new(store, redis.clone(), Clock::default());
     let registry = SaleRegistry::new(redis, engine);
     let ids = match only {

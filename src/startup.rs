@@ -15,7 +15,7 @@ use tower::Layer;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::{DbError, OrderStore};
+use crate::db::{DbError, OrderDb};
 use crate::domain::SaleSpec;
 use crate::http::in_flight::InFlight;
 use crate::http::rate_limit::{IpLimit, RateLimits};
@@ -96,7 +96,7 @@ impl Application {
         let stock = StockEngine::new(redis.clone())
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
-            OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
+            OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
         let rate_limits = Arc::new(RateLimits::new(&settings.limits));

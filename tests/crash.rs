@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flashgate::auth::JwtKeys;
-use flashgate::db::OrderStore;
+use flashgate::db::OrderDb;
 use flashgate::domain::{SaleId, UserId};
 use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
@@ -176,7 +176,7 @@ async fn assert_every_accepted_order_is_a_row(
         accepted_count,
         "two buyers got the same order id"
     );
-    let store = OrderStore::connect(db_url).await.unwrap();
+    let store = OrderDb::connect(db_url).await.unwrap();
     let rows = store.list(&SaleId::parse(sale).unwrap()).await.unwrap();
     let row_ids: HashSet<String> = rows.iter().map(|r| r.order_id.to_string()).collect();
     assert_eq!(row_ids.len(), rows.len(), "duplicate rows");
@@ -290,7 +290,7 @@ async fn sigterm_during_a_storm_exits_zero_and_keeps_every_accepted_order() {
     );
     // Before any restart, so no recovery can have helped: the drain at SIGTERM made a row
     // of every order answered 202, and left no accepted unit without its row.
-    let rows = OrderStore::connect(&db.url())
+    let rows = OrderDb::connect(&db.url())
         .await
         .unwrap()
         .list(&SaleId::parse("term").unwrap())

@@ -67,7 +67,7 @@ async fn redis_reason(state: &AppState) -> Option<String> {
 }
 
 async fn database_reason(state: &AppState) -> Option<String> {
-    let ping = state.persister.store().ping().await;
+    let ping = state.persister.db().ping().await;
     ping.is_err()
         .then(|| "the order database is not reachable".to_owned())
 }

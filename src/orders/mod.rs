@@ -18,7 +18,7 @@ pub async fn find(
     if let Some(record) = find_pending(persister.redis(), order_id).await? {
         return Ok(Some(record));
     }
-    let Some(row) = persister.store().find(order_id).await? else {
+    let Some(row) = persister.db().find(order_id).await? else {
         return Ok(dead_letters::pending_order(persister, order_id).await?);
     };
     let bad_row = || OrderLookupError::Db(DbError::BadRow(order_id.to_string()));

@@ -127,7 +127,7 @@ pub async fn retry(persister: &Persister, id: &DeadLetterId) -> Result<OrderId, 
         .ok_or_else(|| DeadLetterError::Unreadable(id.clone()))?;
     let now = persister.clock.now_ms();
     if let Err(error) = persister
-        .store()
+        .db()
         .insert(std::slice::from_ref(&order), now)
         .await
     {
@@ -152,7 +152,7 @@ pub async fn drop_letter(
         .ok_or_else(|| DeadLetterError::NotFound(id.clone()))?;
     if let Some(order) = &letter.order {
         let ids = [order.order_id.to_string()];
-        if !persister.store().existing(&ids).await?.is_empty() {
+        if !persister.db().existing(&ids).await?.is_empty() {
             forget_persisted(persister, id, order.quantity.get()).await?;
             return Ok(DropOutcome::WasPersisted);
         }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use futures_util::future::try_join_all;
 
 use crate::clock::Clock;
-use crate::db::{DbError, OrderStore};
+use crate::db::{DbError, OrderDb};
 use crate::domain::{NewOrder, SaleId};
 use crate::store::orders::{self, ShardAcks};
 use crate::store::{Redis, StoreError};
@@ -43,17 +43,17 @@ pub enum PersistError {
 /// Writes orders to the database and then forgets them in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Persister {
-    store: OrderStore,
+    db: OrderDb,
     redis: Redis,
     clock: Clock,
     health: WriterHealth,
 }
 
 impl Persister {
-    /// A persister writing to `store` and acknowledging through `redis`.
-    pub fn new(store: OrderStore, redis: Redis, clock: Clock) -> Self {
+    /// A persister writing to `db` and acknowledging through `redis`.
+    pub fn new(db: OrderDb, redis: Redis, clock: Clock) -> Self {
         Self {
-            store,
+            db,
             redis,
             clock,
             health: WriterHealth::default(),
@@ -66,8 +66,8 @@ impl Persister {
     }
 
     /// The order database.
-    pub fn store(&self) -> &OrderStore {
-        &self.store
+    pub fn db(&self) -> &OrderDb {
+        &self.db
     }
 
     /// Redis, where the orders wait until they are rows.
@@ -82,7 +82,7 @@ impl Persister {
         if orders.is_empty() {
             return Ok(0);
         }
-        let inserted = self.store.insert(orders, self.clock.now_ms()).await?;
+        let inserted = self.db.insert(orders, self.clock.now_ms()).await?;
         let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(String, u32)>> = BTreeMap::new();
         for order in orders {
             let shard = (order.order_id.sale(), order.order_id.shard());

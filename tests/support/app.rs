@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
-use flashgate::db::OrderStore;
+use flashgate::db::OrderDb;
 use flashgate::domain::{SaleId, UserId};
 use flashgate::startup::Application;
 use flashgate::store::shards::{self, ShardCounters};
@@ -27,7 +27,7 @@ pub struct TestApp {
     pub jwt: JwtKeys,
     pub keys: Keys,
     pub redis: RedisConn,
-    pub db: OrderStore,
+    pub db: OrderDb,
     /// The gateway's shared state (for counters no endpoint shows).
     pub state: flashgate::http::AppState,
     shutdown: Option<oneshot::Sender<()>>,
@@ -113,7 +113,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("probe connects");
     let db_url = settings.database.url.clone();
     let app = Application::build(settings).await.expect("gateway builds");
-    let db = OrderStore::connect(&db_url)
+    let db = OrderDb::connect(&db_url)
         .await
         .expect("test connects to the order database");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -76,7 +76,7 @@ pub async fn reconcile(
     persister: &Persister,
     rt: &SaleRuntime,
 ) -> Result<Reconciliation, ReconcileError> {
-    let db = persister.store().totals(&rt.sale.id).await?;
+    let db = persister.db().totals(&rt.sale.id).await?;
     let mut shards = Vec::new();
     let mut recorded = HashSet::new();
     let mut findings = Vec::new();
@@ -130,7 +130,7 @@ async fn unrecorded_rows(
     let mut after: Option<String> = None;
     loop {
         let page = persister
-            .store()
+            .db()
             .order_ids_after(sale, after.as_deref(), ROW_PAGE)
             .await?;
         for order_id in page.iter().filter(|id| !recorded.contains(*id)) {

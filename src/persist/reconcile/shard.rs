@@ -137,5 +137,5 @@ async fn rows_among(
     persister: &Persister,
     ids: &[String],
 ) -> Result<HashSet<String>, ReconcileError> {
-    Ok(persister.store().existing(ids).await?.into_iter().collect())
+    Ok(persister.db().existing(ids).await?.into_iter().collect())
 }
