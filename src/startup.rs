@@ -26,13 +26,14 @@ use crate::http::{self, AppState};
 use crate::orders::NewOrder;
 use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
-use crate::persist::writer::Writer;
+use crate::persist::writer::{FlushRequests, Flusher, Writer};
+use crate::purchase::Purchases;
 use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
 use crate::store::{Keys, Redis, RedisTarget, StoreError};
 use crate::tokens::TokenSigner;
-use crate::workers::Workers;
+use crate::workers::{Recovery, Workers};
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     orders: Receiver<NewOrder>,
+    flushes: FlushRequests,
     embedded: Option<EmbeddedRedis>,
 }
 
@@ -106,14 +108,26 @@ impl Application {
             TokenSigner::new(settings.tokens.secret.as_bytes())
         };
         let shared_sale_limit = SharedSaleLimit::new(settings.limits.sale_shared, redis.clone());
-        let state = AppState::new(Shared {
-            sales: SaleRegistry::new(redis.clone(), stock.clone()),
+        let sales = SaleRegistry::new(redis.clone(), stock.clone());
+        let persister = Persister::new(store, redis.clone(), clock.clone());
+        let purchases = Purchases {
+            sales: sales.clone(),
+            stock: stock.clone(),
+            queue,
+            persister: persister.clone(),
+            clock: clock.clone(),
+            rate_limits: rate_limits.clone(),
             shared_sale_limit,
+            tokens: tokens.clone(),
+            require_token: settings.tokens.require_purchase_token,
+        };
+        let state = AppState::new(Shared {
+            sales,
             tokens,
-            persister: Persister::new(store, redis.clone(), clock.clone()),
+            persister,
             stock,
             redis,
-            queue,
+            purchases,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,
             in_flight: Arc::new(InFlight::new(
@@ -133,6 +147,7 @@ impl Application {
             listener,
             state,
             orders,
+            flushes: FlushRequests::new(),
             embedded,
         })
     }
@@ -147,6 +162,23 @@ impl Application {
         &self.state
     }
 
+    /// A handle that waits until the running gateway's writer has written every order
+    /// queued so far (for tests and tools; usable before [`Self::run_until`] starts it).
+    pub fn writer_flusher(&self) -> Flusher {
+        self.flushes.flusher()
+    }
+
+    /// The gateway's recovery jobs, to run a pass on demand (for tests and tools).
+    pub fn recovery(&self) -> Recovery {
+        Recovery::new(
+            self.state.sales.clone(),
+            self.state.persister.clone(),
+            self.state.clock.clone(),
+            &self.state.settings.stock,
+            &self.state.settings.queue,
+        )
+    }
+
     /// Serves until SIGINT or SIGTERM.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         self.run_until(shutdown_signal()).await
@@ -159,15 +191,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let settings = &self.state.settings;
-        let writer = Writer::start(
+        let recovery = self.recovery();
+        let writer = Writer::start_with(
             self.state.persister.clone(),
             self.orders,
+            self.flushes,
             settings.queue.writer(),
         );
         let mut workers = Workers::start(
             self.state.sales.clone(),
-            self.state.persister.clone(),
-            self.state.clock.clone(),
+            recovery,
             &settings.stock,
             &settings.queue,
         );

@@ -1,6 +1,7 @@
 //! Background work every gateway instance runs: refreshing the sale cache from Redis,
 //! finishing stock loans abandoned by a crashed instance, and persisting orders whose
-//! stream entries were left unacknowledged.
+//! stream entries were left unacknowledged. [`Recovery::run_once`] runs one pass of both
+//! recovery jobs on demand, so tests and tools await recovery instead of polling for it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,39 +21,81 @@ pub struct Workers {
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Workers {
-    /// Starts the sale refresher, the loan recovery worker and the order recovery worker.
-    pub fn start(
+/// The two recovery jobs (abandoned stock loans, orders left pending in their streams),
+/// as the workers run them on their timers. Cheap to clone.
+#[derive(Clone)]
+pub struct Recovery {
+    registry: SaleRegistry,
+    persister: Persister,
+    clock: Clock,
+    orders: RecoverySettings,
+    loan_grace_ms: i64,
+}
+
+impl Recovery {
+    /// Recovery over the sales of `registry`, with the configured ages and batch sizes.
+    pub fn new(
         registry: SaleRegistry,
         persister: Persister,
         clock: Clock,
         settings: &StockSettings,
         queue: &QueueSettings,
     ) -> Self {
+        Self {
+            registry,
+            persister,
+            clock,
+            orders: RecoverySettings {
+                claim_idle: Duration::from_millis(queue.claim_idle_ms),
+                batch: queue.batch_size,
+                poison_attempts: queue.poison_attempts,
+            },
+            loan_grace_ms: settings.loan_grace_ms as i64,
+        }
+    }
+
+    /// One pass of each job over every cached sale: loans older than the grace are
+    /// finished, and stream entries older than `queue.claim_idle_ms` are persisted (a shard
+    /// another pass holds the lock of is skipped). Failures are logged, as on the timers.
+    pub async fn run_once(&self) {
+        self.loans_once().await;
+        self.orders_once().await;
+    }
+
+    /// One pass of loan recovery.
+    pub async fn loans_once(&self) {
+        recover_all_loans(&self.registry, &self.clock, self.loan_grace_ms).await;
+    }
+
+    /// One pass of order recovery.
+    pub async fn orders_once(&self) {
+        recover_all_orders(&self.registry, &self.persister, self.orders).await;
+    }
+}
+
+impl Workers {
+    /// Starts the sale refresher, the loan recovery worker and the order recovery worker.
+    pub fn start(
+        registry: SaleRegistry,
+        recovery: Recovery,
+        settings: &StockSettings,
+        queue: &QueueSettings,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let recovery = RecoverySettings {
-            claim_idle: Duration::from_millis(queue.claim_idle_ms),
-            batch: queue.batch_size,
-            poison_attempts: queue.poison_attempts,
-        };
         let orders = {
-            let registry = registry.clone();
+            let recovery = recovery.clone();
             every(queue.recovery_interval_ms, stopped.clone(), move || {
-                let (registry, persister) = (registry.clone(), persister.clone());
-                async move { recover_all_orders(&registry, &persister, recovery).await }
+                let recovery = recovery.clone();
+                async move { recovery.orders_once().await }
             })
         };
-        let refresh = {
+        let refresh = every(settings.refresh_interval_ms, stopped.clone(), move || {
             let registry = registry.clone();
-            every(settings.refresh_interval_ms, stopped.clone(), move || {
-                let registry = registry.clone();
-                async move { refresh_all_sales(&registry).await }
-            })
-        };
-        let grace_ms = settings.loan_grace_ms as i64;
+            async move { refresh_all_sales(&registry).await }
+        });
         let recover = every(settings.recovery_interval_ms, stopped, move || {
-            let (registry, clock) = (registry.clone(), clock.clone());
-            async move { recover_all_loans(&registry, &clock, grace_ms).await }
+            let recovery = recovery.clone();
+            async move { recovery.loans_once().await }
         });
         Self {
             stop,

@@ -7,23 +7,19 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
 use super::extract::{AdmittedBuyer, ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::gate::GateLayer;
-use super::guards;
 use super::in_flight::{InFlight, InFlightLayer};
-use super::rate_limit::{IpGate, IpLimit, Limited};
+use super::rate_limit::{IpGate, IpLimit};
 use super::state::AppState;
 use super::tokens;
-use crate::clock::unix_ms;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
-use crate::orders::{self, NewOrder, OrderRecord, OrderStatus};
-use crate::persist::queue::Admission;
-use crate::sales::{Rejection, SaleRuntime};
-use crate::stock::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
+use crate::orders::{self, OrderRecord, OrderStatus};
+use crate::purchase::{Answer, Attempt, Refusal};
+use crate::sales::SaleRuntime;
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the buyer's JWT, rate limit and in-flight slots before
@@ -111,265 +107,67 @@ pub struct PurchaseBody {
     purchase_token: Option<String>,
 }
 
-impl PurchaseBody {
-    /// A digest of the body's meaning (not its bytes): a retry that re-serialises the same
-    /// request matches; a different quantity or token does not.
-    fn fingerprint(&self) -> String {
-        let mut hash = Sha256::new();
-        hash.update(self.quantity.to_be_bytes());
-        hash.update(self.purchase_token.as_deref().unwrap_or("").as_bytes());
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        hash.finalize()[..12]
-            .iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
-            .map(char::from)
-            .collect()
-    }
-}
-
 /// The answer to an accepted purchase.
 #[derive(Debug, Serialize)]
-pub struct Accepted {
+pub struct AcceptedView {
     order_id: OrderId,
     sale_id: SaleId,
     quantity: Quantity,
     status: OrderStatus,
 }
 
+/// Extracts the attempt (the buyer's JWT, rate limit and in-flight slot come first, before
+/// the body), runs the purchase chain, and maps its answer.
 async fn purchase(
     State(state): State<AppState>,
     AdmittedBuyer(user, _slot): AdmittedBuyer,
-    SalePath(sale_id): SalePath,
+    SalePath(sale): SalePath,
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<PurchaseBody>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let quantity = Quantity::new(body.quantity).map_err(|e| ApiError::Validation(e.to_string()))?;
-    let rt = state
-        .sales
-        .get(&sale_id)
-        .await?
-        .ok_or(ApiError::NotFound("no such sale"))?;
-    state
-        .rate_limits
-        .check_sale(&sale_id)
-        .map_err(|limited| rate_limited(&rt, limited))?;
-    guards::quantity_is_allowed(&rt, quantity)?;
-    let now = state.clock.now();
-    let fingerprint = body.fingerprint();
-    let mut request = PurchaseRequest {
-        user: &user,
-        quantity,
-        key: &key,
-        fingerprint: &fingerprint,
-        now_ms: unix_ms(now),
-        token: None,
+) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {
+    let attempt = Attempt {
+        user,
+        sale,
+        key,
+        quantity: body.quantity,
+        token: body.purchase_token,
     };
-    let token = body.purchase_token.as_deref();
-    let admission = match admit(&state, &rt, now, &mut request, token).await {
-        Ok(admission) => admission,
-        Err(early) => return replay_or_refuse(&state, &rt, &request, early).await,
-    };
-    let outcome = state.stock.purchase(&rt, &request).await.inspect_err(|_| {
-        rt.stats.record(Rejection::Unavailable);
-    })?;
-    let answer = match outcome {
-        PurchaseOutcome::Accepted(order) => Accepted {
-            order_id: order.order_id.clone(),
-            sale_id,
-            quantity: order.quantity,
-            status: hand_off(&state, admission, order).await,
-        },
-        PurchaseOutcome::Replayed { order_id, quantity } => {
-            replayed(&state, order_id, quantity).await?
+    match state.purchases.purchase(&attempt).await? {
+        Answer::Accepted(accepted) => {
+            let view = AcceptedView {
+                order_id: accepted.order_id,
+                sale_id: accepted.sale_id,
+                quantity: accepted.quantity,
+                status: accepted.status,
+            };
+            Ok((StatusCode::ACCEPTED, Json(view)))
         }
-        PurchaseOutcome::Refused(refused) => return Err(refusal(&rt, refused)),
-    };
-    Ok((StatusCode::ACCEPTED, Json(answer)))
+        Answer::Refused(refusal) => Err(refusal_error(refusal)),
+    }
 }
 
-/// A purchase refused before it reached Redis, and whether a retry of an accepted purchase
-/// could meet that refusal (then the buyer's record is asked first: replay comes first).
-struct EarlyRefusal {
-    reason: Option<Rejection>,
-    error: ApiError,
-    may_hide_an_order: bool,
-}
-
-impl EarlyRefusal {
-    fn new(reason: Rejection, error: ApiError, may_hide_an_order: bool) -> Self {
-        Self {
-            reason: Some(reason),
-            error,
-            may_hide_an_order,
+/// The HTTP answer to a purchase the chain refused.
+pub(super) fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NoSuchSale => ApiError::NotFound("no such sale"),
+        Refusal::RateLimited(limited) => ApiError::RateLimited(limited),
+        Refusal::QuantityNotAllowed { max } => {
+            ApiError::Validation(format!("quantity must be 1..={max} for this sale"))
         }
-    }
-}
-
-/// The checks between the request and the Redis call, in order: the sale window and kill
-/// switch, the purchase token, the sold-out mark, the shared per-sale limit, then a slot in
-/// the order queue. On success, `req` carries the token to spend.
-///
-/// An idempotent retry of a purchase that Redis accepted may arrive after the token expired,
-/// the sale ended or was paused, or while the queue is full: those refusals say so
-/// (`may_hide_an_order`), and the caller looks the key up before answering them. The others
-/// cannot hide an order: before `starts_at` nothing was sold, a forged token bought nothing,
-/// the sold-out mark spares only buyers who hold nothing, and a rate limit answers a pace.
-async fn admit(
-    state: &AppState,
-    rt: &SaleRuntime,
-    now: OffsetDateTime,
-    req: &mut PurchaseRequest<'_>,
-    token: Option<&str>,
-) -> Result<Admission, EarlyRefusal> {
-    guards::sale_window(rt, now).map_err(|(reason, error)| {
-        EarlyRefusal::new(reason, error, reason != Rejection::NotStarted)
-    })?;
-    let required = state.settings.tokens.require_purchase_token;
-    req.token = guards::purchase_token(&state.tokens, rt, req.user, token, required, req.now_ms)
-        .map_err(|invalid| {
-            let may_hide_an_order = guards::token_may_have_bought(&invalid);
-            EarlyRefusal::new(
-                Rejection::InvalidToken,
-                ApiError::InvalidToken(invalid),
-                may_hide_an_order,
-            )
-        })?;
-    // A sale known to be sold out answers from memory, before any queue or Redis work.
-    if rt.sold_out_for(req.user) {
-        return Err(EarlyRefusal::new(
-            Rejection::SoldOut,
-            ApiError::SoldOut,
-            false,
-        ));
-    }
-    if let Some(shared) = &state.shared_sale_limit {
-        let verdict = shared.check(&rt.sale.id).await.map_err(|e| EarlyRefusal {
-            reason: None,
-            error: e.into(),
-            may_hide_an_order: false,
-        })?;
-        verdict.map_err(|limited| {
-            EarlyRefusal::new(
-                Rejection::RateLimited,
-                ApiError::RateLimited(limited),
-                false,
-            )
-        })?;
-    }
-    state.queue.admit().map_err(|_| {
-        EarlyRefusal::new(
-            Rejection::QueueFull,
-            ApiError::Overloaded("the order queue is full"),
-            true,
-        )
-    })
-}
-
-/// Answers a purchase refused before Redis: with its earlier order if the buyer's record
-/// holds the key with this body (a 202, as the first answer was), with a conflict if it holds
-/// the key with another body, else with the refusal itself (counted).
-async fn replay_or_refuse(
-    state: &AppState,
-    rt: &SaleRuntime,
-    req: &PurchaseRequest<'_>,
-    early: EarlyRefusal,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    if early.may_hide_an_order {
-        match state.stock.replay_of(rt, req).await {
-            Ok(ReplayLookup::Replayed { order_id, quantity }) => {
-                let answer = replayed(state, order_id, quantity).await?;
-                return Ok((StatusCode::ACCEPTED, Json(answer)));
-            }
-            Ok(ReplayLookup::Conflict) => {
-                return Err(refusal(rt, Refusal::IdempotencyConflict));
-            }
-            Ok(ReplayLookup::NotRecorded) => {}
-            // Whether an order exists is unknown: "unavailable, retry", not the refusal, which
-            // could make a buyer with an order believe they have none.
-            Err(error) => {
-                rt.stats.record(Rejection::Unavailable);
-                return Err(error.into());
-            }
+        Refusal::NotStarted { starts_at } => ApiError::SaleNotStarted { starts_at },
+        Refusal::Ended => ApiError::SaleEnded,
+        Refusal::Paused => ApiError::SalePaused,
+        Refusal::InvalidToken(invalid) => ApiError::InvalidToken(invalid),
+        Refusal::QueueFull => ApiError::Overloaded("the order queue is full"),
+        Refusal::SoldOut => ApiError::SoldOut,
+        Refusal::Insufficient { remaining } => ApiError::Insufficient { remaining },
+        Refusal::LimitReached { held, limit } => ApiError::LimitReached { held, limit },
+        Refusal::IdempotencyConflict => ApiError::IdempotencyConflict,
+        Refusal::TokenUsed => {
+            ApiError::TokenUsed("this purchase token was already spent on a purchase")
         }
+        Refusal::Contended => ApiError::Overloaded("stock is moving between shards; retry shortly"),
     }
-    if let Some(reason) = early.reason {
-        rt.stats.record(reason);
-    }
-    Err(early.error)
-}
-
-/// The answer to a retry of an accepted purchase: its order, with where it stands now.
-async fn replayed(
-    state: &AppState,
-    order_id: OrderId,
-    quantity: Quantity,
-) -> Result<Accepted, ApiError> {
-    Ok(Accepted {
-        status: orders::status_of(&state.redis, &order_id).await?,
-        sale_id: order_id.sale().clone(),
-        order_id,
-        quantity,
-    })
-}
-
-/// Sends an accepted order on its way to the database, as its admission said. Returns
-/// `Confirmed` only if the row is committed now (`caller-runs`). If that synchronous write
-/// fails, the order is still safe in its stream and recovery persists it: `Pending`.
-async fn hand_off(state: &AppState, admission: Admission, order: NewOrder) -> OrderStatus {
-    match admission {
-        Admission::Queued(permit) => {
-            permit.send(order);
-            OrderStatus::Pending
-        }
-        Admission::CallerRuns => {
-            match state.persister.persist(std::slice::from_ref(&order)).await {
-                Ok(_) => OrderStatus::Confirmed,
-                Err(error) => {
-                    tracing::warn!(%error, order = %order.order_id, "caller-runs write failed; recovery will persist it");
-                    OrderStatus::Pending
-                }
-            }
-        }
-        Admission::Spill => OrderStatus::Pending,
-    }
-}
-
-/// The answer to a purchase over a rate limit, counted.
-fn rate_limited(rt: &SaleRuntime, limited: Limited) -> ApiError {
-    rt.stats.record(Rejection::RateLimited);
-    ApiError::RateLimited(limited)
-}
-
-/// The refusal for an outcome that took no stock, counted.
-fn refusal(rt: &SaleRuntime, refused: Refusal) -> ApiError {
-    let (reason, error) = match refused {
-        Refusal::SoldOut => (Rejection::SoldOut, ApiError::SoldOut),
-        Refusal::Insufficient { remaining } => (
-            Rejection::Insufficient,
-            ApiError::Insufficient { remaining },
-        ),
-        Refusal::LimitReached { held } => (
-            Rejection::LimitReached,
-            ApiError::LimitReached {
-                held,
-                limit: rt.sale.spec.per_user_limit(),
-            },
-        ),
-        Refusal::IdempotencyConflict => (
-            Rejection::IdempotencyConflict,
-            ApiError::IdempotencyConflict,
-        ),
-        Refusal::TokenUsed => (
-            Rejection::TokenUsed,
-            ApiError::TokenUsed("this purchase token was already spent on a purchase"),
-        ),
-        Refusal::Contended => (
-            Rejection::Contended,
-            ApiError::Overloaded("stock is moving between shards; retry shortly"),
-        ),
-    };
-    rt.stats.record(reason);
-    error
 }
 
 /// An order as its buyer sees it.

@@ -6,7 +6,6 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod gate;
-pub mod guards;
 pub mod health;
 pub mod in_flight;
 pub mod middleware;

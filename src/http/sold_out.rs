@@ -17,13 +17,12 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::buyer::refusal_error;
 use super::extract::bearer;
 use super::gate::Gate;
-use super::guards;
 use super::state::AppState;
 use crate::domain::SaleId;
-use crate::sales::Rejection;
+use crate::purchase::Refusal;
 
 /// The shortcut, as a gate in front of the router.
 #[derive(Clone)]
@@ -42,21 +41,20 @@ fn early_answer(state: &AppState, req: &Request) -> Option<Response> {
     }
     let sale = purchase_sale(req.uri().path())?;
     let rt = state.sales.cached(&SaleId::parse(sale).ok()?)?;
+    // Only a sold-out sale can be settled from memory: anything else costs no JWT check.
     if !rt.is_sold_out() {
         return None;
     }
     let now = state.clock.now();
     let token = bearer(req.headers())?;
     let user = state.jwt.verify(token, now.unix_timestamp()).ok()?;
-    if !rt.sold_out_for(&user) || guards::sale_window(&rt, now).is_err() {
-        return None;
-    }
-    if let Err(limited) = state.ip_limit.check_request(req) {
-        rt.stats.record(Rejection::RateLimited);
-        return Some(ApiError::RateLimited(limited).into_response());
-    }
-    rt.stats.record(Rejection::SoldOut);
-    Some(ApiError::SoldOut.into_response())
+    let settled = state.purchases.settled_from_memory(&rt, &user, now)?;
+    let refusal = match state.ip_limit.check_request(req) {
+        Err(limited) => Refusal::RateLimited(limited),
+        Ok(()) => settled,
+    };
+    let refusal = state.purchases.counted(&rt, refusal);
+    Some(refusal_error(refusal).into_response())
 }
 
 /// The sale id of a purchase path, `/api/v1/sales/{sale_id}/purchase`.

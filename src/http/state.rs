@@ -7,12 +7,11 @@ use std::sync::Arc;
 use super::in_flight::InFlight;
 use super::rate_limit::{IpLimit, RateLimits};
 use super::server::Connections;
-use super::shared_limit::SharedSaleLimit;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::persist::Persister;
-use crate::persist::queue::OrderQueue;
+use crate::purchase::Purchases;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
 use crate::store::Redis;
@@ -29,8 +28,6 @@ pub struct Shared {
     /// Redis, for the calls outside the purchase path (token issuance, order status,
     /// probes).
     pub redis: Redis,
-    /// The bounded queue to the order writer.
-    pub queue: OrderQueue,
     /// Writes orders to the database (used directly by `caller-runs`).
     pub persister: Persister,
     /// Buyer token verification.
@@ -45,10 +42,10 @@ pub struct Shared {
     pub rate_limits: Arc<RateLimits>,
     /// The per-IP limit and the proxies trusted for `X-Forwarded-For`.
     pub ip_limit: Arc<IpLimit>,
-    /// The per-sale limit kept in Redis and shared by every instance, when configured.
-    pub shared_sale_limit: Option<SharedSaleLimit>,
     /// Signs and verifies challenges and purchase tokens.
     pub tokens: TokenSigner,
+    /// The purchase use case: the chain every purchase answer comes from.
+    pub purchases: Purchases,
 }
 
 /// A cheap handle on [`Shared`].

@@ -13,10 +13,9 @@ use time::OffsetDateTime;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, IssuingBuyer, SalePath};
-use super::guards;
 use super::state::AppState;
 use crate::clock::{from_unix_ms, unix_ms};
-use crate::domain::SaleId;
+use crate::domain::{SaleId, Window};
 use crate::sales::SaleRuntime;
 use crate::store::tokens::{self as store, Issue, IssueCall};
 use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
@@ -59,7 +58,15 @@ async fn live_sale(
         .get(sale_id)
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
-    guards::sale_window(&rt, now).map_err(|(_, error)| error)?;
+    match rt.sale.spec.window(now) {
+        Window::Before => {
+            let starts_at = rt.sale.spec.starts_at();
+            return Err(ApiError::SaleNotStarted { starts_at });
+        }
+        Window::After => return Err(ApiError::SaleEnded),
+        Window::Open if rt.paused => return Err(ApiError::SalePaused),
+        Window::Open => {}
+    }
     if rt.is_sold_out() {
         return Err(ApiError::SoldOut);
     }

@@ -7,12 +7,15 @@
 //! becomes a dead letter after `queue.poison_attempts` refusals ([`super::isolate`]); every
 //! database call is bounded ([`crate::db::DbTimeouts`]), so a dead connection is a failure
 //! to retry, not a hang, and [`super::health`] tells readiness when nothing commits.
+//! [`Writer::flush`] (or a [`Flusher`] handed out before the writer starts) waits until
+//! everything queued so far is written, so tests and tools await the writer instead of
+//! polling Redis.
 
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::mpsc::Receiver;
-use tokio::sync::watch;
+use tokio::sync::mpsc::{self, Receiver, UnboundedReceiver, UnboundedSender};
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -41,14 +44,87 @@ pub struct WriterSettings {
 pub struct Writer {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    flusher: Flusher,
+}
+
+/// Asks a writer to write everything queued so far. Cheap to clone; requests made before
+/// the writer starts are answered once it runs.
+#[derive(Debug, Clone)]
+pub struct Flusher {
+    requests: UnboundedSender<oneshot::Sender<()>>,
+}
+
+/// The writer stopped before it wrote what a flush waited for (those orders stay pending
+/// in their streams for recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the order writer has stopped")]
+pub struct WriterStopped;
+
+/// The receiving end of a [`Flusher`], given to [`Writer::start_with`].
+#[derive(Debug)]
+pub struct FlushRequests {
+    flusher: Flusher,
+    requests: UnboundedReceiver<oneshot::Sender<()>>,
+}
+
+impl FlushRequests {
+    /// A new pair: hand out [`Self::flusher`], then start the writer with this.
+    pub fn new() -> Self {
+        let (tx, requests) = mpsc::unbounded_channel();
+        Self {
+            flusher: Flusher { requests: tx },
+            requests,
+        }
+    }
+
+    /// A handle that asks the writer (once started with `self`) to flush.
+    pub fn flusher(&self) -> Flusher {
+        self.flusher.clone()
+    }
+}
+
+impl Default for FlushRequests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Flusher {
+    /// Waits until every order queued before this call is committed and acknowledged
+    /// (a failing write is retried, so this waits for the database to come back).
+    pub async fn flush(&self) -> Result<(), WriterStopped> {
+        let (done, flushed) = oneshot::channel();
+        self.requests.send(done).map_err(|_| WriterStopped)?;
+        flushed.await.map_err(|_| WriterStopped)
+    }
 }
 
 impl Writer {
     /// Starts writing what arrives on `rx`.
     pub fn start(persister: Persister, rx: Receiver<NewOrder>, settings: WriterSettings) -> Self {
+        Self::start_with(persister, rx, FlushRequests::new(), settings)
+    }
+
+    /// Starts writing what arrives on `rx`, answering the flushes of `flushes`' [`Flusher`]s.
+    pub fn start_with(
+        persister: Persister,
+        rx: Receiver<NewOrder>,
+        flushes: FlushRequests,
+        settings: WriterSettings,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(persister, rx, settings, stopped));
-        Self { stop, task }
+        let FlushRequests { flusher, requests } = flushes;
+        let task = tokio::spawn(run(persister, rx, requests, settings, stopped));
+        Self {
+            stop,
+            task,
+            flusher,
+        }
+    }
+
+    /// Waits until every order queued before this call is committed and acknowledged.
+    pub async fn flush(&self) -> Result<(), WriterStopped> {
+        self.flusher.flush().await
     }
 
     /// Stops taking orders, writes what is queued (within the drain timeout) and returns.
@@ -62,6 +138,7 @@ impl Writer {
 async fn run(
     persister: Persister,
     mut rx: Receiver<NewOrder>,
+    mut flushes: UnboundedReceiver<oneshot::Sender<()>>,
     settings: WriterSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -77,6 +154,11 @@ async fn run(
                 if received == 0 {
                     break;
                 }
+            }
+            Some(done) = flushes.recv() => {
+                flush(&persister, &mut rx, settings, &give_up, &mut in_flight).await;
+                let _ = done.send(());
+                continue;
             }
             _ = stopped.changed() => break,
         }
@@ -95,6 +177,40 @@ async fn run(
         ));
     }
     drain(&persister, &mut rx, settings, give_up, in_flight).await;
+}
+
+/// Answers a flush: writes everything the queue holds now, in batches beside the ones in
+/// flight, and waits until every batch is written.
+async fn flush(
+    persister: &Persister,
+    rx: &mut Receiver<NewOrder>,
+    settings: WriterSettings,
+    give_up: &GiveUp,
+    in_flight: &mut JoinSet<usize>,
+) {
+    loop {
+        let mut batch = Vec::with_capacity(settings.batch_size);
+        while batch.len() < settings.batch_size {
+            match rx.try_recv() {
+                Ok(order) => batch.push(order),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        persister.health().picked_up(batch.len());
+        while in_flight.len() >= settings.concurrency {
+            in_flight.join_next().await;
+        }
+        in_flight.spawn(write_batch(
+            persister.clone(),
+            batch,
+            settings,
+            give_up.clone(),
+        ));
+    }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Writes one batch (retrying); returns how many orders it left unwritten.

@@ -7,9 +7,11 @@ use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
 use flashgate::db::OrderDb;
 use flashgate::domain::{SaleId, UserId};
+use flashgate::persist::writer::Flusher;
 use flashgate::startup::Application;
 use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::workers::Recovery;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -30,6 +32,8 @@ pub struct TestApp {
     pub db: OrderDb,
     /// The gateway's shared state (for counters no endpoint shows).
     pub state: flashgate::http::AppState,
+    flusher: Flusher,
+    recovery: Recovery,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     _sqlite_dir: Option<tempfile::TempDir>,
@@ -55,7 +59,7 @@ pub fn test_settings(target: &RedisTarget) -> Settings {
     s.stock.recovery_interval_ms = 200;
     s.stock.loan_grace_ms = 1000;
     // Most tests are about stock, not bots: they buy without purchase tokens. The token
-    // tests (tests/tokens.rs) turn the requirement back on.
+    // tests (tests/it/tokens.rs) turn the requirement back on.
     s.tokens.require_purchase_token = false;
     // Nor about one buyer's pace: storms of one buyer test the per-user *unit* limit.
     s.limits.user = flashgate::http::rate_limit::LimitSettings::default();
@@ -118,6 +122,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("test connects to the order database");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
+    let (flusher, recovery) = (app.writer_flusher(), app.recovery());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -139,9 +144,24 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         redis,
         db,
         state,
+        flusher,
+        recovery,
         shutdown: Some(tx),
         server: Some(server),
         _sqlite_dir: sqlite_dir,
+    }
+}
+
+impl TestApp {
+    /// Shuts the gateway down as SIGTERM does (the writer drains, the workers stop) and
+    /// waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the gateway stops");
+        }
     }
 }
 
@@ -304,18 +324,15 @@ impl TestApp {
     /// in the background once the sale is marked sold out); panics after 10 s.
     pub async fn await_sold_out_holders(&self, sale: &str) {
         let id = SaleId::parse(sale).unwrap();
-        for _ in 0..500 {
-            if self
-                .state
-                .sales
-                .cached(&id)
-                .is_some_and(|rt| rt.holders_known())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the holders of sold-out sale {sale} were never loaded");
+        let loaded = eventually(Duration::from_secs(10), || async {
+            let cached = self.state.sales.cached(&id);
+            cached.is_some_and(|rt| rt.holders_known()).then_some(())
+        })
+        .await;
+        assert!(
+            loaded.is_some(),
+            "the holders of sold-out sale {sale} were never loaded"
+        );
     }
 
     /// The counters of every shard of `sale`, read straight from Redis.
@@ -387,35 +404,85 @@ impl TestApp {
             .collect()
     }
 
-    /// Waits (bounded) until every accepted order of `sale` is a row (nothing pending in
-    /// Redis), then returns the counters.
+    /// Waits until this gateway's writer has committed every order queued so far (a
+    /// writer retrying a database that never comes back fails the test after 60 s).
+    pub async fn flush(&self) {
+        tokio::time::timeout(Duration::from_secs(60), self.flusher.flush())
+            .await
+            .expect("the writer flushes within 60 s")
+            .expect("the writer runs");
+    }
+
+    /// Runs one pass of this gateway's recovery jobs (abandoned loans, orders left
+    /// pending in their streams), as its workers do on their timers.
+    pub async fn run_recovery_once(&self) {
+        self.recovery.run_once().await;
+    }
+
+    /// Flushes the writer, then waits (bounded) until every accepted order of `sale` is a
+    /// row (nothing pending in Redis), then returns the counters. Orders the writer never
+    /// held (spilled, or left by a writer that gave up) are recovery's, which takes only
+    /// entries older than `queue.claim_idle_ms`: those are waited for, running recovery.
     pub async fn drained_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
-        for _ in 0..600 {
+        self.flush().await;
+        let drained = eventually(Duration::from_secs(30), || async move {
             let counters = self.settled_counters(sale, shards).await;
             if counters.iter().all(|c| c.pending_units == 0) {
-                return counters;
+                return Some(counters);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.recovery.orders_once().await;
+            None
+        })
+        .await;
+        match drained {
+            Some(counters) => counters,
+            None => panic!(
+                "orders still pending after 30 s: {:?}",
+                self.shard_counters(sale, shards).await
+            ),
         }
-        panic!(
-            "orders still pending after 30 s: {:?}",
-            self.shard_counters(sale, shards).await
-        );
     }
 
     /// Waits (bounded) until no loan is outstanding on any shard, then returns the counters.
+    /// A loan abandoned by its borrower is finished by loan recovery once it is older than
+    /// `stock.loan_grace_ms`: until then, this runs recovery and waits.
     pub async fn settled_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
-        for _ in 0..200 {
+        let settled = eventually(Duration::from_secs(10), || async move {
             let counters = self.shard_counters(sale, shards).await;
             if counters.iter().all(|c| c.lent == 0) {
-                return counters;
+                return Some(counters);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.recovery.loans_once().await;
+            None
+        })
+        .await;
+        match settled {
+            Some(counters) => counters,
+            None => panic!(
+                "loans still outstanding after 10 s: {:?}",
+                self.shard_counters(sale, shards).await
+            ),
         }
-        panic!(
-            "loans still outstanding after 10 s: {:?}",
-            self.shard_counters(sale, shards).await
-        );
+    }
+}
+
+/// Polls `check` every 50 ms until it returns a value, for at most `limit`: for state that
+/// changes with time outside the test's hands (ages measured by the Redis clock, another
+/// process). `None` when the limit passed.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

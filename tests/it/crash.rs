@@ -1,8 +1,6 @@
 //! Crash safety of accepted orders, with the real `flashgate` binary: SIGKILL at random
 //! moments during a purchase storm, and SIGTERM (graceful shutdown) during one.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,11 +13,12 @@ use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use rand::Rng;
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
-use support::db::TestDb;
-use support::process::GatewayProcess;
-use support::redis::RedisServer;
 use tokio::sync::Semaphore;
+
+use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
+use crate::support::db::TestDb;
+use crate::support::process::GatewayProcess;
+use crate::support::redis::RedisServer;
 
 const SHARDS: u32 = 8;
 

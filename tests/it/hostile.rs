@@ -2,8 +2,6 @@
 //! connections that trickle their headers, a 200 KB header, buyers who stall their request
 //! bodies, forged `X-Forwarded-For` lines, and buyers who ask for challenges too fast.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,12 +13,15 @@ use flashgate::http::rate_limit::LimitSettings;
 use flashgate::startup::Application;
 use flashgate::store::RedisTarget;
 use serde_json::Value;
-use support::app::{ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings};
-use support::redis::RedisServer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{sleep, timeout};
+
+use crate::support::app::{
+    ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings,
+};
+use crate::support::redis::RedisServer;
 
 /// Longest any one step may take before the test gives up: a bound against hanging on a
 /// slow machine, never an assertion about speed.

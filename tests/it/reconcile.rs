@@ -2,17 +2,18 @@
 //! injected into a real Redis or database, and both `POST /admin/v1/sales/{id}/reconcile`
 //! and the `flashgate reconcile` binary must report it (the binary by exiting non-zero).
 
-mod support;
-
 use std::process::Command;
 
 use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
 use flashgate::orders::NewOrder;
 use flashgate::store::RedisTarget;
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings};
-use support::db::TestDb;
-use support::redis::RedisServer;
+
+use crate::support::app::{
+    ADMIN_TOKEN, JWT_SECRET, TestApp, live_sale, spawn_app_with, test_settings,
+};
+use crate::support::db::TestDb;
+use crate::support::redis::RedisServer;
 
 const SHARDS: u32 = 4;
 

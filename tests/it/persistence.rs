@@ -1,8 +1,7 @@
 //! Orders reach the database: the bounded queue and its rejection policies, database
 //! outages, and reconciliation — against real PostgreSQL and SQLite, and a real Redis.
 
-mod support;
-
+use std::collections::HashSet;
 use std::time::Duration;
 
 use flashgate::db::DbError;
@@ -11,10 +10,11 @@ use flashgate::persist::queue::QueuePolicy;
 use flashgate::store::RedisTarget;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
-use support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
-use support::db::TestDb;
-use support::redis::RedisServer;
-use support::scenarios::{self, Answer};
+
+use crate::support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::db::TestDb;
+use crate::support::redis::RedisServer;
+use crate::support::scenarios::{self, Answer};
 
 async fn app_on(db: &TestDb, policy: QueuePolicy, capacity: usize) -> (RedisServer, TestApp) {
     let redis = RedisServer::start();
@@ -33,6 +33,33 @@ fn buyers(n: usize) -> Vec<(String, String, u32)> {
     (0..n)
         .map(|i| (format!("p{i}"), format!("k{i}"), 1))
         .collect()
+}
+
+/// The writer's flush, the hook the other tests await instead of polling: once it returns,
+/// every order accepted before it is a row and gone from its stream — written by the writer
+/// itself (recovery would wait ten minutes for these entries, and its timer is off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flush_returns_once_every_accepted_order_is_a_row() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.queue.batch_size = 50;
+    settings.queue.batch_wait_ms = 300;
+    settings.queue.claim_idle_ms = 600_000;
+    settings.queue.recovery_interval_ms = 600_000;
+    let app = spawn_app_with(settings).await;
+    app.create_sale("flush", &live_sale(1000, 4, 1, 1)).await;
+    let answers = scenarios::storm(&app, "flush", buyers(300)).await;
+    app.flush().await;
+    let accepted: HashSet<String> = answers.iter().filter_map(|a| a.order_id.clone()).collect();
+    assert_eq!(accepted.len(), 300, "{:?}", scenarios::tally(&answers));
+    let rows: HashSet<String> = app
+        .db_orders("flush")
+        .await
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(rows, accepted);
+    assert_eq!(app.stream_orders("flush", 4).await, Vec::new());
 }
 
 async fn reconcile(app: &TestApp, sale: &str) -> Value {

@@ -54,11 +54,6 @@ impl GatewayProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The process id, while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     async fn spawn(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
             .arg("serve")

@@ -288,11 +288,6 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// Mutable access to one node, e.g. to stop or restart it in a fault test.
-    pub fn node_mut(&mut self, index: usize) -> &mut RedisServer {
-        &mut self.nodes[index]
-    }
-
     /// Assigns the slots with `redis-cli --cluster create`.
     fn create(&self) {
         let addresses = self

@@ -1,8 +1,6 @@
 //! Anti-bot purchase tokens against a real Redis (and a 3-master cluster): challenge, proof
 //! of work, token, and a purchase that spends the token exactly once.
 
-mod support;
-
 use std::collections::HashSet;
 
 use flashgate::domain::{SaleId, UserId};
@@ -11,8 +9,11 @@ use flashgate::tokens::{Audience, TokenSigner, pow};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::{JWT_SECRET, TestApp, live_sale, problem_slug, spawn_app_with, test_settings};
-use support::redis::{RedisCluster, RedisServer};
+
+use crate::support::app::{
+    JWT_SECRET, TestApp, live_sale, problem_slug, spawn_app_with, test_settings,
+};
+use crate::support::redis::{RedisCluster, RedisServer};
 
 /// A gateway that requires purchase tokens (and, as every test gateway, lets one buyer
 /// retry as fast as it likes: the per-buyer rate limit is not what these tests are about).
@@ -167,7 +168,10 @@ async fn forged_foreign_expired_and_missing_tokens_are_refused_and_take_nothing(
     assert_eq!(app.sold("guarded", 4).await, 0, "no refusal took stock");
     assert_eq!(app.sold("other", 4).await, 0);
     let (_, sale) = app
-        .get_json("/admin/v1/sales/guarded", Some(support::app::ADMIN_TOKEN))
+        .get_json(
+            "/admin/v1/sales/guarded",
+            Some(crate::support::app::ADMIN_TOKEN),
+        )
         .await;
     let invalid = sale["rejected_by_reason"]["invalid_token"].as_u64();
     assert_eq!(invalid, Some(flips.len() as u64 + 4), "{sale}");

@@ -1,12 +1,11 @@
 //! The purchase path against a real 3-master Redis Cluster: the shards of one sale live in
 //! different slots (and so on different nodes), and the invariants hold all the same.
 
-mod support;
-
 use flashgate::store::RedisTarget;
-use support::app::spawn_app;
-use support::redis::RedisCluster;
-use support::scenarios;
+
+use crate::support::app::spawn_app;
+use crate::support::redis::RedisCluster;
+use crate::support::scenarios;
 
 /// One cluster for all scenarios (starting one takes seconds); each scenario has its own
 /// gateway and key prefix.
@@ -27,7 +26,7 @@ async fn cluster_keeps_every_invariant() {
 async fn shards_of_one_sale_spread_over_the_cluster_nodes() {
     let cluster = RedisCluster::start();
     let app = spawn_app(&RedisTarget::Cluster(cluster.urls())).await;
-    app.create_sale("spread", &support::app::live_sale(64, 16, 1, 1))
+    app.create_sale("spread", &crate::support::app::live_sale(64, 16, 1, 1))
         .await;
     let sale = flashgate::domain::SaleId::parse("spread").unwrap();
     let mut nodes_with_shards = 0;

@@ -2,16 +2,15 @@
 //! (the borrower died) is neither lost nor counted twice, and while it is in flight nobody
 //! is told "sold out".
 
-mod support;
-
 use std::time::Duration;
 
 use flashgate::domain::SaleId;
 use flashgate::store::RedisTarget;
 use flashgate::store::loans;
-use support::app::{TestApp, live_sale, spawn_app};
-use support::redis::RedisServer;
-use support::scenarios::Answer;
+
+use crate::support::app::{TestApp, live_sale, spawn_app};
+use crate::support::redis::RedisServer;
+use crate::support::scenarios::Answer;
 
 async fn app() -> (RedisServer, TestApp) {
     let redis = RedisServer::start();

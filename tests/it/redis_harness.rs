@@ -1,15 +1,14 @@
 //! Checks the test harness itself: real `redis-server` processes start, answer, stop, come
 //! back, die with their owner, and form a working three-master cluster.
 
-mod support;
-
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
 
 use redis::AsyncTypedCommands;
 use redis::cluster::ClusterClient;
-use support::redis::{RedisCluster, RedisServer};
+
+use crate::support::redis::{RedisCluster, RedisServer};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

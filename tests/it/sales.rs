@@ -2,19 +2,20 @@
 //! stored record cannot be read is reported to operators and skipped, never stopping the
 //! refresh and recovery of the other sales.
 
-mod support;
-
 use std::time::Duration;
 
 use flashgate::domain::SaleId;
 use flashgate::store::loans;
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, live_sale, problem_slug, spawn_app_with, test_settings};
-use support::redis::RedisServer;
+
+use crate::support::app::{
+    ADMIN_TOKEN, eventually, live_sale, problem_slug, spawn_app_with, test_settings,
+};
+use crate::support::redis::RedisServer;
 
 #[tokio::test]
 async fn put_with_any_field_out_of_range_answers_422_naming_the_limit() {
-    let (_redis, app) = support::app::spawn_single().await;
+    let (_redis, app) = crate::support::app::spawn_single().await;
     let long_name = "x".repeat(201);
     let cases: [(&str, Value, &str); 10] = [
         ("stock", json!(18_446_744_073_709_551_615u64), "1000000000"),
@@ -51,7 +52,7 @@ async fn put_with_any_field_out_of_range_answers_422_naming_the_limit() {
 }
 
 /// Writes a sale record straight into Redis, as a damaged or foreign writer could.
-async fn write_raw_sale(app: &support::app::TestApp, id: &str, def: &str) {
+async fn write_raw_sale(app: &crate::support::app::TestApp, id: &str, def: &str) {
     let sale = SaleId::parse(id).unwrap();
     let mut conn = app.redis.clone();
     redis::cmd("HSET")
@@ -82,8 +83,7 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
     write_raw_sale(&first, "b-huge", &huge).await;
     second.create_sale("good", &live_sale(2, 2, 1, 1)).await;
     // Its workers stop with it, so only the first instance can finish the loan below.
-    drop(second);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.stop().await;
     // A loan of "good" abandoned by a dead borrower, for recovery to finish.
     let sale = SaleId::parse("good").unwrap();
     let mut conn = first.redis.clone();
@@ -116,14 +116,13 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let mut paused = false;
-    for _ in 0..200 {
-        paused = first.state.sales.cached(&sale).is_some_and(|rt| rt.paused);
-        if paused {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The refresh runs on its timer (every 200 ms in tests).
+    let paused = eventually(Duration::from_secs(10), || async {
+        let cached = first.state.sales.cached(&sale);
+        cached.is_some_and(|rt| rt.paused).then_some(())
+    })
+    .await
+    .is_some();
     assert!(paused, "the pause of \"good\" never reached the cache");
     // The operator view names each unreadable sale and why.
     for (id, why) in [("a-garbage", "corrupt"), ("b-huge", "1000000000")] {

@@ -1,8 +1,6 @@
 //! Checks the test harness itself: a real PostgreSQL server starts, serves fresh databases,
 //! goes down hard, comes back with its data, and dies with its owner.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
@@ -10,7 +8,8 @@ use std::thread;
 use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
-use support::postgres::{PostgresServer, cluster_processes};
+
+use crate::support::postgres::{PostgresServer, cluster_processes};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -3,11 +3,9 @@
 //! bulk pool, while purchases keep the multiplexed connection. With every bulk connection
 //! taken, purchases still go through and bulk work waits; a large bulk reply breaks nothing.
 
-mod support;
-
+use crate::support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
 use flashgate::store::RedisTarget;
-use support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
-use support::redis::RedisServer;
 
 const SHARDS: u32 = 4;
 

@@ -3,13 +3,12 @@
 //! never one O(buyers) command per request — and then buyers who hold nothing are answered
 //! from memory.
 
-mod support;
-
 use std::collections::HashMap;
 
 use reqwest::StatusCode;
-use support::app::{TestApp, live_sale, spawn_single};
-use support::scenarios::{self, tally};
+
+use crate::support::app::{TestApp, live_sale, spawn_single};
+use crate::support::scenarios::{self, tally};
 
 /// `INFO commandstats` as command → calls.
 async fn command_calls(app: &TestApp) -> HashMap<String, u64> {

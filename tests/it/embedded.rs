@@ -3,8 +3,6 @@
 //! never more than one, it dies with the gateway that started it (SIGKILL included), and
 //! its data survives into the next server.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -12,8 +10,9 @@ use std::time::{Duration, Instant};
 use flashgate::auth::JwtKeys;
 use flashgate::domain::UserId;
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
-use support::redis::free_port;
+
+use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
+use crate::support::redis::free_port;
 
 /// The `flashgate` binary with no Redis configured, its embedded server's data in
 /// `<root>/redis` and its orders in `<root>/orders.db`.

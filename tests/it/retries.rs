@@ -4,15 +4,14 @@
 //! purchase tokens required, as a production gateway does, against a real Redis and a real
 //! database.
 
-mod support;
-
 use flashgate::persist::queue::QueuePolicy;
 use flashgate::store::RedisTarget;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::app::{TestApp, live_sale, problem_slug, spawn_app_with, test_settings};
-use support::db::TestDb;
-use support::redis::{RedisCluster, RedisServer};
+
+use crate::support::app::{TestApp, live_sale, problem_slug, spawn_app_with, test_settings};
+use crate::support::db::TestDb;
+use crate::support::redis::{RedisCluster, RedisServer};
 
 async fn token_app(target: RedisTarget) -> TestApp {
     let mut settings = test_settings(&target);

@@ -1,15 +1,14 @@
 //! Edge protection against a real Redis: the in-flight cap on the purchase path.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use flashgate::http::rate_limit::LimitSettings;
 use flashgate::store::RedisTarget;
-use support::app::{live_sale, spawn_app_with, test_settings};
-use support::redis::RedisServer;
-use support::scenarios;
+
+use crate::support::app::{live_sale, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
+use crate::support::scenarios;
 
 fn signal(pid: u32, sig: &str) {
     let sent = Command::new("kill").args([sig, &pid.to_string()]).status();
@@ -83,7 +82,7 @@ fn assert_rate_limited(
 
 /// Sends purchases one after another; returns (status, headers, body) of each.
 async fn sequential(
-    app: &support::app::TestApp,
+    app: &crate::support::app::TestApp,
     sale: &str,
     buyers: &[&str],
 ) -> Vec<(u16, reqwest::header::HeaderMap, serde_json::Value)> {

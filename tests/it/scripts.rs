@@ -4,8 +4,6 @@
 //! answer what the first did (or, for the scripts that report whether they did the work now,
 //! that it was done before) and leave every key as the first run left it.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,7 +19,8 @@ use flashgate::store::tokens::{self as token_store, Issue, IssueCall};
 use flashgate::store::{Keys, Redis, RedisConn, RedisTarget, RedisTimeouts};
 use flashgate::tokens::{Audience, TokenSigner};
 use redis::Value;
-use support::redis::{RedisCluster, RedisServer};
+
+use crate::support::redis::{RedisCluster, RedisServer};
 
 /// A redis-server, a connection and a key prefix of its own; no gateway, so no background
 /// worker touches the keys between the two runs.

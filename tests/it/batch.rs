@@ -2,8 +2,6 @@
 //! is decided exactly as if it were a call of its own, one purchase's failure leaves the
 //! others standing, and batches really form while Redis is busy.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +12,10 @@ use flashgate::stock::batch::PurchaseBatcher;
 use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
 use flashgate::tokens::TokenId;
-use support::app::{TestApp, live_sale, spawn_app_with, spawn_single, test_settings};
-use support::redis::RedisServer;
-use support::scenarios;
+
+use crate::support::app::{TestApp, live_sale, spawn_app_with, spawn_single, test_settings};
+use crate::support::redis::RedisServer;
+use crate::support::scenarios;
 
 /// A purchase of `quantity` by `user` with idempotency key `key` on `shard` of `sale`.
 fn call(keys: &Keys, sale: &str, shard: u32, user: &str, key: &str, quantity: u32) -> PurchaseCall {

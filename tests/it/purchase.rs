@@ -1,18 +1,17 @@
 //! The purchase path against a real single-node redis-server: invariants under storms,
 //! idempotency, input validation, and Redis outages.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use flashgate::store::RedisTarget;
 use serde_json::json;
-use support::app::{
+
+use crate::support::app::{
     ADMIN_TOKEN, TestApp, live_sale, problem_slug, spawn_app_with, spawn_single, test_settings,
 };
-use support::redis::RedisServer;
-use support::scenarios::{self, Answer};
+use crate::support::redis::RedisServer;
+use crate::support::scenarios::{self, Answer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_buyers_on_one_shard_buy_exactly_the_stock() {

@@ -3,8 +3,6 @@
 //! however often the same orders are acknowledged again (the writer and the recovery worker
 //! may both persist one order).
 
-mod support;
-
 use std::sync::Arc;
 
 use flashgate::domain::{IdempotencyKey, SaleId, UserId};
@@ -12,8 +10,9 @@ use flashgate::store::RedisConn;
 use flashgate::store::orders::{self, ShardAcks};
 use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
 use flashgate::store::shards;
-use support::app::{TestApp, live_sale, spawn_app_with, test_settings};
-use support::redis::RedisServer;
+
+use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::redis::RedisServer;
 
 /// Buys `quantity` units on `shard` of sale "a" for a buyer of its own; the stream entry id.
 async fn buy(

@@ -1,0 +1,30 @@
+//! flashgate's integration tests, one binary: every module below starts what it needs
+//! (real redis-server processes, single node and 3-master cluster, real PostgreSQL, SQLite,
+//! the gateway in-process or as the real `flashgate` binary) through [`support`].
+//! One binary compiles `support/` once and links the crate once; background work of an
+//! in-process gateway is awaited through its hooks (`TestApp::flush`,
+//! `TestApp::run_recovery_once`), not polled.
+
+mod support;
+
+mod ack;
+mod batch;
+mod bulk_pool;
+mod cluster;
+mod container;
+mod crash;
+mod dead_letters;
+mod edge;
+mod embedded;
+mod hostile;
+mod loans;
+mod persistence;
+mod postgres_harness;
+mod purchase;
+mod reconcile;
+mod redis_harness;
+mod retries;
+mod sales;
+mod scripts;
+mod sold_out;
+mod tokens;
