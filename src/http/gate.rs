@@ -1,14 +1,18 @@
 //! Gates: checks that may answer a request themselves, before the service behind them sees
-//! it (the per-IP limit, the sold-out shortcut). One tower service for all of them, with no
-//! boxed future and no service clone per request.
+//! it (the per-IP limit, [`IpGate`], and the sold-out shortcut). One tower service for all
+//! of them, with no boxed future and no service clone per request.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::future::{Either, Ready, ready};
 use tower::{Layer, Service};
+
+use super::error::ApiError;
+use super::rate_limit::IpLimit;
 
 /// What every edge service answers: a response, never an error.
 pub type Answered = Result<Response, Infallible>;
@@ -72,5 +76,17 @@ where
             Some(response) => Either::Left(ready(Ok(response))),
             None => Either::Right(self.inner.call(req)),
         }
+    }
+}
+
+/// The per-IP limit as a route gate: a request whose client IP is over its limit is
+/// refused before any other work.
+#[derive(Clone)]
+pub struct IpGate(pub Arc<IpLimit>);
+
+impl Gate for IpGate {
+    fn answer(&self, req: &Request) -> Option<Response> {
+        let limited = self.0.check_request(req).err()?;
+        Some(ApiError::RateLimited(limited).into_response())
     }
 }

@@ -12,15 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::client_ip::client_ip;
-use super::error::ApiError;
-use super::gate::Gate;
 pub use crate::config::LimitSettings;
 use crate::config::LimitsSettings;
 use crate::domain::{SaleId, UserId};
@@ -173,18 +170,6 @@ impl IpLimit {
         let forwarded = req.headers().get_all("x-forwarded-for").iter();
         let ip = client_ip(peer.ip(), forwarded, &self.trusted_proxies);
         self.limits.check_ip(ip)
-    }
-}
-
-/// The per-IP limit as a route gate: a request whose client IP is over its limit is
-/// refused before any other work.
-#[derive(Clone)]
-pub struct IpGate(pub Arc<IpLimit>);
-
-impl Gate for IpGate {
-    fn answer(&self, req: &Request) -> Option<Response> {
-        let limited = self.0.check_request(req).err()?;
-        Some(ApiError::RateLimited(limited).into_response())
     }
 }
 
