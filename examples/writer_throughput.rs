@@ -22,14 +22,13 @@ use std::time::{Duration, Instant};
 
 use flashgate::clock::Clock;
 use flashgate::config::QueueSettings;
-use flashgate::db::OrderStore;
+use flashgate::db::OrderDb;
 use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
 use flashgate::orders::NewOrder;
 use flashgate::persist::Persister;
 use flashgate::persist::queue::{Admission, OrderQueue, QueuePolicy};
 use flashgate::persist::writer::{Writer, WriterSettings};
-use flashgate::stock::StockEngine;
-use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::store::{Keys, Redis, RedisTarget, RedisTimeouts};
 
 const SALE: &str = "wbench";
 const SHARDS: u64 = 64;
@@ -83,7 +82,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(db_url: &str, redis_url: &str, rows: u64, batch: usize) -> Result<(), BoxError> {
-    let store = OrderStore::connect(db_url).await?;
+    let store = OrderDb::connect(db_url).await?;
     let before = count_rows(&store).await?;
     if before != 0 {
         return Err(format!("the database already holds {before} rows of sale {SALE}").into());
@@ -92,10 +91,10 @@ async fn run(db_url: &str, redis_url: &str, rows: u64, batch: usize) -> Result<(
         response: Duration::from_secs(2),
         connect: Duration::from_secs(2),
     };
-    let conn = RedisConn::connect(&RedisTarget::Single(redis_url.to_owned()), timeouts).await?;
-    let engine = StockEngine::new(conn, Keys::new(SALE));
+    let target = RedisTarget::Single(redis_url.to_owned());
+    let redis = Redis::connect(&target, timeouts, 1, Keys::new(SALE)).await?;
     let clock = Clock::default();
-    let persister = Persister::new(store.clone(), engine, clock.clone());
+    let persister = Persister::new(store.clone(), redis, clock.clone());
 
     let orders = synthetic_orders(rows, &clock)?;
     let capacity = usize::try_from(rows)?;
@@ -155,7 +154,7 @@ fn synthetic_orders(rows: u64, clock: &Clock) -> Result<Vec<NewOrder>, BoxError>
 }
 
 /// Rows of sale `wbench`.
-async fn count_rows(store: &OrderStore) -> Result<u64, BoxError> {
+async fn count_rows(store: &OrderDb) -> Result<u64, BoxError> {
     Ok(store
         .totals(&SaleId::parse(SALE)?)
         .await?

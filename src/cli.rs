@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
-use crate::db::{DbError, OrderStore};
+use crate::db::{DbError, OrderDb};
 use crate::domain::{SaleId, UserId};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
@@ -15,7 +15,7 @@ use crate::sales::SaleRegistry;
 use crate::startup::{Application, StartupError};
 use crate::stock::StockEngine;
 use crate::store::embedded::EmbeddedRedis;
-use crate::store::{Keys, RedisConn, RedisTarget};
+use crate::store::{Keys, Redis, RedisTarget};
 
 /// flashgate: a flash-sale gateway.
 #[derive(Debug, Parser)]
@@ -122,14 +122,18 @@ async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliE
         .target()
         .or_else(|| EmbeddedRedis::running_url(dir).map(RedisTarget::Single))
         .ok_or_else(|| CliError::NoRedis(dir.clone()))?;
-    let conn = RedisConn::connect(&target, settings.redis.timeouts())
-        .await
-        .map_err(CliError::Redis)?;
-    let engine = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix));
-    let store =
-        OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
-    let persister = Persister::new(store, engine.clone(), Clock::default());
-    let registry = SaleRegistry::new(engine);
+    let redis = Redis::connect(
+        &target,
+        settings.redis.timeouts(),
+        settings.redis.bulk_pool_size,
+        Keys::new(&settings.redis.key_prefix),
+    )
+    .await
+    .map_err(CliError::Redis)?;
+    let engine = StockEngine::new(redis.clone());
+    let store = OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
+    let persister = Persister::new(store, redis.clone(), Clock::default());
+    let registry = SaleRegistry::new(redis, engine);
     let ids = match only {
         Some(id) => vec![id],
         None => registry.ids().await.map_err(ReconcileError::from)?,

@@ -12,7 +12,6 @@ use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
 use crate::domain::{SaleDefinition, SaleId, SaleSpec};
-use crate::http::rate_limit::LimitSettings;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -124,6 +123,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub response_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// Most connections of the pool for bulk and background work (scans, stream pages,
+    /// operators' changes), beside the purchase path's multiplexed connection.
+    pub bulk_pool_size: usize,
     pub embedded_binary: String,
     pub embedded_dir: PathBuf,
 }
@@ -136,6 +138,7 @@ impl Default for RedisSettings {
             key_prefix: "fg".into(),
             response_timeout_ms: 500,
             connect_timeout_ms: 500,
+            bulk_pool_size: 4,
             embedded_binary: "redis-server".into(),
             embedded_dir: PathBuf::from("data/redis"),
         }
@@ -287,6 +290,16 @@ pub struct LimitsSettings {
     pub issue: LimitSettings,
     /// How often idle keys are forgotten.
     pub cleanup_interval_ms: u64,
+}
+
+/// One limit as configured: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Requests per second allowed on average (0 = no limit).
+    pub rate_per_sec: u32,
+    /// Requests allowed at once after a quiet period (at least 1 when the limit is on).
+    pub burst: u32,
 }
 
 impl Default for LimitsSettings {
@@ -473,6 +486,9 @@ impl Settings {
                 "redis.response_timeout_ms must be positive and below http.request_timeout_ms"
                     .to_owned(),
             );
+        }
+        if self.redis.bulk_pool_size == 0 {
+            problems.push("redis.bulk_pool_size must be at least 1".to_owned());
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             problems.push("redis.key_prefix must be non-empty without braces".to_owned());

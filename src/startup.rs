@@ -15,7 +15,7 @@ use tower::Layer;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::{DbError, OrderStore};
+use crate::db::{DbError, OrderDb};
 use crate::domain::SaleSpec;
 use crate::http::in_flight::InFlight;
 use crate::http::rate_limit::{IpLimit, RateLimits};
@@ -31,7 +31,7 @@ use crate::purchase::Purchases;
 use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
-use crate::store::{Keys, RedisConn, RedisTarget, StoreError};
+use crate::store::{Keys, Redis, RedisTarget, StoreError};
 use crate::tokens::TokenSigner;
 use crate::workers::{Recovery, Workers};
 
@@ -87,13 +87,18 @@ impl Application {
                 (RedisTarget::Single(server.url()), Some(server))
             }
         };
-        let conn = RedisConn::connect(&target, settings.redis.timeouts())
-            .await
-            .map_err(StartupError::Redis)?;
-        let stock = StockEngine::new(conn, Keys::new(&settings.redis.key_prefix))
+        let redis = Redis::connect(
+            &target,
+            settings.redis.timeouts(),
+            settings.redis.bulk_pool_size,
+            Keys::new(&settings.redis.key_prefix),
+        )
+        .await
+        .map_err(StartupError::Redis)?;
+        let stock = StockEngine::new(redis.clone())
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
-            OrderStore::connect_with(&settings.database.url, settings.database.timeouts()).await?;
+            OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
         let clock = Clock::default();
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
         let rate_limits = Arc::new(RateLimits::new(&settings.limits));
@@ -102,13 +107,9 @@ impl Application {
         } else {
             TokenSigner::new(settings.tokens.secret.as_bytes())
         };
-        let shared_sale_limit = SharedSaleLimit::new(
-            settings.limits.sale_shared,
-            stock.conn(),
-            stock.keys().clone(),
-        );
-        let sales = SaleRegistry::new(stock.clone());
-        let persister = Persister::new(store, stock.clone(), clock.clone());
+        let shared_sale_limit = SharedSaleLimit::new(settings.limits.sale_shared, redis.clone());
+        let sales = SaleRegistry::new(redis.clone(), stock.clone());
+        let persister = Persister::new(store, redis.clone(), clock.clone());
         let purchases = Purchases {
             sales: sales.clone(),
             stock: stock.clone(),
@@ -125,6 +126,7 @@ impl Application {
             tokens,
             persister,
             stock,
+            redis,
             purchases,
             jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
             clock,

@@ -13,10 +13,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 pub use error::DbError;
-pub use sqlite::SqliteStore;
+pub use sqlite::SqliteDb;
 
+use crate::domain::NewOrder;
 use crate::domain::OrderId;
-use crate::orders::NewOrder;
 
 /// How long database calls may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,21 +64,21 @@ pub struct ShardTotals {
     pub units: u64,
 }
 
-/// The order store: one of the supported databases, and the time limits of every call.
+/// The order database: one of the supported backends, and the time limits of every call.
 #[derive(Debug, Clone)]
-pub struct OrderStore {
+pub struct OrderDb {
     backend: Backend,
     timeouts: DbTimeouts,
 }
 
-/// The database behind the store.
+/// The database behind [`OrderDb`].
 #[derive(Debug, Clone)]
 enum Backend {
     Postgres(PgPool),
-    Sqlite(SqliteStore),
+    Sqlite(SqliteDb),
 }
 
-impl OrderStore {
+impl OrderDb {
     /// Connects to `url` with the default time limits and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         Self::connect_with(url, DbTimeouts::default()).await
@@ -180,7 +180,7 @@ mod tests {
     async fn sqlite_per_sale_queries_see_exactly_that_sale() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = OrderStore::connect(&url).await.unwrap();
+        let store = OrderDb::connect(&url).await.unwrap();
         let mut orders = vec![
             order("a", 0, 1, 2),
             order("a", 1, 2, 1),

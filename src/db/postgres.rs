@@ -4,7 +4,7 @@
 //! Every connection is bounded: acquiring one (connecting included) by the acquire timeout,
 //! each statement by the server's `statement_timeout`. sqlx offers no client-side TCP
 //! keepalive, so a server that stops answering without closing the connection is caught by
-//! the store's per-call deadline ([`super::DbTimeouts::call`]); the server's own keepalive
+//! the database's per-call deadline ([`super::DbTimeouts::call`]); the server's own keepalive
 //! settings let it drop the gateway's side of such a connection.
 
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{DbError, DbTimeouts};
-use crate::orders::NewOrder;
+use crate::domain::NewOrder;
 
 pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<PgPool, DbError> {
     let statement_ms = timeouts.statement.as_millis().max(1).to_string();

@@ -1,11 +1,11 @@
 //! What the gateway reads back from the order database: one order, a sale's rows, which
 //! orders are rows, per-shard totals, a sale's order ids page by page, and a health probe.
-//! Every call is bounded by the store's call deadline.
+//! Every call is bounded by the database's call deadline.
 
-use super::{Backend, DbError, OrderRow, OrderStore, ShardTotals, sqlite};
+use super::{Backend, DbError, OrderDb, OrderRow, ShardTotals, sqlite};
 use crate::domain::{OrderId, SaleId};
 
-impl OrderStore {
+impl OrderDb {
     /// The order with `id`, if it is a row.
     pub async fn find(&self, id: &OrderId) -> Result<Option<OrderRow>, DbError> {
         let row: Option<(String, i64, i64, i64)> = self

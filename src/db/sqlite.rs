@@ -9,23 +9,23 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{DbError, DbTimeouts};
-use crate::orders::NewOrder;
+use crate::domain::NewOrder;
 
-/// The SQLite order store: one connection that writes, a small pool that reads.
+/// The SQLite order database: one connection that writes, a small pool that reads.
 ///
 /// One writer because SQLite runs one write transaction at a time anyway, and because a
 /// connection's page cache survives only while no *other* connection commits: with every
 /// batch on the same connection, the B-tree pages each commit touches stay cached instead
 /// of being read back from the file after each commit.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+pub struct SqliteDb {
     /// The only connection that inserts orders.
     pub(super) writes: SqlitePool,
     /// Lookups, listings, reconciliation and health checks.
     pub(super) reads: SqlitePool,
 }
 
-pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<SqliteStore, DbError> {
+pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<SqliteDb, DbError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -47,7 +47,7 @@ pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<SqliteSto
             .acquire_timeout(timeouts.acquire)
             .connect_with(options.clone())
     };
-    Ok(SqliteStore {
+    Ok(SqliteDb {
         writes: pool(1).await?,
         reads: pool(4).await?,
     })

@@ -1,7 +1,15 @@
-//! The domain vocabulary: identifiers, quantities and sales, all valid by construction.
+//! The domain vocabulary: identifiers, quantities, sales, orders, verified credentials and
+//! the reasons a purchase is refused, all valid by construction. Every other module may use
+//! it; it uses none.
 
+pub mod credential;
 pub mod ids;
+pub mod order;
+pub mod rejection;
 pub mod sale;
 
+pub use credential::{Challenge, PurchaseToken, TokenId};
 pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
+pub use order::{NewOrder, OrderRecord, OrderStatus};
+pub use rejection::{Rejection, RejectionStats};
 pub use sale::{Sale, SaleDefinition, SaleSpec, SaleSpecError, SaleState, Window};

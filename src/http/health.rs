@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::error::{Problem, ProblemKind};
 use super::state::AppState;
+use crate::store;
 
 /// Health routes.
 pub fn router() -> Router<AppState> {
@@ -58,14 +59,12 @@ fn writer_reason(state: &AppState) -> Option<String> {
 }
 
 async fn redis_reason(state: &AppState) -> Option<String> {
-    let ping = redis::cmd("PING")
-        .query_async::<String>(&mut state.stock.conn())
-        .await;
+    let ping = store::ping(&state.redis).await;
     ping.is_err().then(|| "redis is not reachable".to_owned())
 }
 
 async fn database_reason(state: &AppState) -> Option<String> {
-    let ping = state.persister.store().ping().await;
+    let ping = state.persister.db().ping().await;
     ping.is_err()
         .then(|| "the order database is not reachable".to_owned())
 }

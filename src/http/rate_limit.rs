@@ -16,21 +16,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use serde::Deserialize;
 
 use super::client_ip::client_ip;
+pub use crate::config::LimitSettings;
 use crate::config::LimitsSettings;
 use crate::domain::{SaleId, UserId};
-
-/// One limit as configured: a sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Requests per second allowed on average (0 = no limit).
-    pub rate_per_sec: u32,
-    /// Requests allowed at once after a quiet period (at least 1 when the limit is on).
-    pub burst: u32,
-}
 
 /// What a limit allows, for the `RateLimit-Policy` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

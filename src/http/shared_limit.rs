@@ -2,30 +2,27 @@
 //! (`gcra.lua`, on Redis's clock), so N instances together admit what one limit allows.
 //! Off unless `[limits.sale_shared]` has a rate; when on it costs one Redis call per
 //! purchase that reaches it (after every local check has passed). Each call carries a
-//! request id, so a re-sent call takes no second slot (`lua/gcra.lua`).
+//! request id, so a re-sent call takes no second slot ([`crate::store::limits`]).
 
-use std::time::Duration;
-
-use redis::Value;
 use uuid::Uuid;
 
 use super::rate_limit::{LimitSettings, Limited, Policy};
 use crate::domain::SaleId;
-use crate::store::{Keys, RedisConn, StoreError, scripts};
+use crate::store::limits::{self, GcraReply};
+use crate::store::{Redis, StoreError};
 
 /// A GCRA limit per sale, kept in Redis.
 #[derive(Clone)]
 pub struct SharedSaleLimit {
-    conn: RedisConn,
-    keys: Keys,
+    redis: Redis,
     policy: Policy,
     /// Microseconds between requests at the sustained rate.
     interval_us: u64,
 }
 
 impl SharedSaleLimit {
-    /// The limit `settings` over `conn`, or `None` when its rate is 0 (off).
-    pub fn new(settings: LimitSettings, conn: RedisConn, keys: Keys) -> Option<Self> {
+    /// The limit `settings` kept in `redis`, or `None` when its rate is 0 (off).
+    pub fn new(settings: LimitSettings, redis: Redis) -> Option<Self> {
         let rate = settings.rate_per_sec;
         if rate == 0 {
             return None;
@@ -36,8 +33,7 @@ impl SharedSaleLimit {
             settings.burst
         };
         Some(Self {
-            conn,
-            keys,
+            redis,
             policy: Policy {
                 scope: "sale",
                 rate_per_sec: rate,
@@ -62,31 +58,15 @@ impl SharedSaleLimit {
         sale: &SaleId,
         request: &str,
     ) -> Result<Result<(), Limited>, StoreError> {
-        let mut conn = self.conn.clone();
-        let keep_ms = conn.replay_window_ms();
-        let reply: Vec<Value> = scripts::GCRA
-            .key(self.keys.sale_quota(sale))
-            .key(self.keys.sale_quota_admitted(sale))
-            .arg(self.interval_us.max(1))
-            .arg(self.policy.burst)
-            .arg(request)
-            .arg(keep_ms)
-            .invoke_async(&mut conn)
-            .await?;
-        let num = |i: usize| -> Option<u64> {
-            let n: i64 = redis::from_redis_value_ref(reply.get(i)?).ok()?;
-            u64::try_from(n).ok()
-        };
-        let (Some(allowed), Some(wait_us)) = (num(0), num(1)) else {
-            return Err(StoreError::unexpected("gcra.lua", &reply));
-        };
-        Ok(if allowed == 1 {
-            Ok(())
-        } else {
-            Err(Limited {
+        let limit = (self.interval_us, self.policy.burst);
+        let keys = self.redis.keys();
+        let reply = limits::gcra(&mut self.redis.conn(), keys, sale, limit, request).await?;
+        Ok(match reply {
+            GcraReply::Allowed => Ok(()),
+            GcraReply::Limited { retry_after } => Err(Limited {
                 policy: self.policy,
-                retry_after: Duration::from_micros(wait_us),
-            })
+                retry_after,
+            }),
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::persist::Persister;
 use crate::purchase::Purchases;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
+use crate::store::Redis;
 use crate::tokens::TokenSigner;
 
 /// Pools, caches and keys, shared by all handlers.
@@ -22,8 +23,11 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// Sale definitions and per-sale hints.
     pub sales: SaleRegistry,
-    /// The stock engine (Redis).
+    /// The stock engine: the purchase path's Redis calls.
     pub stock: StockEngine,
+    /// Redis, for the calls outside the purchase path (token issuance, order status,
+    /// probes).
+    pub redis: Redis,
     /// Writes orders to the database (used directly by `caller-runs`).
     pub persister: Persister,
     /// Buyer token verification.

@@ -17,7 +17,7 @@ use super::state::AppState;
 use crate::clock::{from_unix_ms, unix_ms};
 use crate::domain::{SaleId, Window};
 use crate::sales::SaleRuntime;
-use crate::tokens::store::{self, Issue, IssueCall};
+use crate::store::tokens::{self as store, Issue, IssueCall};
 use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
 
 /// A challenge as the buyer receives it.
@@ -126,7 +126,7 @@ pub async fn issue_token(
         cap: issue_cap(settings.issue_cap_per_unit, rt.remaining()),
         margin_ms: CLOCK_SKEW_MARGIN_MS,
     };
-    match store::issue(&mut state.stock.conn(), state.stock.keys(), &call).await? {
+    match store::issue(&mut state.redis.conn(), state.redis.keys(), &call).await? {
         Issue::Issued => Ok((
             StatusCode::CREATED,
             Json(TokenView {

@@ -12,8 +12,7 @@
 use std::collections::HashMap;
 
 use super::{PersistError, Persister, dead_letters};
-use crate::domain::OrderId;
-use crate::orders::NewOrder;
+use crate::domain::{NewOrder, OrderId};
 
 /// What one [`BatchWrite::step`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,12 +21,10 @@ use std::collections::BTreeMap;
 use futures_util::future::try_join_all;
 
 use crate::clock::Clock;
-use crate::db::{DbError, OrderStore};
-use crate::domain::SaleId;
-use crate::orders::NewOrder;
-use crate::stock::StockEngine;
-use crate::stock::ops::{self, ShardAcks};
-use crate::store::StoreError;
+use crate::db::{DbError, OrderDb};
+use crate::domain::{NewOrder, SaleId};
+use crate::store::orders::{self, ShardAcks};
+use crate::store::{Redis, StoreError};
 use health::WriterHealth;
 
 /// Why a batch of orders was not persisted (it stays pending in Redis either way).
@@ -45,18 +43,18 @@ pub enum PersistError {
 /// Writes orders to the database and then forgets them in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Persister {
-    store: OrderStore,
-    engine: StockEngine,
+    db: OrderDb,
+    redis: Redis,
     clock: Clock,
     health: WriterHealth,
 }
 
 impl Persister {
-    /// A persister writing to `store` and acknowledging through `engine`.
-    pub fn new(store: OrderStore, engine: StockEngine, clock: Clock) -> Self {
+    /// A persister writing to `db` and acknowledging through `redis`.
+    pub fn new(db: OrderDb, redis: Redis, clock: Clock) -> Self {
         Self {
-            store,
-            engine,
+            db,
+            redis,
             clock,
             health: WriterHealth::default(),
         }
@@ -68,13 +66,13 @@ impl Persister {
     }
 
     /// The order database.
-    pub fn store(&self) -> &OrderStore {
-        &self.store
+    pub fn db(&self) -> &OrderDb {
+        &self.db
     }
 
-    /// The stock engine (Redis).
-    pub fn engine(&self) -> &StockEngine {
-        &self.engine
+    /// Redis, where the orders wait until they are rows.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// Inserts `orders` (skipping rows that exist), then acknowledges them: one `ack.lua`
@@ -84,7 +82,7 @@ impl Persister {
         if orders.is_empty() {
             return Ok(0);
         }
-        let inserted = self.store.insert(orders, self.clock.now_ms()).await?;
+        let inserted = self.db.insert(orders, self.clock.now_ms()).await?;
         let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(String, u32)>> = BTreeMap::new();
         for order in orders {
             let shard = (order.order_id.sale(), order.order_id.shard());
@@ -96,17 +94,17 @@ impl Persister {
         let shards = by_shard
             .into_iter()
             .map(|((sale, shard), orders)| ShardAcks {
-                keys: self.engine.keys().shard(sale, shard),
+                keys: self.redis.keys().shard(sale, shard),
                 orders,
             });
-        let calls = if self.engine.conn().is_cluster() {
+        let calls = if self.redis.is_cluster() {
             shards.map(|shard| vec![shard]).collect()
         } else {
             ack_calls(shards)
         };
         try_join_all(calls.iter().map(|call| {
-            let mut conn = self.engine.conn();
-            async move { ops::ack(&mut conn, call).await }
+            let mut conn = self.redis.conn();
+            async move { orders::ack(&mut conn, call).await }
         }))
         .await?;
         Ok(inserted)

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use tokio::sync::mpsc::{self, OwnedPermit, Receiver, Sender};
 
-use crate::orders::NewOrder;
+use crate::domain::NewOrder;
 
 /// What to do with a purchase when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -15,14 +15,12 @@
 
 use std::time::Duration;
 
-use redis::streams::StreamRangeReply;
-
 use super::isolate::{BatchWrite, Step};
 use super::{PersistError, Persister, dead_letters};
-use crate::domain::{EntryId, OrderId};
-use crate::orders::{NewOrder, record_from_entry};
-use crate::sales::SaleRuntime;
-use crate::store::{ShardKeys, StoreError};
+use crate::domain::{EntryId, NewOrder, OrderId};
+use crate::stock::SaleRuntime;
+use crate::store::recovery::{self, StaleEntry};
+use crate::store::{BulkConn, StoreError};
 
 /// How recovery reads and writes.
 #[derive(Debug, Clone, Copy)]
@@ -39,76 +37,58 @@ pub struct RecoverySettings {
 const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
 /// Persists every order of `rt`'s streams older than `claim_idle` (by the Redis clock).
-/// Returns how many it handled.
+/// Returns how many it handled. Reads on a connection of the bulk pool.
 pub async fn recover_sale(
     persister: &Persister,
     rt: &SaleRuntime,
     settings: RecoverySettings,
 ) -> Result<usize, PersistError> {
+    let redis = persister.redis();
+    let mut conn = redis.bulk().await?;
     let mut handled = 0;
-    let now_ms = redis_now_ms(persister).await?;
+    let now_ms = recovery::now_ms(&mut conn).await?;
     let cutoff = now_ms.saturating_sub(settings.claim_idle.as_millis() as u64);
     for shard in 0..rt.shards() {
-        let keys = persister.engine().keys().shard(&rt.sale.id, shard);
-        if !lock(persister, &keys, settings.claim_idle).await? {
+        let locked = recovery::lock_shard(
+            &mut conn,
+            redis.keys(),
+            &rt.sale.id,
+            shard,
+            settings.claim_idle,
+        );
+        if !locked.await? {
             continue;
         }
-        handled += recover_shard(persister, rt, shard, &keys, cutoff, settings).await?;
+        handled += recover_shard(persister, &mut conn, rt, shard, cutoff, settings).await?;
     }
     Ok(handled)
 }
 
-/// The Redis server's clock, which stamped the entry ids.
-async fn redis_now_ms(persister: &Persister) -> Result<u64, StoreError> {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME")
-        .query_async(&mut persister.engine().conn())
-        .await?;
-    Ok(secs * 1000 + micros / 1000)
-}
-
-/// Takes the shard's recovery lock for a while; false if another instance holds it.
-async fn lock(persister: &Persister, keys: &ShardKeys, hold: Duration) -> Result<bool, StoreError> {
-    let taken: Option<String> = redis::cmd("SET")
-        .arg(&keys.recovering)
-        .arg(1)
-        .arg("NX")
-        .arg("PX")
-        .arg(hold.as_millis().max(1) as u64)
-        .query_async(&mut persister.engine().conn())
-        .await?;
-    Ok(taken.is_some())
-}
-
 async fn recover_shard(
     persister: &Persister,
+    conn: &mut BulkConn,
     rt: &SaleRuntime,
     shard: u32,
-    keys: &ShardKeys,
     cutoff_ms: u64,
     settings: RecoverySettings,
 ) -> Result<usize, PersistError> {
-    let mut conn = persister.engine().conn();
+    let keys = persister.redis().keys();
     let mut handled = 0;
     loop {
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&keys.orders)
-            .arg("-")
-            .arg(cutoff_ms)
-            .arg("COUNT")
-            .arg(settings.batch)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
-        let mut orders = Vec::with_capacity(reply.ids.len());
-        for entry in &reply.ids {
-            match record_from_entry(&rt.sale.id, shard, entry) {
-                Some(order) => orders.push(NewOrder::from(order)),
-                None => bury_unreadable(persister, rt, shard, &entry.id).await?,
+        let entries =
+            recovery::stale_entries(conn, keys, &rt.sale.id, shard, cutoff_ms, settings.batch)
+                .await?;
+        let read = entries.len();
+        let mut orders = Vec::with_capacity(read);
+        for entry in entries {
+            match entry {
+                StaleEntry::Order(order) => orders.push(order),
+                StaleEntry::Unreadable(id) => bury_unreadable(persister, rt, shard, &id).await?,
             }
         }
         handled += orders.len();
         write_all(persister, orders, settings.poison_attempts).await?;
-        if reply.ids.len() < settings.batch {
+        if read < settings.batch {
             return Ok(handled);
         }
     }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::Persister;
 use super::isolate::{BatchWrite, Step};
-use crate::orders::NewOrder;
+use crate::domain::NewOrder;
 
 /// How the writer batches and retries.
 #[derive(Debug, Clone, Copy)]

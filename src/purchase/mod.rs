@@ -263,7 +263,7 @@ impl Purchases {
         quantity: Quantity,
     ) -> Result<Accepted, StoreError> {
         Ok(Accepted {
-            status: orders::status_of(&self.stock, &order_id).await?,
+            status: orders::status_of(self.persister.redis(), &order_id).await?,
             sale_id: order_id.sale().clone(),
             order_id,
             quantity,

@@ -2,10 +2,8 @@
 
 pub mod registry;
 pub mod report;
-pub mod runtime;
-pub mod stats;
 
+pub use crate::domain::{Rejection, RejectionStats};
+pub use crate::stock::SaleRuntime;
 pub use registry::{PutOutcome, PutSaleError, SaleRegistry, SkippedSale};
 pub use report::{SaleReport, SaleStatus, ShardStatus, UnreadableSale};
-pub use runtime::SaleRuntime;
-pub use stats::{Rejection, RejectionStats};

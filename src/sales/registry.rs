@@ -6,13 +6,12 @@ use std::sync::{Arc, RwLock};
 
 use time::OffsetDateTime;
 
-use super::runtime::SaleRuntime;
-use super::stats::RejectionStats;
-use crate::domain::{Sale, SaleDefinition, SaleId, SaleSpec, Window};
-use crate::stock::StockEngine;
-use crate::stock::ops::{self, ShardCounters};
+use crate::domain::{RejectionStats, Sale, SaleId, SaleSpec, Window};
 use crate::stock::shard::split_stock;
-use crate::store::StoreError;
+use crate::stock::{SaleRuntime, StockEngine};
+use crate::store::sales::{self, StoredSale};
+use crate::store::shards::{self, ShardCounters};
+use crate::store::{BulkConn, Redis, StoreError};
 
 /// Whether a PUT created a sale or replaced one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,29 +43,26 @@ pub struct SkippedSale {
 /// Cache of sales, backed by Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct SaleRegistry {
+    redis: Redis,
     engine: StockEngine,
     cache: Arc<RwLock<HashMap<SaleId, Arc<SaleRuntime>>>>,
     stats: Arc<RwLock<HashMap<SaleId, Arc<RejectionStats>>>>,
 }
 
-/// A sale's record in Redis.
-struct StoredSale {
-    spec: SaleSpec,
-    paused: bool,
-    epoch: u64,
-}
-
 impl SaleRegistry {
-    /// An empty cache over `engine`'s Redis.
-    pub fn new(engine: StockEngine) -> Self {
+    /// An empty cache of the sales in `redis`, refreshing remaining units through `engine`.
+    /// Operators' changes and the background refresh use the bulk pool; a cache miss on
+    /// the purchase path reads on the multiplexed connection.
+    pub fn new(redis: Redis, engine: StockEngine) -> Self {
         Self {
+            redis,
             engine,
             cache: Arc::default(),
             stats: Arc::default(),
         }
     }
 
-    /// The stock engine this registry shares its connection with.
+    /// The stock engine that takes snapshots of the sales' shards.
     pub fn engine(&self) -> &StockEngine {
         &self.engine
     }
@@ -116,32 +112,14 @@ impl SaleRegistry {
             stored.paused,
             stored.epoch,
             self.stats_for(id),
-            self.engine.keys(),
+            self.redis.keys(),
         ));
         cache.insert(id.clone(), rt.clone());
         rt
     }
 
     async fn load(&self, id: &SaleId) -> Result<Option<StoredSale>, StoreError> {
-        let (def, paused, epoch): (Option<String>, Option<String>, Option<u64>) =
-            redis::cmd("HMGET")
-                .arg(self.engine.keys().sale_meta(id))
-                .arg(&["def", "paused", "epoch"])
-                .query_async(&mut self.engine.conn())
-                .await?;
-        let Some(def) = def else { return Ok(None) };
-        let def: SaleDefinition =
-            serde_json::from_str(&def).map_err(|source| StoreError::Corrupt {
-                what: "sale definition",
-                source: source.into(),
-            })?;
-        let spec = SaleSpec::try_from(def)
-            .map_err(|e| StoreError::unexpected("stored sale definition", &e.to_string()))?;
-        Ok(Some(StoredSale {
-            spec,
-            paused: paused.as_deref() == Some("1"),
-            epoch: epoch.unwrap_or(0),
-        }))
+        sales::load(&mut self.redis.conn(), self.redis.keys(), id).await
     }
 
     /// Creates or replaces a sale. Refused while the sale is in its window, or once it has
@@ -154,6 +132,8 @@ impl SaleRegistry {
     ) -> Result<PutOutcome, PutSaleError> {
         let existing = self.load(id).await?;
         let replacing = existing.is_some();
+        let mut conn = self.redis.bulk().await?;
+        let keys = self.redis.keys();
         if let Some(old) = existing {
             if old.spec == spec {
                 self.install(id, old);
@@ -162,14 +142,15 @@ impl SaleRegistry {
             if old.spec.window(now) == Window::Open {
                 return Err(PutSaleError::Live(id.clone()));
             }
-            let counters = self.counters(id, old.spec.shards()).await?;
+            let counters = self.counters(&mut conn, id, old.spec.shards()).await?;
             if counters.iter().any(|c| c.sold > 0 || c.lent > 0) {
                 return Err(PutSaleError::HasOrders(id.clone()));
             }
-            self.delete_shards(id, old.spec.shards()).await?;
+            sales::delete_shards(&mut conn, keys, id, old.spec.shards()).await?;
         }
-        self.init_shards(id, &spec).await?;
-        let epoch = self.write_meta(id, &spec).await?;
+        let units = split_stock(spec.stock(), spec.shards());
+        sales::init_shards(&mut conn, keys, id, &units).await?;
+        let epoch = sales::write_meta(&mut conn, keys, id, &spec).await?;
         self.install(
             id,
             StoredSale {
@@ -185,92 +166,22 @@ impl SaleRegistry {
         })
     }
 
-    async fn delete_shards(&self, id: &SaleId, shards: u32) -> Result<(), StoreError> {
-        let mut conn = self.engine.conn();
-        for shard in 0..shards {
-            let keys = self.engine.keys().shard(id, shard);
-            for key in keys.all() {
-                redis::cmd("DEL")
-                    .arg(key)
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn init_shards(&self, id: &SaleId, spec: &SaleSpec) -> Result<(), StoreError> {
-        let mut conn = self.engine.conn();
-        for (shard, units) in (0..).zip(split_stock(spec.stock(), spec.shards())) {
-            let key = self.engine.keys().shard(id, shard).shard;
-            redis::cmd("HSET")
-                .arg(&key)
-                .arg(&[
-                    ("stock", units),
-                    ("lent", 0),
-                    ("allotted", units),
-                    ("received", 0),
-                    ("given", 0),
-                    ("acked", 0),
-                ])
-                .query_async::<()>(&mut conn)
-                .await?;
-            redis::cmd("HINCRBY")
-                .arg(&key)
-                .arg("ver")
-                .arg(1)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Writes the definition, clears the kill switch, bumps the epoch and indexes the sale.
-    async fn write_meta(&self, id: &SaleId, spec: &SaleSpec) -> Result<u64, StoreError> {
-        let mut conn = self.engine.conn();
-        let meta = self.engine.keys().sale_meta(id);
-        let def =
-            serde_json::to_string(spec.definition()).map_err(|source| StoreError::Corrupt {
-                what: "sale definition",
-                source: source.into(),
-            })?;
-        redis::cmd("HSET")
-            .arg(&meta)
-            .arg(&[("def", def.as_str()), ("paused", "0")])
-            .query_async::<()>(&mut conn)
-            .await?;
-        let epoch: u64 = redis::cmd("HINCRBY")
-            .arg(&meta)
-            .arg("epoch")
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
-        redis::cmd("SADD")
-            .arg(self.engine.keys().sale_index())
-            .arg(id.as_str())
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(epoch)
-    }
-
-    async fn counters(&self, id: &SaleId, shards: u32) -> Result<Vec<ShardCounters>, StoreError> {
-        let mut conn = self.engine.conn();
-        let mut all = Vec::with_capacity(shards as usize);
-        for shard in 0..shards {
-            all.push(ops::read_counters(&mut conn, &self.engine.keys().shard(id, shard)).await?);
+    async fn counters(
+        &self,
+        conn: &mut BulkConn,
+        id: &SaleId,
+        count: u32,
+    ) -> Result<Vec<ShardCounters>, StoreError> {
+        let mut all = Vec::with_capacity(count as usize);
+        for shard in 0..count {
+            all.push(shards::read_counters(conn, &self.redis.keys().shard(id, shard)).await?);
         }
         Ok(all)
     }
 
     /// Every sale id stored in Redis.
     pub async fn ids(&self) -> Result<Vec<SaleId>, StoreError> {
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.engine.keys().sale_index())
-            .query_async(&mut self.engine.conn())
-            .await?;
-        let mut ids: Vec<SaleId> = ids.iter().filter_map(|s| SaleId::parse(s).ok()).collect();
-        ids.sort();
-        Ok(ids)
+        sales::ids(&mut self.redis.bulk().await?, self.redis.keys()).await
     }
 
     /// Re-reads every sale whose epoch changed and refreshes every sale's remaining units.
@@ -288,11 +199,7 @@ impl SaleRegistry {
     }
 
     async fn refresh_one(&self, id: &SaleId) -> Result<(), StoreError> {
-        let epoch: Option<u64> = redis::cmd("HGET")
-            .arg(self.engine.keys().sale_meta(id))
-            .arg("epoch")
-            .query_async(&mut self.engine.conn())
-            .await?;
+        let epoch = sales::epoch(&mut self.redis.bulk().await?, self.redis.keys(), id).await?;
         let current = self.cached(id).map(|rt| rt.epoch);
         if epoch.is_some()
             && epoch != current

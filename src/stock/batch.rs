@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ops::{self, PurchaseCall, PurchaseReply};
+use crate::store::purchase::{self, PurchaseCall, PurchaseReply};
 use crate::store::{RedisConn, StoreError};
 
 /// Calls outstanding at once before a purchase waits for one to return (full batches go
@@ -114,7 +114,7 @@ fn may_send(in_flight: usize, pending: usize, max_batch: usize) -> bool {
 /// Sends one call for `batch` and answers each of its purchases.
 async fn send(mut conn: RedisConn, batch: Vec<Job>) {
     let (calls, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match ops::purchase_many(&mut conn, &calls).await {
+    match purchase::purchase_many(&mut conn, &calls).await {
         Ok(replies) => {
             for (answer, reply) in answers.into_iter().zip(replies) {
                 // The buyer may have gone (request timed out): its order, if any, is in its

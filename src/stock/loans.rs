@@ -9,12 +9,11 @@
 use futures_util::future::join_all;
 use uuid::Uuid;
 
-use super::StockEngine;
-use super::ops::{self, Loan};
 use super::shard::donors;
+use super::{SaleRuntime, StockEngine};
 use crate::domain::SaleId;
-use crate::sales::SaleRuntime;
 use crate::store::StoreError;
+use crate::store::loans::{self, Loan};
 
 impl StockEngine {
     /// Borrows up to `need` units for shard `home` from donors not known to be empty,
@@ -38,7 +37,7 @@ impl StockEngine {
                 continue;
             }
             let id = Uuid::now_v7().simple().to_string();
-            let reply = ops::borrow(&mut conn, rt.keys(donor), &id, need, home, now_ms).await?;
+            let reply = loans::borrow(&mut conn, rt.keys(donor), &id, need, home, now_ms).await?;
             rt.observe_shard(donor, reply.stock_left);
             if reply.taken > 0 {
                 need -= reply.taken.min(need);
@@ -57,8 +56,8 @@ impl StockEngine {
     pub(crate) async fn settle_loans(&self, sale: &SaleId, loans: &[Loan]) {
         let calls = loans.iter().map(|loan| {
             let mut conn = self.conn.clone();
-            let keys = self.keys.shard(sale, loan.donor);
-            async move { (loan, ops::settle(&mut conn, &keys, &loan.id).await) }
+            let keys = self.keys().shard(sale, loan.donor);
+            async move { (loan, loans::settle(&mut conn, &keys, &loan.id).await) }
         });
         for (loan, result) in join_all(calls).await {
             if let Err(error) = result {
@@ -76,68 +75,20 @@ impl StockEngine {
         now_ms: i64,
         grace_ms: i64,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.bulk().await?;
         let mut finished = 0;
         for donor in 0..rt.shards() {
-            let donor_keys = self.keys.shard(&rt.sale.id, donor);
-            let records: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&donor_keys.loans)
-                .query_async(&mut conn)
-                .await?;
-            for (id, record) in records {
-                let Some(loan) = StaleLoan::parse(&record) else {
-                    tracing::error!(sale = %rt.sale.id, loan = %id, record, "unreadable loan record");
-                    continue;
-                };
+            let donor_keys = self.keys().shard(&rt.sale.id, donor);
+            for (id, loan) in loans::open_loans(&mut conn, &donor_keys).await? {
                 if loan.created_ms + grace_ms > now_ms {
                     continue;
                 }
-                let recipient_keys = self.keys.shard(&rt.sale.id, loan.recipient);
-                ops::credit(&mut conn, &recipient_keys, &id, loan.units).await?;
-                ops::settle(&mut conn, &donor_keys, &id).await?;
+                let recipient_keys = self.keys().shard(&rt.sale.id, loan.recipient);
+                loans::credit(&mut conn, &recipient_keys, &id, loan.units).await?;
+                loans::settle(&mut conn, &donor_keys, &id).await?;
                 finished += 1;
             }
         }
         Ok(finished)
-    }
-}
-
-/// A loan record as stored by `borrow.lua`: `<recipient>|<units>|<created ms>`.
-#[derive(Debug, PartialEq, Eq)]
-struct StaleLoan {
-    recipient: u32,
-    units: u64,
-    created_ms: i64,
-}
-
-impl StaleLoan {
-    fn parse(record: &str) -> Option<Self> {
-        let mut parts = record.split('|');
-        let loan = Self {
-            recipient: parts.next()?.parse().ok()?,
-            units: parts.next()?.parse().ok()?,
-            created_ms: parts.next()?.parse().ok()?,
-        };
-        parts.next().is_none().then_some(loan)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loan_records_parse_strictly() {
-        assert_eq!(
-            StaleLoan::parse("3|2|1700000000000"),
-            Some(StaleLoan {
-                recipient: 3,
-                units: 2,
-                created_ms: 1_700_000_000_000
-            })
-        );
-        assert_eq!(StaleLoan::parse("3|2"), None);
-        assert_eq!(StaleLoan::parse("3|x|1"), None);
-        assert_eq!(StaleLoan::parse("3|2|1|9"), None);
     }
 }

@@ -5,35 +5,38 @@
 pub mod batch;
 pub mod holders;
 pub mod loans;
-pub mod ops;
 pub mod purchase;
-pub mod record;
+pub mod runtime;
 pub mod shard;
 pub mod verdict;
 
-pub use ops::SpendToken;
+pub use crate::store::purchase::SpendToken;
 pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
+pub use runtime::SaleRuntime;
 
 use batch::PurchaseBatcher;
 
-use crate::store::{Keys, RedisConn};
+use crate::store::{Keys, Redis, RedisConn};
 
-/// Runs the stock scripts against Redis. Cheap to clone.
+/// Takes stock: runs the purchase path's Redis calls, and the loans and snapshots it needs.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct StockEngine {
+    /// The multiplexed connection every purchase goes through.
     conn: RedisConn,
-    keys: Keys,
+    /// The handles, for the bulk pool (holder loads, loan recovery) and the keys.
+    redis: Redis,
     /// Batches purchases, on a single node with batching configured; otherwise each
     /// purchase is its own call.
     batcher: Option<PurchaseBatcher>,
 }
 
 impl StockEngine {
-    /// An engine over `conn`, with keys built by `keys`, sending each purchase on its own.
-    pub fn new(conn: RedisConn, keys: Keys) -> Self {
+    /// An engine over `redis`, sending each purchase on its own.
+    pub fn new(redis: Redis) -> Self {
         Self {
-            conn,
-            keys,
+            conn: redis.conn(),
+            redis,
             batcher: None,
         }
     }
@@ -48,12 +51,7 @@ impl StockEngine {
     }
 
     /// The key builder.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
-    /// A handle on the Redis connection.
-    pub fn conn(&self) -> RedisConn {
-        self.conn.clone()
+    fn keys(&self) -> &Keys {
+        self.redis.keys()
     }
 }

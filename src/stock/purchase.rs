@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::StockEngine;
-use super::ops::{self, Loan, PurchaseCall, PurchaseReply, SpendToken};
-use super::record::BuyerRecord;
 use super::shard::home_shard;
-use crate::domain::{EntryId, IdempotencyKey, OrderId, Quantity, UserId};
-use crate::orders::NewOrder;
-use crate::sales::SaleRuntime;
-use crate::store::StoreError;
+use super::{SaleRuntime, StockEngine};
+use crate::domain::{EntryId, IdempotencyKey, NewOrder, OrderId, Quantity, UserId};
+use crate::store::buyer_record::BuyerRecord;
+use crate::store::loans::Loan;
+use crate::store::purchase::{self, PurchaseCall, PurchaseReply, SpendToken};
+use crate::store::{StoreError, shards};
 
 /// Most borrow-and-retry rounds before answering "contended, retry".
 const MAX_ROUNDS: u32 = 8;
@@ -216,7 +215,7 @@ impl StockEngine {
         user: &UserId,
     ) -> Result<Option<BuyerRecord>, StoreError> {
         let home = home_shard(user, rt.shards());
-        ops::read_buyer_record(&mut self.conn.clone(), rt.keys(home), user).await
+        shards::read_buyer_record(&mut self.conn.clone(), rt.keys(home), user).await
     }
 
     /// The `purchase.lua` inputs of `req` on shard `home`, crediting `credits`.
@@ -246,7 +245,7 @@ impl StockEngine {
     async fn send(&self, call: PurchaseCall) -> Result<PurchaseReply, StoreError> {
         match &self.batcher {
             Some(batcher) => batcher.purchase(call).await,
-            None => ops::purchase(&mut self.conn.clone(), &call).await,
+            None => purchase::purchase(&mut self.conn.clone(), &call).await,
         }
     }
 
@@ -272,7 +271,7 @@ impl StockEngine {
         }
         if let Some(holders) = rt.mark_sold_out() {
             let shards = (0..rt.shards()).map(|i| rt.keys(i).clone()).collect();
-            holders.load_in_background(self.conn.clone(), shards);
+            holders.load_in_background(self.redis.clone(), shards);
         }
         Ok(Judgement::SoldOut)
     }

@@ -15,10 +15,9 @@ use std::time::Instant;
 use futures_util::future::try_join_all;
 use tokio::sync::Mutex;
 
-use super::StockEngine;
-use super::ops::{self, ShardCounters};
-use crate::sales::SaleRuntime;
+use super::{SaleRuntime, StockEngine};
 use crate::store::StoreError;
+use crate::store::shards::{self, ShardCounters};
 
 /// A double-collect snapshot of every shard of a sale.
 #[derive(Debug, Clone)]
@@ -78,7 +77,7 @@ impl StockEngine {
         let reads = (0..rt.shards()).map(|shard| {
             let mut conn = self.conn.clone();
             let keys = rt.keys(shard);
-            async move { ops::read_counters(&mut conn, keys).await }
+            async move { shards::read_counters(&mut conn, keys).await }
         });
         try_join_all(reads).await
     }

@@ -114,7 +114,7 @@ impl RedisConn {
 /// `url` with Nagle's algorithm off: the connection carries many small commands at once
 /// (pipelined), and with Nagle on, each would wait for the acknowledgement of the one
 /// before it, so Redis idles between them.
-fn no_delay(url: &str) -> redis::RedisResult<ConnectionInfo> {
+pub(super) fn no_delay(url: &str) -> redis::RedisResult<ConnectionInfo> {
     let info = url.into_connection_info()?;
     let tcp = info.tcp_settings().clone().set_nodelay(true);
     Ok(info.set_tcp_settings(tcp))

@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::SaleId;
-use crate::tokens::TokenId;
+use crate::domain::{SaleId, TokenId};
 
 /// Builds keys under a configurable prefix (tests isolate themselves with their own prefix).
 #[derive(Debug, Clone)]
@@ -19,7 +18,7 @@ pub struct Keys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardKeys {
     /// Hash: `stock`, `lent`, `ver`, `allotted`, `received`, `given`, `acked`
-    /// ([`crate::stock::ops::ShardCounters`] says what each means).
+    /// ([`super::shards::ShardCounters`] says what each means).
     pub shard: String,
     /// Hash: the records of the buyers whose home is this shard: `<user>` -> the units the
     /// buyer holds, then one line `\n<idempotency key> <order id> <quantity> <fingerprint>`

@@ -1,12 +1,34 @@
-//! Redis access: the connection (single node or cluster), key layout, scripts, and a local
-//! redis-server for the embedded default.
+//! Redis: every command and script call the crate makes, each beside the key it uses, with
+//! typed replies; the two kinds of handle ([`Redis`]); the key layout and the scripts; and a
+//! local redis-server for the embedded default. Nothing outside this module builds a
+//! command.
+//!
+//! One module per concern: [`purchase`] (the purchase path's call), [`loans`] (moves of
+//! units between shards), [`shards`] (a shard's counters and buyer records), [`orders`]
+//! (order streams and acknowledgements), [`dead_letters`], [`recovery`] (the recovery
+//! worker's locks and scans), [`sales`] (sale definitions), [`tokens`] (purchase-token
+//! issuance) and [`limits`] (the shared per-sale limit).
 
+pub mod buyer_record;
 pub mod conn;
+pub mod dead_letters;
 pub mod embedded;
 pub mod error;
+pub mod handle;
 pub mod keys;
+pub mod limits;
+pub mod loans;
+pub mod orders;
+pub mod pool;
+pub mod purchase;
+pub mod recovery;
+pub mod sales;
 pub mod scripts;
+pub mod shards;
+pub mod tokens;
 
 pub use conn::{RedisConn, RedisTarget, RedisTimeouts};
 pub use error::StoreError;
+pub use handle::{Redis, ping};
 pub use keys::{Keys, ShardKeys};
+pub use pool::{BulkConn, BulkPool, BulkPoolStatus};

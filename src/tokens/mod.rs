@@ -9,9 +9,9 @@
 
 pub mod pow;
 pub mod signed;
-pub mod store;
 
-pub use signed::{Audience, Challenge, Kind, PurchaseToken, TokenError, TokenId, TokenSigner};
+pub use crate::domain::{Challenge, PurchaseToken, TokenId};
+pub use signed::{Audience, Kind, TokenError, TokenSigner};
 
 /// Why a request's challenge answer or purchase token is refused: 403 invalid-token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

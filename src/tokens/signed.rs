@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::domain::{SaleId, UserId};
+use crate::domain::{Challenge, PurchaseToken, SaleId, TokenId, UserId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -67,45 +67,6 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// The random id of a challenge or token; single use is recorded under it in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenId([u8; 16]);
-
-impl TokenId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        Self(rand::random())
-    }
-
-    /// Lower-case hex, for Redis key names.
-    pub fn to_hex(self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.0
-            .iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
-            .map(char::from)
-            .collect()
-    }
-}
-
-/// A verified challenge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Challenge {
-    pub id: TokenId,
-    pub expires_ms: i64,
-    /// Leading zero bits the proof of work must have.
-    pub difficulty: u8,
-}
-
-/// A verified purchase token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PurchaseToken {
-    pub id: TokenId,
-    pub expires_ms: i64,
-    /// The sale epoch it was issued under.
-    pub epoch: u64,
-}
-
 /// Whom a credential is for.
 #[derive(Debug, Clone, Copy)]
 pub struct Audience<'a> {
@@ -126,7 +87,7 @@ impl Payload {
         out[0] = VERSION;
         out[1] = self.kind.tag();
         out[2..10].copy_from_slice(&self.expires_ms.to_be_bytes());
-        out[10..26].copy_from_slice(&self.id.0);
+        out[10..26].copy_from_slice(self.id.as_bytes());
         out[26..34].copy_from_slice(&self.extra.to_be_bytes());
         out
     }
@@ -138,7 +99,7 @@ impl Payload {
         Some(Self {
             kind,
             expires_ms: i64::from_be_bytes(bytes[2..10].try_into().ok()?),
-            id: TokenId(bytes[10..26].try_into().ok()?),
+            id: TokenId::from_bytes(bytes[10..26].try_into().ok()?),
             extra: u64::from_be_bytes(bytes[26..34].try_into().ok()?),
         })
     }

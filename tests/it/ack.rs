@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use flashgate::domain::{IdempotencyKey, SaleId, UserId};
-use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply, ShardAcks};
 use flashgate::store::RedisConn;
+use flashgate::store::orders::{self, ShardAcks};
+use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
+use flashgate::store::shards;
 
 use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
 use crate::support::redis::RedisServer;
@@ -34,7 +36,7 @@ async fn buy(
         credits: Vec::new(),
         token: None,
     };
-    match ops::purchase(conn, &call).await.unwrap() {
+    match purchase::purchase(conn, &call).await.unwrap() {
         PurchaseReply::Accepted { entry_id, .. } => entry_id,
         other => panic!("buyer {buyer} was answered {other:?}"),
     }
@@ -55,7 +57,7 @@ async fn left(conn: &mut RedisConn, app: &TestApp, shard: u32) -> (u64, u64) {
         .query_async(conn)
         .await
         .unwrap();
-    let counters = ops::read_counters(conn, &keys).await.unwrap();
+    let counters = shards::read_counters(conn, &keys).await.unwrap();
     (entries, counters.pending_units)
 }
 
@@ -87,7 +89,9 @@ async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
     // Two orders of shard 0 (one of 1 unit, one of 3) persisted first.
     let first = [shard0[0].clone(), shard0[3].clone()];
     assert_eq!(
-        ops::ack(&mut conn, &[acks(&app, 0, &first)]).await.unwrap(),
+        orders::ack(&mut conn, &[acks(&app, 0, &first)])
+            .await
+            .unwrap(),
         2
     );
     assert_eq!(left(&mut conn, &app, 0).await, (4, 6));
@@ -96,7 +100,7 @@ async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
     // same call: only the five still there count, each with its own units.
     let mut all = shard0.clone();
     all.push(shard0[3].clone());
-    let forgotten = ops::ack(&mut conn, &[acks(&app, 0, &all), acks(&app, 1, &shard1)])
+    let forgotten = orders::ack(&mut conn, &[acks(&app, 0, &all), acks(&app, 1, &shard1)])
         .await
         .unwrap();
     assert_eq!(forgotten, 5);
@@ -104,13 +108,13 @@ async fn each_order_is_forgotten_and_counted_once_whatever_its_quantity() {
     assert_eq!(left(&mut conn, &app, 1).await, (0, 0));
 
     // Acknowledging them all once more changes nothing.
-    let again = ops::ack(&mut conn, &[acks(&app, 0, &all), acks(&app, 1, &shard1)])
+    let again = orders::ack(&mut conn, &[acks(&app, 0, &all), acks(&app, 1, &shard1)])
         .await
         .unwrap();
     assert_eq!(again, 0);
     assert_eq!(left(&mut conn, &app, 0).await, (0, 0));
     let sale = SaleId::parse("a").unwrap();
-    let counters = ops::read_counters(&mut conn, &app.keys.shard(&sale, 0))
+    let counters = shards::read_counters(&mut conn, &app.keys.shard(&sale, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -144,7 +148,7 @@ async fn one_call_forgets_more_orders_of_one_quantity_than_lua_can_unpack_at_onc
         keys: keys.clone(),
         orders,
     }];
-    assert_eq!(ops::ack(&mut conn, &call).await.unwrap(), ORDERS);
+    assert_eq!(orders::ack(&mut conn, &call).await.unwrap(), ORDERS);
     let (entries, acked): (u64, u64) = redis::pipe()
         .cmd("XLEN")
         .arg(&keys.orders)
@@ -209,7 +213,7 @@ async fn an_order_moves_to_the_dead_letters_once_however_often_it_is_moved_and_l
             .unwrap()
             .is_empty()
     );
-    let counters = ops::read_counters(&mut conn, &app.keys.shard(&sale, 0))
+    let counters = shards::read_counters(&mut conn, &app.keys.shard(&sale, 0))
         .await
         .unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use flashgate::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::stock::SpendToken;
 use flashgate::stock::batch::PurchaseBatcher;
-use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
+use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
 use flashgate::tokens::TokenId;
 
@@ -81,7 +81,7 @@ async fn the_purchases_of_one_call_are_decided_in_order_as_separate_calls_would_
         call(&app.keys, "b", 9, "frank", "k", 1),  // 8: its shard is broken
         call(&app.keys, "b", 1, "frank", "k", 1),  // 9: accepted after the failure
     ];
-    let replies = ops::purchase_many(&mut conn, &calls).await.unwrap();
+    let replies = purchase::purchase_many(&mut conn, &calls).await.unwrap();
     assert_eq!(replies.len(), calls.len());
 
     let Ok(PurchaseReply::Accepted {

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flashgate::auth::JwtKeys;
-use flashgate::db::OrderStore;
+use flashgate::db::OrderDb;
 use flashgate::domain::{SaleId, UserId};
-use flashgate::stock::ops::{self, ShardCounters};
+use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -126,7 +126,7 @@ async fn counters_now(redis_url: &str, prefix: &str, sale: &str) -> ShardCounter
     let (keys, sale) = (Keys::new(prefix), SaleId::parse(sale).unwrap());
     let mut total = ShardCounters::default();
     for shard in 0..SHARDS {
-        let c = ops::read_counters(&mut conn, &keys.shard(&sale, shard))
+        let c = shards::read_counters(&mut conn, &keys.shard(&sale, shard))
             .await
             .unwrap();
         total.pending_units += c.pending_units;
@@ -175,7 +175,7 @@ async fn assert_every_accepted_order_is_a_row(
         accepted_count,
         "two buyers got the same order id"
     );
-    let store = OrderStore::connect(db_url).await.unwrap();
+    let store = OrderDb::connect(db_url).await.unwrap();
     let rows = store.list(&SaleId::parse(sale).unwrap()).await.unwrap();
     let row_ids: HashSet<String> = rows.iter().map(|r| r.order_id.to_string()).collect();
     assert_eq!(row_ids.len(), rows.len(), "duplicate rows");
@@ -289,7 +289,7 @@ async fn sigterm_during_a_storm_exits_zero_and_keeps_every_accepted_order() {
     );
     // Before any restart, so no recovery can have helped: the drain at SIGTERM made a row
     // of every order answered 202, and left no accepted unit without its row.
-    let rows = OrderStore::connect(&db.url())
+    let rows = OrderDb::connect(&db.url())
         .await
         .unwrap()
         .list(&SaleId::parse("term").unwrap())

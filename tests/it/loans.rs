@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use flashgate::domain::SaleId;
-use flashgate::stock::ops;
 use flashgate::store::RedisTarget;
+use flashgate::store::loans;
 
 use crate::support::app::{TestApp, live_sale, spawn_app};
 use crate::support::redis::RedisServer;
@@ -31,7 +31,7 @@ async fn an_abandoned_loan_is_finished_by_recovery_and_never_reads_as_sold_out()
     let mut conn = app.redis.clone();
     // A borrower takes the unit towards shard 1 and dies before crediting it.
     let donor = app.keys.shard(&sale, 0);
-    let reply = ops::borrow(&mut conn, &donor, "dead-loan", 1, 1, long_ago_ms())
+    let reply = loans::borrow(&mut conn, &donor, "dead-loan", 1, 1, long_ago_ms())
         .await
         .unwrap();
     assert_eq!(reply.taken, 1);
@@ -75,14 +75,14 @@ async fn credit_and_settle_apply_at_most_once() {
     let (donor, recipient) = (app.keys.shard(&sale, 0), app.keys.shard(&sale, 1));
     let mut conn = app.redis.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let reply = ops::borrow(&mut conn, &donor, "L1", 3, 1, now)
+    let reply = loans::borrow(&mut conn, &donor, "L1", 3, 1, now)
         .await
         .unwrap();
     assert_eq!((reply.taken, reply.stock_left), (3, 2));
-    assert!(ops::credit(&mut conn, &recipient, "L1", 3).await.unwrap());
-    assert!(!ops::credit(&mut conn, &recipient, "L1", 3).await.unwrap());
-    assert!(ops::settle(&mut conn, &donor, "L1").await.unwrap());
-    assert!(!ops::settle(&mut conn, &donor, "L1").await.unwrap());
+    assert!(loans::credit(&mut conn, &recipient, "L1", 3).await.unwrap());
+    assert!(!loans::credit(&mut conn, &recipient, "L1", 3).await.unwrap());
+    assert!(loans::settle(&mut conn, &donor, "L1").await.unwrap());
+    assert!(!loans::settle(&mut conn, &donor, "L1").await.unwrap());
     let counters = app.shard_counters("once", 2).await;
     assert_eq!((counters[0].stock, counters[0].lent), (2, 0));
     assert_eq!((counters[1].stock, counters[1].lent), (8, 0));
@@ -95,11 +95,11 @@ async fn borrowing_more_than_a_donor_holds_takes_what_is_there() {
     let sale = SaleId::parse("partial").unwrap();
     let mut conn = app.redis.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let reply = ops::borrow(&mut conn, &app.keys.shard(&sale, 1), "L", 5, 0, now)
+    let reply = loans::borrow(&mut conn, &app.keys.shard(&sale, 1), "L", 5, 0, now)
         .await
         .unwrap();
     assert_eq!((reply.taken, reply.stock_left), (1, 0));
-    let empty = ops::borrow(&mut conn, &app.keys.shard(&sale, 1), "L2", 5, 0, now)
+    let empty = loans::borrow(&mut conn, &app.keys.shard(&sale, 1), "L2", 5, 0, now)
         .await
         .unwrap();
     assert_eq!(empty.taken, 0);
@@ -117,11 +117,11 @@ async fn a_re_sent_borrow_still_lets_the_sale_sell_out_exactly() {
     let mut conn = app.redis.clone();
     // A borrow whose reply was lost is sent again with the same loan id (as redis-rs's
     // cluster connection does); then its borrower dies, leaving the loan to recovery.
-    let first = ops::borrow(&mut conn, &donor, "resent-loan", 2, 0, long_ago_ms())
+    let first = loans::borrow(&mut conn, &donor, "resent-loan", 2, 0, long_ago_ms())
         .await
         .unwrap();
     assert_eq!(first.taken, 2);
-    ops::borrow(&mut conn, &donor, "resent-loan", 2, 0, long_ago_ms())
+    loans::borrow(&mut conn, &donor, "resent-loan", 2, 0, long_ago_ms())
         .await
         .unwrap();
     // Buyers come until one is told the sale is sold out: exactly the 8 units sell.

@@ -9,6 +9,7 @@ mod support;
 
 mod ack;
 mod batch;
+mod bulk_pool;
 mod cluster;
 mod container;
 mod crash;

@@ -284,7 +284,7 @@ async fn black_holed_postgres_stalls_readiness_and_every_accepted_order_lands_af
         .map(|i| (format!("h{i}"), format!("kh{i}"), 1))
         .collect();
     answers.extend(scenarios::storm(&app, "bh", during).await);
-    let store = app.state.persister.store().clone();
+    let store = app.state.persister.db().clone();
     let sale = SaleId::parse("bh").unwrap();
     // While the server runs, PostgreSQL itself ends a statement that waits too long.
     let blocked = store.totals(&sale).await;

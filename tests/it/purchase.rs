@@ -541,7 +541,7 @@ async fn redis_outage_answers_503_and_purchases_resume_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     use flashgate::domain::{IdempotencyKey, SaleId, UserId};
-    use flashgate::stock::ops::{self, PurchaseCall, PurchaseReply};
+    use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
 
     let (_redis, app) = spawn_single().await;
     app.create_sale("short", &live_sale(3, 1, 5, 5)).await;
@@ -576,11 +576,11 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     };
 
     let before = fields(&mut conn, hash(0)).await;
-    let reply = ops::purchase(&mut conn, &call(0, 4)).await.unwrap();
+    let reply = purchase::purchase(&mut conn, &call(0, 4)).await.unwrap();
     assert_eq!(reply, PurchaseReply::Short { stock: 3 });
     assert_eq!(fields(&mut conn, hash(0)).await, before);
 
-    let reply = ops::purchase(&mut conn, &call(7, 1)).await.unwrap();
+    let reply = purchase::purchase(&mut conn, &call(7, 1)).await.unwrap();
     assert_eq!(reply, PurchaseReply::Short { stock: 0 });
     let exists: u32 = redis::cmd("EXISTS")
         .arg(hash(7))
@@ -592,7 +592,7 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     assert_eq!(exists, 0, "a purchase on a missing shard created keys");
 
     // The refused attempts left the buyer free to buy the whole stock.
-    let reply = ops::purchase(&mut conn, &call(0, 3)).await.unwrap();
+    let reply = purchase::purchase(&mut conn, &call(0, 3)).await.unwrap();
     assert!(matches!(
         reply,
         PurchaseReply::Accepted { stock_left: 0, .. }

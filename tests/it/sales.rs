@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use flashgate::domain::SaleId;
-use flashgate::stock::ops;
+use flashgate::store::loans;
 use serde_json::{Value, json};
 
 use crate::support::app::{
@@ -88,7 +88,7 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
     let sale = SaleId::parse("good").unwrap();
     let mut conn = first.redis.clone();
     let long_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 3600) * 1000;
-    let loan = ops::borrow(
+    let loan = loans::borrow(
         &mut conn,
         &first.keys.shard(&sale, 0),
         "lost",

@@ -12,9 +12,11 @@ use flashgate::http::rate_limit::LimitSettings;
 use flashgate::http::shared_limit::SharedSaleLimit;
 use flashgate::sales::SaleRegistry;
 use flashgate::stock::StockEngine;
-use flashgate::stock::ops::{self, ShardAcks};
-use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
-use flashgate::tokens::store::{self as token_store, Issue, IssueCall};
+use flashgate::store::loans;
+use flashgate::store::orders::{self, ShardAcks};
+use flashgate::store::shards;
+use flashgate::store::tokens::{self as token_store, Issue, IssueCall};
+use flashgate::store::{Keys, Redis, RedisConn, RedisTarget, RedisTimeouts};
 use flashgate::tokens::{Audience, TokenSigner};
 use redis::Value;
 
@@ -27,6 +29,7 @@ struct Bench {
     _redis: (Option<RedisServer>, Option<RedisCluster>),
     conn: RedisConn,
     keys: Keys,
+    redis: Redis,
     prefix: String,
 }
 
@@ -53,12 +56,15 @@ impl Bench {
             response: Duration::from_secs(5),
             connect: Duration::from_secs(5),
         };
-        let conn = RedisConn::connect(target, timeouts).await.unwrap();
         let prefix = format!("s{:08x}", rand::random::<u32>());
+        let redis = Redis::connect(target, timeouts, 2, Keys::new(&prefix))
+            .await
+            .unwrap();
         Self {
             _redis: servers,
-            conn,
+            conn: redis.conn(),
             keys: Keys::new(&prefix),
+            redis,
             prefix,
         }
     }
@@ -77,7 +83,7 @@ impl Bench {
             pow_difficulty: 0,
         })
         .unwrap();
-        let registry = SaleRegistry::new(StockEngine::new(self.conn.clone(), self.keys.clone()));
+        let registry = SaleRegistry::new(self.redis.clone(), StockEngine::new(self.redis.clone()));
         let sale = SaleId::parse(id).unwrap();
         registry.put(&sale, spec, now).await.unwrap();
         sale
@@ -147,17 +153,17 @@ async fn borrow_run_twice_with_one_loan_id_takes_once_and_answers_the_same() {
     let sale = bench.sale("borrow", 10, 2).await; // 5 units a shard
     let donor = bench.keys.shard(&sale, 1);
     let mut conn = bench.conn.clone();
-    let first = ops::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
+    let first = loans::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
         .await
         .unwrap();
     assert_eq!((first.taken, first.stock_left), (3, 2));
     let after_first = bench.snapshot().await;
-    let second = ops::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
+    let second = loans::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
         .await
         .unwrap();
     assert_eq!(second, first);
     assert_eq!(bench.snapshot().await, after_first);
-    let counters = ops::read_counters(&mut conn, &donor).await.unwrap();
+    let counters = shards::read_counters(&mut conn, &donor).await.unwrap();
     assert_eq!((counters.stock, counters.lent), (2, 3));
 }
 
@@ -167,14 +173,14 @@ async fn on_a_cluster_a_borrow_and_a_shared_limit_check_run_twice_take_once() {
     let sale = bench.sale("cluster", 10, 2).await;
     let donor = bench.keys.shard(&sale, 1);
     let mut conn = bench.conn.clone();
-    let first = ops::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
+    let first = loans::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
         .await
         .unwrap();
     let limit = shared_limit(&bench, 1);
     assert!(limit.check_request(&sale, "r1").await.unwrap().is_ok());
     let after_first = bench.snapshot().await;
     assert!(!after_first.is_empty());
-    let second = ops::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
+    let second = loans::borrow(&mut conn, &donor, "L1", 3, 0, now_ms())
         .await
         .unwrap();
     assert_eq!(second, first);
@@ -188,23 +194,23 @@ async fn borrow_re_sent_after_its_loan_was_settled_still_answers_the_first_take(
     let sale = bench.sale("settled", 10, 2).await;
     let (home, donor) = (bench.keys.shard(&sale, 0), bench.keys.shard(&sale, 1));
     let mut conn = bench.conn.clone();
-    let first = ops::borrow(&mut conn, &donor, "L1", 4, 0, now_ms())
+    let first = loans::borrow(&mut conn, &donor, "L1", 4, 0, now_ms())
         .await
         .unwrap();
     assert!(
-        ops::credit(&mut conn, &home, "L1", first.taken)
+        loans::credit(&mut conn, &home, "L1", first.taken)
             .await
             .unwrap()
     );
-    assert!(ops::settle(&mut conn, &donor, "L1").await.unwrap());
+    assert!(loans::settle(&mut conn, &donor, "L1").await.unwrap());
     let settled = bench.snapshot().await;
     // The loan record is gone; the re-sent borrow must still not take again.
-    let again = ops::borrow(&mut conn, &donor, "L1", 4, 0, now_ms())
+    let again = loans::borrow(&mut conn, &donor, "L1", 4, 0, now_ms())
         .await
         .unwrap();
     assert_eq!(again, first);
     assert_eq!(bench.snapshot().await, settled);
-    let counters = ops::read_counters(&mut conn, &donor).await.unwrap();
+    let counters = shards::read_counters(&mut conn, &donor).await.unwrap();
     assert_eq!((counters.stock, counters.lent), (1, 0));
 }
 
@@ -214,7 +220,7 @@ async fn a_borrow_marker_expires_by_itself_within_the_replay_window() {
     let sale = bench.sale("marker", 4, 2).await;
     let donor = bench.keys.shard(&sale, 1);
     let mut conn = bench.conn.clone();
-    ops::borrow(&mut conn, &donor, "L1", 1, 0, now_ms())
+    loans::borrow(&mut conn, &donor, "L1", 1, 0, now_ms())
         .await
         .unwrap();
     let ttl_ms: i64 = redis::cmd("PTTL")
@@ -237,23 +243,23 @@ async fn credit_run_twice_credits_once() {
     let sale = bench.sale("credit", 10, 2).await;
     let (home, donor) = (bench.keys.shard(&sale, 0), bench.keys.shard(&sale, 1));
     let mut conn = bench.conn.clone();
-    let loan = ops::borrow(&mut conn, &donor, "L1", 2, 0, now_ms())
+    let loan = loans::borrow(&mut conn, &donor, "L1", 2, 0, now_ms())
         .await
         .unwrap();
     assert!(
-        ops::credit(&mut conn, &home, "L1", loan.taken)
+        loans::credit(&mut conn, &home, "L1", loan.taken)
             .await
             .unwrap()
     );
     let after_first = bench.snapshot().await;
     // The reply says whether this run credited; the second finds it done and writes nothing.
     assert!(
-        !ops::credit(&mut conn, &home, "L1", loan.taken)
+        !loans::credit(&mut conn, &home, "L1", loan.taken)
             .await
             .unwrap()
     );
     assert_eq!(bench.snapshot().await, after_first);
-    let counters = ops::read_counters(&mut conn, &home).await.unwrap();
+    let counters = shards::read_counters(&mut conn, &home).await.unwrap();
     assert_eq!(counters.stock, 7);
 }
 
@@ -263,17 +269,17 @@ async fn settle_run_twice_settles_once() {
     let sale = bench.sale("settle", 10, 2).await;
     let (home, donor) = (bench.keys.shard(&sale, 0), bench.keys.shard(&sale, 1));
     let mut conn = bench.conn.clone();
-    let loan = ops::borrow(&mut conn, &donor, "L1", 2, 0, now_ms())
+    let loan = loans::borrow(&mut conn, &donor, "L1", 2, 0, now_ms())
         .await
         .unwrap();
-    ops::credit(&mut conn, &home, "L1", loan.taken)
+    loans::credit(&mut conn, &home, "L1", loan.taken)
         .await
         .unwrap();
-    assert!(ops::settle(&mut conn, &donor, "L1").await.unwrap());
+    assert!(loans::settle(&mut conn, &donor, "L1").await.unwrap());
     let after_first = bench.snapshot().await;
-    assert!(!ops::settle(&mut conn, &donor, "L1").await.unwrap());
+    assert!(!loans::settle(&mut conn, &donor, "L1").await.unwrap());
     assert_eq!(bench.snapshot().await, after_first);
-    let counters = ops::read_counters(&mut conn, &donor).await.unwrap();
+    let counters = shards::read_counters(&mut conn, &donor).await.unwrap();
     assert_eq!((counters.stock, counters.lent, counters.sold), (3, 0, 0));
 }
 
@@ -309,12 +315,12 @@ async fn ack_run_twice_acknowledges_each_order_once() {
         keys: keys.clone(),
         orders,
     }];
-    assert_eq!(ops::ack(&mut conn, &acks).await.unwrap(), 2);
+    assert_eq!(orders::ack(&mut conn, &acks).await.unwrap(), 2);
     let after_first = bench.snapshot().await;
     // The reply counts the orders this run forgot; the second forgets none and adds nothing.
-    assert_eq!(ops::ack(&mut conn, &acks).await.unwrap(), 0);
+    assert_eq!(orders::ack(&mut conn, &acks).await.unwrap(), 0);
     assert_eq!(bench.snapshot().await, after_first);
-    let counters = ops::read_counters(&mut conn, &keys).await.unwrap();
+    let counters = shards::read_counters(&mut conn, &keys).await.unwrap();
     assert_eq!((counters.sold, counters.pending_units), (3, 0));
 }
 
@@ -424,7 +430,7 @@ fn shared_limit(bench: &Bench, burst: u32) -> SharedSaleLimit {
         rate_per_sec: 1,
         burst,
     };
-    SharedSaleLimit::new(settings, bench.conn.clone(), bench.keys.clone()).unwrap()
+    SharedSaleLimit::new(settings, bench.redis.clone()).unwrap()
 }
 
 #[tokio::test]

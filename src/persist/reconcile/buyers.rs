@@ -6,8 +6,7 @@
 use std::collections::HashSet;
 
 use super::{Finding, ReconcileError};
-use crate::persist::Persister;
-use crate::store::{ShardKeys, StoreError};
+use crate::store::{BulkConn, ShardKeys, shards};
 
 /// Fields read per `HSCAN`.
 const PAGE: usize = 1000;
@@ -23,23 +22,15 @@ struct BuyerRecord<'a> {
 /// Checks every buyer record of shard `index` (keys `keys`), adding each order id it names
 /// to `recorded`; returns the findings.
 pub async fn scan(
-    persister: &Persister,
+    conn: &mut BulkConn,
     keys: &ShardKeys,
     index: u32,
     recorded: &mut HashSet<String>,
 ) -> Result<Vec<Finding>, ReconcileError> {
-    let mut conn = persister.engine().conn();
     let mut findings = Vec::new();
     let mut cursor = 0u64;
     loop {
-        let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-            .arg(&keys.buyers)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
+        let (next, fields) = shards::scan_buyer_records(conn, keys, cursor, PAGE).await?;
         // `#<token id>` fields mark spent purchase tokens; every other field is a buyer.
         for (user, record) in fields.iter().filter(|(field, _)| !field.starts_with('#')) {
             findings.extend(check(index, user, record, recorded));

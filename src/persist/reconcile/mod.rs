@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::Persister;
 use crate::db::DbError;
 use crate::domain::SaleId;
-use crate::sales::SaleRuntime;
+use crate::stock::SaleRuntime;
 use crate::store::StoreError;
 
 pub use findings::Finding;
@@ -76,12 +76,13 @@ pub async fn reconcile(
     persister: &Persister,
     rt: &SaleRuntime,
 ) -> Result<Reconciliation, ReconcileError> {
-    let db = persister.store().totals(&rt.sale.id).await?;
+    let db = persister.db().totals(&rt.sale.id).await?;
     let mut shards = Vec::new();
     let mut recorded = HashSet::new();
     let mut findings = Vec::new();
+    let mut conn = persister.redis().bulk().await?;
     for index in 0..rt.shards() {
-        let mut ledger = shard::ledger(persister, rt, index).await?;
+        let mut ledger = shard::ledger(persister, &mut conn, rt, index).await?;
         if let Some(t) = db.iter().find(|t| t.shard == index) {
             ledger.orders_in_db = t.rows;
             ledger.units_in_db = t.units;
@@ -89,8 +90,8 @@ pub async fn reconcile(
         ledger.difference = ledger.deducted as i64
             - (ledger.units_in_db + ledger.pending_units + ledger.dead_letter_units) as i64
             - ledger.dropped_units as i64;
-        let keys = persister.engine().keys().shard(&rt.sale.id, index);
-        let buyers = buyers::scan(persister, &keys, index, &mut recorded).await?;
+        let keys = persister.redis().keys().shard(&rt.sale.id, index);
+        let buyers = buyers::scan(&mut conn, &keys, index, &mut recorded).await?;
         findings.extend(buyers);
         shards.push(ledger);
     }
@@ -129,7 +130,7 @@ async fn unrecorded_rows(
     let mut after: Option<String> = None;
     loop {
         let page = persister
-            .store()
+            .db()
             .order_ids_after(sale, after.as_deref(), ROW_PAGE)
             .await?;
         for order_id in page.iter().filter(|id| !recorded.contains(*id)) {

@@ -3,15 +3,12 @@
 
 use std::collections::HashSet;
 
-use redis::streams::StreamRangeReply;
 use serde::Serialize;
 
 use super::ReconcileError;
-use crate::orders::record_from_entry;
-use crate::persist::{Persister, dead_letters};
-use crate::sales::SaleRuntime;
-use crate::stock::ops;
-use crate::store::{RedisConn, ShardKeys, StoreError};
+use crate::persist::Persister;
+use crate::stock::SaleRuntime;
+use crate::store::{BulkConn, ShardKeys, dead_letters, loans, orders, shards};
 
 /// Entries or fields read per Redis call.
 const PAGE: usize = 1000;
@@ -51,36 +48,34 @@ pub struct ShardLedger {
     pub difference: i64,
 }
 
-/// Redis' side of shard `index` of `rt`; the database's figures are filled in by the caller.
+/// Redis' side of shard `index` of `rt`, read on `conn` (of the bulk pool); the database's
+/// figures are filled in by the caller.
 pub async fn ledger(
     persister: &Persister,
+    conn: &mut BulkConn,
     rt: &SaleRuntime,
     index: u32,
 ) -> Result<ShardLedger, ReconcileError> {
-    let keys = persister.engine().keys().shard(&rt.sale.id, index);
-    let mut conn = persister.engine().conn();
-    let counters = ops::read_counters(&mut conn, &keys).await?;
-    let (allotted, dropped): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-        .arg(&keys.shard)
-        .arg(&["allotted", "dropped"])
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from)?;
-    let (stream_entries, pending, pending_units) = pending_orders(persister, rt, index).await?;
-    let (dead_letters, dead_letter_units) = dead_letters_not_rows(persister, rt, index).await?;
+    let keys = persister.redis().keys().shard(&rt.sale.id, index);
+    let counters = shards::read_counters(conn, &keys).await?;
+    let (allotted, dropped_units) = shards::allotted_and_dropped(conn, &keys).await?;
+    let (stream_entries, pending, pending_units) =
+        pending_orders(persister, conn, rt, index, &keys).await?;
+    let (dead_letters, dead_letter_units) =
+        dead_letters_not_rows(persister, conn, rt, index).await?;
     Ok(ShardLedger {
         shard: index,
         deducted: counters.sold,
-        allotted: allotted.unwrap_or(0),
+        allotted,
         lent: counters.lent,
-        on_loan: on_loan(&mut conn, &keys).await?,
+        on_loan: loans::units_on_loan(conn, &keys, PAGE).await?,
         pending,
         pending_units,
         stream_entries,
         pending_units_counter: counters.pending_units,
         dead_letters,
         dead_letter_units,
-        dropped_units: dropped.unwrap_or(0),
+        dropped_units,
         ..ShardLedger::default()
     })
 }
@@ -88,26 +83,22 @@ pub async fn ledger(
 /// (stream entries, of which not rows, their units), read page by page.
 async fn pending_orders(
     persister: &Persister,
+    conn: &mut BulkConn,
     rt: &SaleRuntime,
     index: u32,
+    keys: &ShardKeys,
 ) -> Result<(u64, u64, u64), ReconcileError> {
-    let keys = persister.engine().keys().shard(&rt.sale.id, index);
-    let mut conn = persister.engine().conn();
     let (mut entries, mut pending, mut units) = (0, 0, 0);
     let mut from = "-".to_owned();
     loop {
-        let page = stream_page(&mut conn, &keys.orders, &from).await?;
-        entries += page.ids.len() as u64;
         // An unreadable entry is left to recovery, which dead-letters it; until then it
         // counts as an entry, with no units known.
-        let orders: Vec<_> = page
-            .ids
-            .iter()
-            .filter_map(|e| record_from_entry(&rt.sale.id, index, e))
-            .collect();
-        let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
+        let page = orders::order_page(conn, keys, (&rt.sale.id, index), &from, PAGE).await?;
+        entries += page.entries as u64;
+        let ids: Vec<String> = page.orders.iter().map(|o| o.order_id.to_string()).collect();
         let rows = rows_among(persister, &ids).await?;
-        for (order, _) in orders
+        for (order, _) in page
+            .orders
             .iter()
             .zip(&ids)
             .filter(|(_, id)| !rows.contains(*id))
@@ -115,36 +106,22 @@ async fn pending_orders(
             pending += 1;
             units += u64::from(order.quantity.get());
         }
-        match page.ids.last() {
-            Some(last) if page.ids.len() == PAGE => from = format!("({}", last.id),
-            _ => return Ok((entries, pending, units)),
+        match page.next {
+            Some(next) => from = next,
+            None => return Ok((entries, pending, units)),
         }
     }
-}
-
-/// Up to [`PAGE`] entries of `stream` from `from` (an id, `(`id for after it, or `-`).
-async fn stream_page(
-    conn: &mut RedisConn,
-    stream: &str,
-    from: &str,
-) -> Result<StreamRangeReply, StoreError> {
-    Ok(redis::cmd("XRANGE")
-        .arg(stream)
-        .arg(from)
-        .arg("+")
-        .arg("COUNT")
-        .arg(PAGE)
-        .query_async(conn)
-        .await?)
 }
 
 /// (dead letters that are not rows, their units).
 async fn dead_letters_not_rows(
     persister: &Persister,
+    conn: &mut BulkConn,
     rt: &SaleRuntime,
     index: u32,
 ) -> Result<(u64, u64), ReconcileError> {
-    let letters = dead_letters::list_shard(persister, &rt.sale.id, index).await?;
+    let keys = persister.redis().keys();
+    let letters = dead_letters::list_shard(conn, keys, &rt.sale.id, index).await?;
     let ids: Vec<String> = letters.iter().map(|l| l.order_id.to_string()).collect();
     let rows = rows_among(persister, &ids).await?;
     let waiting = letters
@@ -160,28 +137,5 @@ async fn rows_among(
     persister: &Persister,
     ids: &[String],
 ) -> Result<HashSet<String>, ReconcileError> {
-    Ok(persister.store().existing(ids).await?.into_iter().collect())
-}
-
-/// Units of the shard's loan records (`<recipient>|<units>|<created ms>`), by `HSCAN`.
-async fn on_loan(conn: &mut RedisConn, keys: &ShardKeys) -> Result<u64, StoreError> {
-    let mut cursor = 0u64;
-    let mut units = 0;
-    loop {
-        let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-            .arg(&keys.loans)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(conn)
-            .await?;
-        for (loan, record) in &fields {
-            let loan_units = record.split('|').nth(1).and_then(|u| u.parse::<u64>().ok());
-            units += loan_units.ok_or_else(|| StoreError::unexpected("loan record", loan))?;
-        }
-        if next == 0 {
-            return Ok(units);
-        }
-        cursor = next;
-    }
+    Ok(persister.db().existing(ids).await?.into_iter().collect())
 }

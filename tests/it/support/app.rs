@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use flashgate::auth::JwtKeys;
 use flashgate::config::Settings;
-use flashgate::db::OrderStore;
+use flashgate::db::OrderDb;
 use flashgate::domain::{SaleId, UserId};
 use flashgate::persist::writer::Flusher;
 use flashgate::startup::Application;
-use flashgate::stock::ops::{self, ShardCounters};
+use flashgate::store::shards::{self, ShardCounters};
 use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use flashgate::workers::Recovery;
 use reqwest::{Response, StatusCode};
@@ -29,7 +29,7 @@ pub struct TestApp {
     pub jwt: JwtKeys,
     pub keys: Keys,
     pub redis: RedisConn,
-    pub db: OrderStore,
+    pub db: OrderDb,
     /// The gateway's shared state (for counters no endpoint shows).
     pub state: flashgate::http::AppState,
     flusher: Flusher,
@@ -117,7 +117,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("probe connects");
     let db_url = settings.database.url.clone();
     let app = Application::build(settings).await.expect("gateway builds");
-    let db = OrderStore::connect(&db_url)
+    let db = OrderDb::connect(&db_url)
         .await
         .expect("test connects to the order database");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -342,7 +342,7 @@ impl TestApp {
         let mut all = Vec::new();
         for shard in 0..shards {
             all.push(
-                ops::read_counters(&mut conn, &self.keys.shard(&sale, shard))
+                shards::read_counters(&mut conn, &self.keys.shard(&sale, shard))
                     .await
                     .unwrap(),
             );

@@ -1,11 +1,11 @@
-//! The one Redis call of token issuance: spend the challenge, within the issuance cap. The
-//! call is keyed by the challenge and the token id, so running it twice answers the same.
+//! The one Redis call of purchase-token issuance: spend the challenge, within the issuance
+//! cap. The call is keyed by the challenge and the token id, so running it twice answers the
+//! same.
 
 use redis::Value;
 
-use super::{Challenge, PurchaseToken};
-use crate::domain::SaleId;
-use crate::store::{Keys, RedisConn, StoreError, scripts};
+use super::{Keys, RedisConn, StoreError, scripts};
+use crate::domain::{Challenge, PurchaseToken, SaleId};
 
 /// What became of a request to exchange an answered challenge for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

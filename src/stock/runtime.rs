@@ -8,10 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::stats::RejectionStats;
-use crate::domain::{Sale, UserId};
-use crate::stock::holders::Holders;
-use crate::stock::verdict::VerdictCache;
+use super::holders::Holders;
+use super::verdict::VerdictCache;
+use crate::domain::{RejectionStats, Sale, UserId};
 use crate::store::{Keys, ShardKeys};
 
 /// A sale as this gateway instance sees it.

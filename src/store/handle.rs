@@ -1,0 +1,71 @@
+//! [`Redis`]: the two kinds of Redis handle and the key builder, which every Redis call of
+//! the crate is made with. Cheap to clone.
+
+use super::pool::{BulkConn, BulkPool};
+use super::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
+
+/// Redis, as the rest of the crate holds it.
+///
+/// - [`Redis::conn`]: the multiplexed connection of the purchase path and of every small,
+///   latency-bound call (tokens, the shared limit, acknowledgements, probes).
+/// - [`Redis::bulk`]: a connection of the bounded [`BulkPool`], for calls whose replies are
+///   large or many (scans, stream pages, operators' changes), so that they never queue
+///   purchase replies behind them on one socket.
+#[derive(Clone)]
+pub struct Redis {
+    conn: RedisConn,
+    bulk: BulkPool,
+    keys: Keys,
+}
+
+impl Redis {
+    /// The handles over `conn` and `bulk`, with keys built by `keys`.
+    pub fn new(conn: RedisConn, bulk: BulkPool, keys: Keys) -> Self {
+        Self { conn, bulk, keys }
+    }
+
+    /// Connects both handles to `target`, the pool holding at most `bulk_size` connections.
+    pub async fn connect(
+        target: &RedisTarget,
+        timeouts: RedisTimeouts,
+        bulk_size: usize,
+        keys: Keys,
+    ) -> redis::RedisResult<Self> {
+        let conn = RedisConn::connect(target, timeouts).await?;
+        let bulk = BulkPool::new(target, timeouts, bulk_size)?;
+        Ok(Self::new(conn, bulk, keys))
+    }
+
+    /// The key builder.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The multiplexed connection (cheap to clone).
+    pub fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// A connection of the bulk pool, once one is free.
+    pub async fn bulk(&self) -> Result<BulkConn, StoreError> {
+        self.bulk.get().await
+    }
+
+    /// The bulk pool (its status shows how much bulk work runs).
+    pub fn bulk_pool(&self) -> &BulkPool {
+        &self.bulk
+    }
+
+    /// Whether Redis is a cluster (a script call then keeps to one slot).
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+}
+
+/// Whether Redis answers a `PING` on the multiplexed connection.
+pub async fn ping(redis: &Redis) -> Result<(), StoreError> {
+    redis::cmd("PING")
+        .query_async::<String>(&mut redis.conn())
+        .await?;
+    Ok(())
+}

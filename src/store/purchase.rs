@@ -1,0 +1,222 @@
+//! The purchase call: `purchase.lua` on the buyer's home shard, alone or batched, and the
+//! decoding of its replies. The one Redis call of the purchase path.
+
+use std::sync::Arc;
+
+use redis::Value;
+
+use super::loans::Loan;
+use super::{RedisConn, ShardKeys, StoreError, scripts};
+use crate::domain::{IdempotencyKey, SaleId, TokenId, UserId};
+
+/// What `purchase.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseReply {
+    /// Stock taken; the order is in the shard's stream as `entry_id`.
+    Accepted { entry_id: String, stock_left: u64 },
+    /// The same key and body were accepted before.
+    Replay { order_id: String, quantity: u32 },
+    /// The same key came with another body.
+    Conflict,
+    /// The purchase token was spent on an earlier purchase.
+    TokenUsed,
+    /// The buyer already holds `held` units; this order would exceed the limit.
+    Limit { held: u32 },
+    /// The shard holds only `stock` units, fewer than asked.
+    Short { stock: u64 },
+}
+
+/// The inputs of one purchase in a `purchase.lua` call, owned so that it can wait in a
+/// batch ([`crate::stock::batch`]).
+#[derive(Debug, Clone)]
+pub struct PurchaseCall {
+    /// The keys of the buyer's home shard, where the purchase runs.
+    pub keys: Arc<ShardKeys>,
+    pub user: UserId,
+    pub quantity: u32,
+    pub limit: u32,
+    pub idem_key: IdempotencyKey,
+    pub fingerprint: String,
+    pub sale: SaleId,
+    pub now_ms: i64,
+    pub shard: u32,
+    pub credits: Vec<Loan>,
+    /// The purchase token to spend with this purchase, if any.
+    pub token: Option<SpendToken>,
+}
+
+/// A verified purchase token, spent (recorded in the buyer hash) with its purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendToken(pub TokenId);
+
+impl SpendToken {
+    /// The token's field in the buyer hash: `#` and the id (no user id contains `#`, so it
+    /// never meets a buyer's field).
+    fn field(self) -> String {
+        format!("#{}", self.0.to_hex())
+    }
+}
+
+/// Runs `purchase.lua` for one purchase.
+pub async fn purchase(
+    conn: &mut RedisConn,
+    call: &PurchaseCall,
+) -> Result<PurchaseReply, StoreError> {
+    let mut replies = purchase_many(conn, std::slice::from_ref(call)).await?;
+    replies
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::unexpected("purchase.lua", &"no reply")))
+}
+
+/// Runs `purchase.lua` once for all of `calls`, in order, and answers each. The outer error
+/// is the call's (Redis unreachable, timed out): then no reply is known, and any of the
+/// purchases may or may not have run. An inner error is one purchase's own. On a Redis
+/// Cluster `calls` must all use one slot, so the gateway sends one at a time there.
+pub async fn purchase_many(
+    conn: &mut RedisConn,
+    calls: &[PurchaseCall],
+) -> Result<Vec<Result<PurchaseReply, StoreError>>, StoreError> {
+    let mut cmd = scripts::evalsha(&scripts::PURCHASE, 4 * calls.len());
+    for call in calls {
+        let keys = &call.keys;
+        cmd.arg(&keys.shard)
+            .arg(&keys.buyers)
+            .arg(&keys.orders)
+            .arg(&keys.credited);
+    }
+    cmd.arg(calls.len());
+    for call in calls {
+        cmd.arg(call.user.as_str())
+            .arg(call.quantity)
+            .arg(call.limit)
+            .arg(call.idem_key.as_str())
+            .arg(&call.fingerprint)
+            .arg(call.now_ms)
+            .arg(call.sale.as_str())
+            .arg(call.shard)
+            .arg(call.token.map(SpendToken::field).unwrap_or_default())
+            .arg(call.credits.len());
+        for loan in &call.credits {
+            cmd.arg(&loan.id).arg(loan.units);
+        }
+    }
+    let replies: Vec<Value> = scripts::run(&scripts::PURCHASE, &cmd, conn).await?;
+    if replies.len() != calls.len() {
+        return Err(StoreError::unexpected("purchase.lua", &replies));
+    }
+    Ok(replies.into_iter().map(decode_purchase).collect())
+}
+
+fn decode_purchase(reply: Value) -> Result<PurchaseReply, StoreError> {
+    let Value::Array(fields) = reply else {
+        return Err(StoreError::unexpected("purchase.lua", &reply));
+    };
+    if let [kind, message] = fields.as_slice()
+        && redis::from_redis_value_ref::<String>(kind).is_ok_and(|k| k == "error")
+    {
+        let message: String = redis::from_redis_value_ref(message)
+            .map_err(|_| StoreError::unexpected("purchase.lua", &fields))?;
+        return Err(command_failed(&message));
+    }
+    decode_fields(&fields).ok_or_else(|| StoreError::unexpected("purchase.lua", &fields))
+}
+
+/// The error of a Redis command that failed inside a script, as the Redis error it was
+/// (`WRONGTYPE ...`, `OOM ...`), so that it is told apart and answered like any other.
+fn command_failed(message: &str) -> StoreError {
+    let line = format!("-{}\r\n", message.replace(['\r', '\n'], " "));
+    match redis::parse_redis_value(line.as_bytes()) {
+        Ok(Value::ServerError(err)) => StoreError::Redis(err.into()),
+        _ => StoreError::unexpected("purchase.lua", &message),
+    }
+}
+
+fn decode_fields(reply: &[Value]) -> Option<PurchaseReply> {
+    let text = |i: usize| -> Option<String> { redis::from_redis_value_ref(reply.get(i)?).ok() };
+    // Via i64: redis-rs would wrap a negative integer into a huge u64.
+    let num = |i: usize| -> Option<u64> {
+        let n: i64 = redis::from_redis_value_ref(reply.get(i)?).ok()?;
+        u64::try_from(n).ok()
+    };
+    Some(match text(0)?.as_str() {
+        "ok" => PurchaseReply::Accepted {
+            entry_id: text(1)?,
+            stock_left: num(2)?,
+        },
+        "replay" => PurchaseReply::Replay {
+            order_id: text(1)?,
+            quantity: u32::try_from(num(2)?).ok()?,
+        },
+        "conflict" => PurchaseReply::Conflict,
+        "used" => PurchaseReply::TokenUsed,
+        "limit" => PurchaseReply::Limit {
+            held: u32::try_from(num(1)?).ok()?,
+        },
+        "short" => PurchaseReply::Short { stock: num(1)? },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn purchase_replies_decode() {
+        let ok = [bulk("ok"), bulk("1-0"), Value::Int(7)];
+        assert_eq!(
+            decode_fields(&ok),
+            Some(PurchaseReply::Accepted {
+                entry_id: "1-0".into(),
+                stock_left: 7,
+            })
+        );
+        assert_eq!(
+            decode_fields(&[bulk("short"), Value::Int(0)]),
+            Some(PurchaseReply::Short { stock: 0 })
+        );
+        assert_eq!(
+            decode_fields(&[bulk("conflict")]),
+            Some(PurchaseReply::Conflict)
+        );
+        assert_eq!(
+            decode_fields(&[bulk("limit"), Value::Int(2)]),
+            Some(PurchaseReply::Limit { held: 2 })
+        );
+    }
+
+    #[test]
+    fn unknown_or_truncated_replies_are_rejected() {
+        assert_eq!(decode_fields(&[]), None);
+        assert_eq!(decode_fields(&[bulk("ok")]), None);
+        assert_eq!(decode_fields(&[bulk("maybe")]), None);
+        assert_eq!(decode_fields(&[bulk("short"), Value::Int(-1)]), None);
+    }
+
+    #[test]
+    fn each_purchase_of_a_call_keeps_its_own_error() {
+        let failed = Value::Array(vec![
+            bulk("error"),
+            bulk("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        ]);
+        let Err(StoreError::Redis(err)) = decode_purchase(failed) else {
+            panic!("a failed purchase decoded as a reply")
+        };
+        assert_eq!(err.code(), Some("WRONGTYPE"));
+        // Whatever the message holds, it stays one error.
+        let odd = Value::Array(vec![bulk("error"), bulk("user_script:1: bad\r\nthing")]);
+        assert!(matches!(decode_purchase(odd), Err(StoreError::Redis(_))));
+        assert!(matches!(
+            decode_purchase(Value::Array(vec![bulk("used")])),
+            Ok(PurchaseReply::TokenUsed)
+        ));
+        assert!(matches!(
+            decode_purchase(Value::Int(1)),
+            Err(StoreError::UnexpectedReply { .. })
+        ));
+    }
+}
