@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod limits;
 pub mod orders;
 pub mod persist;
 pub mod purchase;

@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use super::error::ApiError;
 use super::extract::{AdmittedBuyer, ApiJson, Buyer, IdemKey, OrderPath, SalePath};
+use super::gate::IpLimit;
 use super::gate::{GateLayer, IpGate};
 use super::in_flight::{InFlight, InFlightLayer};
-use super::rate_limit::IpLimit;
 use super::state::AppState;
 use super::tokens;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};

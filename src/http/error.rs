@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::rate_limit::Limited;
 use crate::db::DbError;
+use crate::limits::Limited;
 use crate::orders::OrderLookupError;
 use crate::persist::reconcile::ReconcileError;
 use crate::sales::report::error_chain;

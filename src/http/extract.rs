@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::in_flight::BuyerSlot;
-use super::rate_limit::{Limited, Policy};
 use super::state::AppState;
 use crate::auth::{JwtError, admin_token_matches};
 use crate::domain::{IdempotencyKey, OrderId, SaleId, UserId};
+use crate::limits::{Limited, Policy};
 use crate::sales::Rejection;
 
 /// A JSON body; bad JSON is a 422 `validation`, an oversized body a 413, a body that takes

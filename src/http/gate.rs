@@ -4,16 +4,18 @@
 //! The limits themselves (`rate_limit.rs`) know nothing of HTTP answers.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
+use super::client_ip::client_ip;
 use super::error::ApiError;
-use super::rate_limit::IpLimit;
+use crate::limits::{Limited, RateLimits};
 
 /// What every edge service answers: a response, never an error.
 pub type Answered = Result<Response, Infallible>;
@@ -89,5 +91,27 @@ impl Gate for IpGate {
     fn answer(&self, req: &Request) -> Option<Response> {
         let limited = self.0.check_request(req).err()?;
         Some(ApiError::RateLimited(limited).into_response())
+    }
+}
+
+/// The per-IP limit with the proxies whose `X-Forwarded-For` it believes.
+pub struct IpLimit {
+    /// The limits (only the per-IP one is used here).
+    pub limits: Arc<RateLimits>,
+    /// Peers trusted to report the client address.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl IpLimit {
+    /// Counts `req` against the limit of its client IP (the peer, or the address a trusted
+    /// proxy reports). A request without a peer address (none is recorded when no per-IP
+    /// limit is configured) passes.
+    pub fn check_request(&self, req: &Request) -> Result<(), Limited> {
+        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(());
+        };
+        let forwarded = req.headers().get_all("x-forwarded-for").iter();
+        let ip = client_ip(peer.ip(), forwarded, &self.trusted_proxies);
+        self.limits.check_ip(ip)
     }
 }

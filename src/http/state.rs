@@ -4,12 +4,13 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::gate::IpLimit;
 use super::in_flight::InFlight;
-use super::rate_limit::{IpLimit, RateLimits};
 use super::server::Connections;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::limits::RateLimits;
 use crate::persist::Persister;
 use crate::purchase::Purchases;
 use crate::sales::SaleRegistry;

@@ -31,8 +31,7 @@ pub use refusal::Refusal;
 
 use crate::clock::{Clock, unix_ms};
 use crate::domain::{IdempotencyKey, OrderId, Quantity, SaleId, UserId, Window};
-use crate::http::rate_limit::RateLimits;
-use crate::http::shared_limit::SharedSaleLimit;
+use crate::limits::{RateLimits, SharedSaleLimit};
 use crate::orders::{self, NewOrder, OrderStatus};
 use crate::persist::Persister;
 use crate::persist::queue::{Admission, OrderQueue};

@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use crate::http::rate_limit::Limited;
+use crate::limits::Limited;
 use crate::sales::Rejection;
 use crate::stock;
 use crate::tokens::InvalidToken;

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use flashgate::http::rate_limit::LimitSettings;
+use flashgate::config::LimitSettings;
 use flashgate::store::RedisTarget;
 
 use crate::support::app::{live_sale, spawn_app_with, test_settings};

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flashgate::auth::JwtKeys;
+use flashgate::config::LimitSettings;
 use flashgate::config::Settings;
 use flashgate::domain::UserId;
-use flashgate::http::rate_limit::LimitSettings;
 use flashgate::startup::Application;
 use flashgate::store::RedisTarget;
 use serde_json::Value;

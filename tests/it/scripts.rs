@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flashgate::config::LimitSettings;
 use flashgate::domain::{SaleDefinition, SaleId, SaleSpec};
-use flashgate::http::rate_limit::LimitSettings;
-use flashgate::http::shared_limit::SharedSaleLimit;
+use flashgate::limits::SharedSaleLimit;
 use flashgate::sales::SaleRegistry;
 use flashgate::stock::StockEngine;
 use flashgate::store::loans;

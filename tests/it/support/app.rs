@@ -62,11 +62,11 @@ pub fn test_settings(target: &RedisTarget) -> Settings {
     // tests (tests/it/tokens.rs) turn the requirement back on.
     s.tokens.require_purchase_token = false;
     // Nor about one buyer's pace: storms of one buyer test the per-user *unit* limit.
-    s.limits.user = flashgate::http::rate_limit::LimitSettings::default();
+    s.limits.user = flashgate::config::LimitSettings::default();
     // Nor about one buyer's concurrency or challenge pace: storms of one buyer and token
     // tests send many requests of one buyer at once. The edge tests turn these back on.
     s.http.max_in_flight_per_buyer = s.http.max_in_flight;
-    s.limits.issue = flashgate::http::rate_limit::LimitSettings::default();
+    s.limits.issue = flashgate::config::LimitSettings::default();
     s
 }
 

@@ -1,25 +1,22 @@
-//! Rate limits (GCRA, via governor): per client IP, per buyer and per sale on the purchase
-//! path, and per buyer on challenge and token issuance, each set in `[limits]` (rate 0 = off). A refused request gets 429 `rate-limited` with
-//! `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` headers, and takes nothing.
+//! The limits kept in this instance's memory (GCRA, via governor): per client IP, per buyer
+//! and per sale on the purchase path, and per buyer on challenge and token issuance, each set
+//! in `[limits]` (rate 0 = off). A refusal is a [`Limited`], which the edge answers with 429
+//! `rate-limited`, `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` headers.
 //!
 //! Keyed limiters remember one state per key; `cleanup` (run periodically by a worker)
 //! forgets keys whose allowance is full again, so memory stays bounded by recent traffic.
 
 use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use super::client_ip::client_ip;
-pub use crate::config::LimitSettings;
-use crate::config::LimitsSettings;
+use crate::config::{LimitSettings, LimitsSettings};
 use crate::domain::{SaleId, UserId};
 
 /// What a limit allows, for the `RateLimit-Policy` header.
@@ -148,28 +145,6 @@ impl<C: Clock + Clone> RateLimits<C> {
             + self.user.as_ref().map_or(0, KeyedLimit::cleanup)
             + self.sale.as_ref().map_or(0, KeyedLimit::cleanup)
             + self.issue.as_ref().map_or(0, KeyedLimit::cleanup)
-    }
-}
-
-/// The per-IP limit with the proxies whose `X-Forwarded-For` it believes.
-pub struct IpLimit {
-    /// The limits (only the per-IP one is used here).
-    pub limits: Arc<RateLimits>,
-    /// Peers trusted to report the client address.
-    pub trusted_proxies: Vec<IpAddr>,
-}
-
-impl IpLimit {
-    /// Counts `req` against the limit of its client IP (the peer, or the address a trusted
-    /// proxy reports). A request without a peer address (none is recorded when no per-IP
-    /// limit is configured) passes.
-    pub fn check_request(&self, req: &Request) -> Result<(), Limited> {
-        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
-            return Ok(());
-        };
-        let forwarded = req.headers().get_all("x-forwarded-for").iter();
-        let ip = client_ip(peer.ip(), forwarded, &self.trusted_proxies);
-        self.limits.check_ip(ip)
     }
 }
 

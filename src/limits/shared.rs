@@ -6,7 +6,8 @@
 
 use uuid::Uuid;
 
-use super::rate_limit::{LimitSettings, Limited, Policy};
+use super::{Limited, Policy};
+use crate::config::LimitSettings;
 use crate::domain::SaleId;
 use crate::store::limits::{self, GcraReply};
 use crate::store::{Redis, StoreError};
