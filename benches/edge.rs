@@ -6,11 +6,11 @@ use std::hint::black_box;
 
 use axum::response::IntoResponse;
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashgate::auth::JwtKeys;
-use flashgate::domain::{SaleId, UserId};
-use flashgate::http::ApiError;
-use flashgate::stock::shard::home_shard;
-use flashgate::tokens::{Audience, TokenSigner, pow};
+use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::domain::{SaleId, UserId};
+use flashgate::testing::http::ApiError;
+use flashgate::testing::stock::shard::home_shard;
+use flashgate::testing::tokens::{Audience, TokenSigner, pow};
 
 fn tokens(c: &mut Criterion) {
     let signer = TokenSigner::derived_from(b"bench-secret-0123456789abcdef");

@@ -13,10 +13,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
-use flashgate::auth::JwtKeys;
-use flashgate::clock::Clock;
-use flashgate::domain::{IdError, SaleId, UserId};
-use flashgate::tokens::{Audience, TokenSigner};
+use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::clock::Clock;
+use flashgate::testing::domain::{IdError, SaleId, UserId};
+use flashgate::testing::tokens::{Audience, TokenSigner};
 
 /// Lifetime of the minted tokens, in seconds.
 const TTL_SECS: i64 = 24 * 3600;

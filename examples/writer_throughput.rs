@@ -20,15 +20,15 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use flashgate::clock::Clock;
-use flashgate::config::QueueSettings;
-use flashgate::db::OrderDb;
-use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
-use flashgate::orders::NewOrder;
-use flashgate::persist::Persister;
-use flashgate::persist::queue::{Admission, OrderQueue, QueuePolicy};
-use flashgate::persist::writer::{Writer, WriterSettings};
-use flashgate::store::{Keys, Redis, RedisTarget, RedisTimeouts};
+use flashgate::testing::clock::Clock;
+use flashgate::testing::config::QueueSettings;
+use flashgate::testing::db::OrderDb;
+use flashgate::testing::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
+use flashgate::testing::orders::NewOrder;
+use flashgate::testing::persist::Persister;
+use flashgate::testing::persist::queue::{Admission, OrderQueue, QueuePolicy};
+use flashgate::testing::persist::writer::{Writer, WriterSettings};
+use flashgate::testing::store::{Keys, Redis, RedisTarget, RedisTimeouts};
 
 const SALE: &str = "wbench";
 const SHARDS: u64 = 64;

@@ -2,20 +2,84 @@
 //! Redis keys (Lua), and every accepted order is durably recorded in the same step.
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod db;
-pub mod domain;
-pub mod http;
-pub mod limits;
-pub mod orders;
-pub mod persist;
-pub mod purchase;
-pub mod sales;
-pub mod startup;
-pub mod stock;
-pub mod store;
-pub mod tokens;
-pub mod workers;
+mod auth;
+mod cli;
+mod clock;
+mod config;
+mod db;
+mod domain;
+mod http;
+mod limits;
+mod orders;
+mod persist;
+mod purchase;
+mod sales;
+mod startup;
+mod stock;
+mod store;
+mod tokens;
+mod workers;
+
+/// What the binary runs.
+pub use cli::{Cli, run};
+
+/// The crate's insides that the integration tests, benchmarks and examples drive directly:
+/// the in-process gateway and its settings, the domain vocabulary, and the Redis calls and
+/// background workers they exercise one by one. Not a stable interface.
+#[doc(hidden)]
+pub mod testing {
+    pub mod auth {
+        pub use crate::auth::JwtKeys;
+    }
+    pub mod clock {
+        pub use crate::clock::Clock;
+    }
+    pub mod config {
+        pub use crate::config::{LimitSettings, QueueSettings, Settings};
+    }
+    pub mod db {
+        pub use crate::db::{DbError, OrderDb};
+    }
+    pub mod domain {
+        pub use crate::domain::{
+            EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleDefinition, SaleId, SaleSpec,
+            UserId,
+        };
+    }
+    pub mod http {
+        pub use crate::http::{ApiError, AppState};
+    }
+    pub mod limits {
+        pub use crate::limits::SharedSaleLimit;
+    }
+    pub mod orders {
+        pub use crate::domain::NewOrder;
+        pub use crate::store::orders::record_from_entry;
+    }
+    pub mod persist {
+        pub use crate::persist::{Persister, dead_letters, queue, writer};
+    }
+    pub mod sales {
+        pub use crate::sales::SaleRegistry;
+    }
+    pub mod startup {
+        pub use crate::startup::Application;
+    }
+    pub mod stock {
+        pub use crate::stock::{StockEngine, batch, shard};
+        pub use crate::store::purchase::SpendToken;
+    }
+    pub mod store {
+        pub use crate::store::{
+            Keys, Redis, RedisConn, RedisTarget, RedisTimeouts, ShardKeys, StoreError, keys, loans,
+            orders, purchase, shards, tokens,
+        };
+    }
+    pub mod tokens {
+        pub use crate::domain::{Challenge, PurchaseToken, TokenId};
+        pub use crate::tokens::{Audience, TokenSigner, pow};
+    }
+    pub mod workers {
+        pub use crate::workers::Recovery;
+    }
+}

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use flashgate::cli::{self, Cli};
+use flashgate::Cli;
 use tracing_subscriber::EnvFilter;
 
 // mimalloc: the gateway allocates and frees many small, short-lived buffers per request
@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli::run(Cli::parse()).await {
+    match flashgate::run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let mut message = format!("error: {error}");

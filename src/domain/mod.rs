@@ -12,4 +12,4 @@ pub use credential::{Challenge, PurchaseToken, TokenId};
 pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
 pub use order::{NewOrder, OrderRecord, OrderStatus};
 pub use rejection::{Rejection, RejectionStats};
-pub use sale::{Sale, SaleDefinition, SaleSpec, SaleSpecError, SaleState, Window};
+pub use sale::{Sale, SaleDefinition, SaleSpec, SaleState, Window};

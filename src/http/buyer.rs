@@ -17,9 +17,10 @@ use super::in_flight::{InFlight, InFlightLayer};
 use super::state::AppState;
 use super::tokens;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
-use crate::orders::{self, OrderRecord, OrderStatus};
+use crate::domain::{OrderRecord, OrderStatus};
+use crate::orders;
 use crate::purchase::{Answer, Attempt, Refusal};
-use crate::sales::SaleRuntime;
+use crate::stock::SaleRuntime;
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the buyer's JWT, rate limit and in-flight slots before

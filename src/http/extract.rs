@@ -18,9 +18,9 @@ use super::error::ApiError;
 use super::in_flight::BuyerSlot;
 use super::state::AppState;
 use crate::auth::{JwtError, admin_token_matches};
+use crate::domain::Rejection;
 use crate::domain::{IdempotencyKey, OrderId, SaleId, UserId};
 use crate::limits::{Limited, Policy};
-use crate::sales::Rejection;
 
 /// A JSON body; bad JSON is a 422 `validation`, an oversized body a 413, a body that takes
 /// longer than `http.body_read_timeout_ms` to arrive a 408.

@@ -16,7 +16,7 @@ use super::extract::{ApiJson, IssuingBuyer, SalePath};
 use super::state::AppState;
 use crate::clock::{from_unix_ms, unix_ms};
 use crate::domain::{SaleId, Window};
-use crate::sales::SaleRuntime;
+use crate::stock::SaleRuntime;
 use crate::store::tokens::{self as store, Issue, IssueCall};
 use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
 

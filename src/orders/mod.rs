@@ -2,11 +2,9 @@
 //! Redis for the database writer, and `confirmed` once its row is committed.
 
 use crate::db::DbError;
-pub use crate::domain::{NewOrder, OrderRecord, OrderStatus};
-use crate::domain::{OrderId, Quantity, UserId};
+use crate::domain::{OrderId, OrderRecord, OrderStatus, Quantity, UserId};
 use crate::persist::{Persister, dead_letters};
 use crate::store::orders;
-pub use crate::store::orders::record_from_entry;
 use crate::store::{Redis, StoreError};
 
 /// Looks an order up: pending in Redis, else a database row (confirmed), else a dead letter

@@ -30,14 +30,18 @@ use time::OffsetDateTime;
 pub use refusal::Refusal;
 
 use crate::clock::{Clock, unix_ms};
+use crate::domain::Rejection;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, SaleId, UserId, Window};
+use crate::domain::{NewOrder, OrderStatus};
 use crate::limits::{RateLimits, SharedSaleLimit};
-use crate::orders::{self, NewOrder, OrderStatus};
+use crate::orders;
 use crate::persist::Persister;
 use crate::persist::queue::{Admission, OrderQueue};
-use crate::sales::{Rejection, SaleRegistry, SaleRuntime};
-use crate::stock::{PurchaseOutcome, PurchaseRequest, ReplayLookup, SpendToken, StockEngine};
+use crate::sales::SaleRegistry;
+use crate::stock::SaleRuntime;
+use crate::stock::{PurchaseOutcome, PurchaseRequest, ReplayLookup, StockEngine};
 use crate::store::StoreError;
+use crate::store::purchase::SpendToken;
 use crate::tokens::{Audience, InvalidToken, TokenError, TokenSigner};
 
 /// One purchase attempt as the buyer sent it (the body not yet judged).

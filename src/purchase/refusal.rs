@@ -2,8 +2,8 @@
 
 use time::OffsetDateTime;
 
+use crate::domain::Rejection;
 use crate::limits::Limited;
-use crate::sales::Rejection;
 use crate::stock;
 use crate::tokens::InvalidToken;
 

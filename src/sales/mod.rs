@@ -3,7 +3,5 @@
 pub mod registry;
 pub mod report;
 
-pub use crate::domain::{Rejection, RejectionStats};
-pub use crate::stock::SaleRuntime;
 pub use registry::{PutOutcome, PutSaleError, SaleRegistry, SkippedSale};
-pub use report::{SaleReport, SaleStatus, ShardStatus, UnreadableSale};
+pub use report::SaleReport;

@@ -10,7 +10,6 @@ pub mod runtime;
 pub mod shard;
 pub mod verdict;
 
-pub use crate::store::purchase::SpendToken;
 pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
 pub use runtime::SaleRuntime;
 

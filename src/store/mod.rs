@@ -31,4 +31,4 @@ pub use conn::{RedisConn, RedisTarget, RedisTimeouts};
 pub use error::StoreError;
 pub use handle::{Redis, ping};
 pub use keys::{Keys, ShardKeys};
-pub use pool::{BulkConn, BulkPool, BulkPoolStatus};
+pub use pool::BulkConn;

@@ -10,8 +10,7 @@
 pub mod pow;
 pub mod signed;
 
-pub use crate::domain::{Challenge, PurchaseToken, TokenId};
-pub use signed::{Audience, Kind, TokenError, TokenSigner};
+pub use signed::{Audience, TokenError, TokenSigner};
 
 /// Why a request's challenge answer or purchase token is refused: 403 invalid-token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

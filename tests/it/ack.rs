@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use flashgate::domain::{IdempotencyKey, SaleId, UserId};
-use flashgate::store::RedisConn;
-use flashgate::store::orders::{self, ShardAcks};
-use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
-use flashgate::store::shards;
+use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
+use flashgate::testing::store::RedisConn;
+use flashgate::testing::store::orders::{self, ShardAcks};
+use flashgate::testing::store::purchase::{self, PurchaseCall, PurchaseReply};
+use flashgate::testing::store::shards;
 
 use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
 use crate::support::redis::RedisServer;
@@ -65,7 +65,7 @@ async fn left(conn: &mut RedisConn, app: &TestApp, shard: u32) -> (u64, u64) {
 /// (it persists only entries older than ten minutes).
 async fn app_without_recovery() -> (RedisServer, TestApp) {
     let redis = RedisServer::start();
-    let mut settings = test_settings(&flashgate::store::RedisTarget::Single(redis.url()));
+    let mut settings = test_settings(&flashgate::testing::store::RedisTarget::Single(redis.url()));
     settings.queue.claim_idle_ms = 600_000;
     let app = spawn_app_with(settings).await;
     (redis, app)
@@ -163,8 +163,8 @@ async fn one_call_forgets_more_orders_of_one_quantity_than_lua_can_unpack_at_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_moves_to_the_dead_letters_once_however_often_it_is_moved_and_leaves_them_once() {
-    use flashgate::domain::{EntryId, OrderId};
-    use flashgate::persist::dead_letters::{self, DropOutcome};
+    use flashgate::testing::domain::{EntryId, OrderId};
+    use flashgate::testing::persist::dead_letters::{self, DropOutcome};
 
     let (_redis, app) = app_without_recovery().await;
     app.create_sale("a", &live_sale(200, 2, 10, 10)).await;

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashgate::domain::{IdempotencyKey, SaleId, UserId};
-use flashgate::stock::SpendToken;
-use flashgate::stock::batch::PurchaseBatcher;
-use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
-use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
-use flashgate::tokens::TokenId;
+use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
+use flashgate::testing::stock::SpendToken;
+use flashgate::testing::stock::batch::PurchaseBatcher;
+use flashgate::testing::store::purchase::{self, PurchaseCall, PurchaseReply};
+use flashgate::testing::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
+use flashgate::testing::tokens::TokenId;
 
 use crate::support::app::{TestApp, live_sale, spawn_app_with, spawn_single, test_settings};
 use crate::support::redis::RedisServer;

@@ -5,7 +5,7 @@
 
 use crate::support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
 use crate::support::redis::RedisServer;
-use flashgate::store::RedisTarget;
+use flashgate::testing::store::RedisTarget;
 
 const SHARDS: u32 = 4;
 
@@ -89,7 +89,7 @@ async fn a_large_bulk_reply_breaks_nothing() {
     app.create_sale("large", &live_sale(40, SHARDS, 5, 5)).await;
     // Tens of thousands of buyer records on one shard: reconciliation reads them in pages of
     // a thousand fields on a bulk connection.
-    let sale = flashgate::domain::SaleId::parse("large").unwrap();
+    let sale = flashgate::testing::domain::SaleId::parse("large").unwrap();
     let buyers = app.keys.shard(&sale, 0).buyers;
     let mut conn = app.redis.clone();
     for chunk in 0..40 {

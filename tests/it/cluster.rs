@@ -1,7 +1,7 @@
 //! The purchase path against a real 3-master Redis Cluster: the shards of one sale live in
 //! different slots (and so on different nodes), and the invariants hold all the same.
 
-use flashgate::store::RedisTarget;
+use flashgate::testing::store::RedisTarget;
 
 use crate::support::app::spawn_app;
 use crate::support::redis::RedisCluster;
@@ -28,7 +28,7 @@ async fn shards_of_one_sale_spread_over_the_cluster_nodes() {
     let app = spawn_app(&RedisTarget::Cluster(cluster.urls())).await;
     app.create_sale("spread", &crate::support::app::live_sale(64, 16, 1, 1))
         .await;
-    let sale = flashgate::domain::SaleId::parse("spread").unwrap();
+    let sale = flashgate::testing::domain::SaleId::parse("spread").unwrap();
     let mut nodes_with_shards = 0;
     for node in cluster.nodes() {
         let client = redis::Client::open(node.url()).unwrap();
@@ -42,7 +42,7 @@ async fn shards_of_one_sale_spread_over_the_cluster_nodes() {
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            assert_eq!(slot, flashgate::store::keys::hash_slot(&key));
+            assert_eq!(slot, flashgate::testing::store::keys::hash_slot(&key));
             let count: u64 = redis::cmd("CLUSTER")
                 .arg("COUNTKEYSINSLOT")
                 .arg(slot)

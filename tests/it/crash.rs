@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flashgate::auth::JwtKeys;
-use flashgate::db::OrderDb;
-use flashgate::domain::{SaleId, UserId};
-use flashgate::store::shards::{self, ShardCounters};
-use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::db::OrderDb;
+use flashgate::testing::domain::{SaleId, UserId};
+use flashgate::testing::store::shards::{self, ShardCounters};
+use flashgate::testing::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;

@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flashgate::domain::SaleId;
-use flashgate::persist::queue::QueuePolicy;
-use flashgate::store::RedisTarget;
+use flashgate::testing::domain::SaleId;
+use flashgate::testing::persist::queue::QueuePolicy;
+use flashgate::testing::store::RedisTarget;
 use reqwest::StatusCode;
 use serde_json::Value;
 

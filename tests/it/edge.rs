@@ -3,8 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use flashgate::config::LimitSettings;
-use flashgate::store::RedisTarget;
+use flashgate::testing::config::LimitSettings;
+use flashgate::testing::store::RedisTarget;
 
 use crate::support::app::{live_sale, spawn_app_with, test_settings};
 use crate::support::redis::RedisServer;

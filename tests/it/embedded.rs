@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use flashgate::auth::JwtKeys;
-use flashgate::domain::UserId;
+use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::domain::UserId;
 use serde_json::{Value, json};
 
 use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flashgate::auth::JwtKeys;
-use flashgate::config::LimitSettings;
-use flashgate::config::Settings;
-use flashgate::domain::UserId;
-use flashgate::startup::Application;
-use flashgate::store::RedisTarget;
+use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::config::LimitSettings;
+use flashgate::testing::config::Settings;
+use flashgate::testing::domain::UserId;
+use flashgate::testing::startup::Application;
+use flashgate::testing::store::RedisTarget;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use flashgate::domain::SaleId;
-use flashgate::store::RedisTarget;
-use flashgate::store::loans;
+use flashgate::testing::domain::SaleId;
+use flashgate::testing::store::RedisTarget;
+use flashgate::testing::store::loans;
 
 use crate::support::app::{TestApp, live_sale, spawn_app};
 use crate::support::redis::RedisServer;

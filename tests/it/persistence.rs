@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flashgate::db::DbError;
-use flashgate::domain::SaleId;
-use flashgate::persist::queue::QueuePolicy;
-use flashgate::store::RedisTarget;
+use flashgate::testing::db::DbError;
+use flashgate::testing::domain::SaleId;
+use flashgate::testing::persist::queue::QueuePolicy;
+use flashgate::testing::store::RedisTarget;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 

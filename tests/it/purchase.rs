@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashgate::store::RedisTarget;
+use flashgate::testing::store::RedisTarget;
 use serde_json::json;
 
 use crate::support::app::{
@@ -49,7 +49,7 @@ async fn buyers_of_empty_shards_are_served_from_the_one_shard_with_stock() {
     app.create_sale("skew", &live_sale(40, 8, 1, 1)).await;
     // Move every unit onto shard 3: the other seven shards are empty. (Each shard's
     // allotment moves with its stock, so its counters still say it sold nothing.)
-    let sale = flashgate::domain::SaleId::parse("skew").unwrap();
+    let sale = flashgate::testing::domain::SaleId::parse("skew").unwrap();
     let mut conn = app.redis.clone();
     for shard in 0..8 {
         let key = app.keys.shard(&sale, shard).shard;
@@ -243,8 +243,8 @@ async fn after_sell_out_the_shortcut_answers_only_what_it_may() {
         );
     }
     // No valid credential: still the full path's 401.
-    let forged = flashgate::auth::JwtKeys::new(b"not the gateway's secret, at all").mint(
-        &flashgate::domain::UserId::parse("late").unwrap(),
+    let forged = flashgate::testing::auth::JwtKeys::new(b"not the gateway's secret, at all").mint(
+        &flashgate::testing::domain::UserId::parse("late").unwrap(),
         time::OffsetDateTime::now_utc().unix_timestamp() + 60,
     );
     let answer = send(forged, r#"{"quantity":1}"#).await.unwrap();
@@ -262,7 +262,7 @@ async fn after_sell_out_the_shortcut_answers_only_what_it_may() {
     // Past the end of the sale the window decides, not the shortcut.
     app.state.clock.advance(time::Duration::hours(2));
     let lasting = app.jwt.mint(
-        &flashgate::domain::UserId::parse("late").unwrap(),
+        &flashgate::testing::domain::UserId::parse("late").unwrap(),
         time::OffsetDateTime::now_utc().unix_timestamp() + 3 * 3600,
     );
     let answer = send(lasting, r#"{"quantity":1}"#).await.unwrap();
@@ -370,14 +370,18 @@ async fn bad_input_gets_the_documented_problem_and_takes_nothing() {
 
 fn expired_token(app: &TestApp) -> String {
     let past = time::OffsetDateTime::now_utc().unix_timestamp() - 10;
-    app.jwt
-        .mint(&flashgate::domain::UserId::parse("alice").unwrap(), past)
+    app.jwt.mint(
+        &flashgate::testing::domain::UserId::parse("alice").unwrap(),
+        past,
+    )
 }
 
 fn forged_token() -> String {
     let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
-    flashgate::auth::JwtKeys::new(b"not the gateway's secret at all!")
-        .mint(&flashgate::domain::UserId::parse("alice").unwrap(), exp)
+    flashgate::testing::auth::JwtKeys::new(b"not the gateway's secret at all!").mint(
+        &flashgate::testing::domain::UserId::parse("alice").unwrap(),
+        exp,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -540,8 +544,8 @@ async fn redis_outage_answers_503_and_purchases_resume_after_restart() {
 /// the request was in flight) must not be created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
-    use flashgate::domain::{IdempotencyKey, SaleId, UserId};
-    use flashgate::store::purchase::{self, PurchaseCall, PurchaseReply};
+    use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
+    use flashgate::testing::store::purchase::{self, PurchaseCall, PurchaseReply};
 
     let (_redis, app) = spawn_single().await;
     app.create_sale("short", &live_sale(3, 1, 5, 5)).await;
@@ -562,7 +566,7 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
         token: None,
     };
     let hash = |shard| app.keys.shard(&sale, shard).shard;
-    let fields = |conn: &mut flashgate::store::RedisConn, key: String| {
+    let fields = |conn: &mut flashgate::testing::store::RedisConn, key: String| {
         let mut conn = conn.clone();
         async move {
             let mut all: Vec<(String, String)> = redis::cmd("HGETALL")

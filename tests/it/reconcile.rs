@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-use flashgate::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
-use flashgate::orders::NewOrder;
-use flashgate::store::RedisTarget;
+use flashgate::testing::domain::{EntryId, OrderId, Quantity, SaleId, UserId};
+use flashgate::testing::orders::NewOrder;
+use flashgate::testing::store::RedisTarget;
 use serde_json::{Value, json};
 
 use crate::support::app::{
@@ -104,7 +104,7 @@ async fn hincrby(app: &TestApp, key: &str, field: &str, by: i64) {
         .unwrap();
 }
 
-fn shard_keys(app: &TestApp, sale: &str, shard: u32) -> flashgate::store::ShardKeys {
+fn shard_keys(app: &TestApp, sale: &str, shard: u32) -> flashgate::testing::store::ShardKeys {
     app.keys.shard(&SaleId::parse(sale).unwrap(), shard)
 }
 

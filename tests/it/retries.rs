@@ -4,8 +4,8 @@
 //! purchase tokens required, as a production gateway does, against a real Redis and a real
 //! database.
 
-use flashgate::persist::queue::QueuePolicy;
-use flashgate::store::RedisTarget;
+use flashgate::testing::persist::queue::QueuePolicy;
+use flashgate::testing::store::RedisTarget;
 use reqwest::StatusCode;
 use serde_json::Value;
 

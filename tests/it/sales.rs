@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use flashgate::domain::SaleId;
-use flashgate::store::loans;
+use flashgate::testing::domain::SaleId;
+use flashgate::testing::store::loans;
 use serde_json::{Value, json};
 
 use crate::support::app::{
@@ -72,7 +72,7 @@ async fn write_raw_sale(app: &crate::support::app::TestApp, id: &str, def: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recovering() {
     let redis = RedisServer::start();
-    let settings = test_settings(&flashgate::store::RedisTarget::Single(redis.url()));
+    let settings = test_settings(&flashgate::testing::store::RedisTarget::Single(redis.url()));
     // Two instances sharing one Redis; "good" is created through the second, so the first
     // learns of it (and recovers its loans) only through its refresh.
     let first = spawn_app_with(settings.clone()).await;

@@ -7,17 +7,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flashgate::config::LimitSettings;
-use flashgate::domain::{SaleDefinition, SaleId, SaleSpec};
-use flashgate::limits::SharedSaleLimit;
-use flashgate::sales::SaleRegistry;
-use flashgate::stock::StockEngine;
-use flashgate::store::loans;
-use flashgate::store::orders::{self, ShardAcks};
-use flashgate::store::shards;
-use flashgate::store::tokens::{self as token_store, Issue, IssueCall};
-use flashgate::store::{Keys, Redis, RedisConn, RedisTarget, RedisTimeouts};
-use flashgate::tokens::{Audience, TokenSigner};
+use flashgate::testing::config::LimitSettings;
+use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec};
+use flashgate::testing::limits::SharedSaleLimit;
+use flashgate::testing::sales::SaleRegistry;
+use flashgate::testing::stock::StockEngine;
+use flashgate::testing::store::loans;
+use flashgate::testing::store::orders::{self, ShardAcks};
+use flashgate::testing::store::shards;
+use flashgate::testing::store::tokens::{self as token_store, Issue, IssueCall};
+use flashgate::testing::store::{Keys, Redis, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::testing::tokens::{Audience, TokenSigner};
 use redis::Value;
 
 use crate::support::redis::{RedisCluster, RedisServer};
@@ -330,10 +330,10 @@ fn issuance(
     sale: &SaleId,
     user: &str,
 ) -> (
-    flashgate::tokens::Challenge,
-    flashgate::tokens::PurchaseToken,
+    flashgate::testing::tokens::Challenge,
+    flashgate::testing::tokens::PurchaseToken,
 ) {
-    let user = flashgate::domain::UserId::parse(user).unwrap();
+    let user = flashgate::testing::domain::UserId::parse(user).unwrap();
     let to = Audience { sale, user: &user };
     let expires = now_ms() + 60_000;
     let (challenge, _) = signer.issue_challenge(to, 0, expires);

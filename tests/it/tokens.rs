@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use flashgate::domain::{SaleId, UserId};
-use flashgate::store::RedisTarget;
-use flashgate::tokens::{Audience, TokenSigner, pow};
+use flashgate::testing::domain::{SaleId, UserId};
+use flashgate::testing::store::RedisTarget;
+use flashgate::testing::tokens::{Audience, TokenSigner, pow};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use flashgate::auth::JwtKeys;
-use flashgate::config::Settings;
-use flashgate::db::OrderDb;
-use flashgate::domain::{SaleId, UserId};
-use flashgate::persist::writer::Flusher;
-use flashgate::startup::Application;
-use flashgate::store::shards::{self, ShardCounters};
-use flashgate::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
-use flashgate::workers::Recovery;
+use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::config::Settings;
+use flashgate::testing::db::OrderDb;
+use flashgate::testing::domain::{SaleId, UserId};
+use flashgate::testing::persist::writer::Flusher;
+use flashgate::testing::startup::Application;
+use flashgate::testing::store::shards::{self, ShardCounters};
+use flashgate::testing::store::{Keys, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::testing::workers::Recovery;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -31,7 +31,7 @@ pub struct TestApp {
     pub redis: RedisConn,
     pub db: OrderDb,
     /// The gateway's shared state (for counters no endpoint shows).
-    pub state: flashgate::http::AppState,
+    pub state: flashgate::testing::http::AppState,
     flusher: Flusher,
     recovery: Recovery,
     shutdown: Option<oneshot::Sender<()>>,
@@ -62,11 +62,11 @@ pub fn test_settings(target: &RedisTarget) -> Settings {
     // tests (tests/it/tokens.rs) turn the requirement back on.
     s.tokens.require_purchase_token = false;
     // Nor about one buyer's pace: storms of one buyer test the per-user *unit* limit.
-    s.limits.user = flashgate::config::LimitSettings::default();
+    s.limits.user = flashgate::testing::config::LimitSettings::default();
     // Nor about one buyer's concurrency or challenge pace: storms of one buyer and token
     // tests send many requests of one buyer at once. The edge tests turn these back on.
     s.http.max_in_flight_per_buyer = s.http.max_in_flight;
-    s.limits.issue = flashgate::config::LimitSettings::default();
+    s.limits.issue = flashgate::testing::config::LimitSettings::default();
     s
 }
 
@@ -302,7 +302,7 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "challenge: {challenge}");
         let text = challenge["challenge"].as_str().unwrap();
         let difficulty = u8::try_from(challenge["difficulty"].as_u64().unwrap()).unwrap();
-        let nonce = flashgate::tokens::pow::solve(text, difficulty);
+        let nonce = flashgate::testing::tokens::pow::solve(text, difficulty);
         let response = self.exchange(sale, user, text, &nonce).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.unwrap();
@@ -384,7 +384,8 @@ impl TestApp {
                 .await
                 .unwrap();
             for entry in &reply.ids {
-                let order = flashgate::orders::record_from_entry(&sale, shard, entry).unwrap();
+                let order =
+                    flashgate::testing::orders::record_from_entry(&sale, shard, entry).unwrap();
                 orders.push((
                     order.order_id.to_string(),
                     order.user.to_string(),
