@@ -9,7 +9,7 @@ use redis::aio::ConnectionLike;
 use redis::streams::{StreamId, StreamRangeReply};
 use serde::{Serialize, Serializer};
 
-use super::orders::record_from_entry;
+use super::orders::{read_entry, record_from_entry};
 use super::{Keys, StoreError, scripts};
 use crate::domain::{EntryId, IdError, NewOrder, OrderId, SaleId};
 
@@ -138,16 +138,9 @@ pub async fn find(
     id: &DeadLetterId,
 ) -> Result<Option<DeadLetter>, StoreError> {
     let keys = keys.shard(id.sale(), id.shard());
-    let entry = id.entry();
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&keys.dead)
-        .arg(&entry)
-        .arg(&entry)
-        .query_async(conn)
-        .await?;
-    reply
-        .ids
-        .first()
+    read_entry(conn, &keys.dead, &id.entry().to_string())
+        .await?
+        .as_ref()
         .map(|e| letter_from_entry(id.sale(), id.shard(), e))
         .transpose()
 }

@@ -17,16 +17,9 @@ pub async fn find_pending(
     order_id: &OrderId,
 ) -> Result<Option<OrderRecord>, StoreError> {
     let keys = keys.shard(order_id.sale(), order_id.shard());
-    let entry = order_id.entry().to_string();
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&keys.orders)
-        .arg(&entry)
-        .arg(&entry)
-        .query_async(conn)
-        .await?;
-    reply
-        .ids
-        .first()
+    read_entry(conn, &keys.orders, &order_id.entry().to_string())
+        .await?
+        .as_ref()
         .map(|e| {
             record_from_entry(order_id.sale(), order_id.shard(), e)
                 .ok_or_else(|| StoreError::unexpected("order stream entry", &e.id))
@@ -138,6 +131,21 @@ pub async fn ack(conn: &mut impl ConnectionLike, shards: &[ShardAcks]) -> Result
         cmd.arg(*quantity).arg(entries.len()).arg(entries);
     }
     Ok(scripts::run(&scripts::ACK, &cmd, conn).await?)
+}
+
+/// The entry `entry` of the stream `stream`, if it is still there (one `XRANGE`).
+pub(super) async fn read_entry(
+    conn: &mut impl ConnectionLike,
+    stream: &str,
+    entry: &str,
+) -> Result<Option<StreamId>, StoreError> {
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(entry)
+        .arg(entry)
+        .query_async(conn)
+        .await?;
+    Ok(reply.ids.into_iter().next())
 }
 
 #[cfg(test)]

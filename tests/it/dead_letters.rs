@@ -67,13 +67,6 @@ async fn admin(app: &TestApp, method: reqwest::Method, path: &str) -> (StatusCod
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn reconcile(app: &TestApp, sale: &str) -> Value {
-    let path = format!("/admin/v1/sales/{sale}/reconcile");
-    let (status, body) = admin(app, reqwest::Method::POST, &path).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
 /// The status the buyer `user` sees for `order`.
 async fn order_status(app: &TestApp, order: &str, user: &str) -> Value {
     let path = format!("/api/v1/orders/{order}");
@@ -176,7 +169,7 @@ async fn poison_orders_become_dead_letters_and_the_rest_lands(
     );
 
     // Reconcile counts them; retrying before the fix is refused again.
-    let ledger = reconcile(&app, "p").await;
+    let ledger = app.reconcile("p").await;
     assert_eq!(ledger["dead_letters"], 3, "{ledger}");
     assert_eq!(ledger["dead_letter_units"], 2, "{ledger}");
     assert_eq!(ledger["difference"], 0, "{ledger}");
@@ -216,7 +209,7 @@ async fn poison_orders_become_dead_letters_and_the_rest_lands(
     assert_eq!(row_ids(&app, "p").await, rows);
     let counters = app.drained_counters("p", SHARDS).await;
     assert_eq!(counters.iter().map(|c| c.sold).sum::<u64>(), 302);
-    let ledger = reconcile(&app, "p").await;
+    let ledger = app.reconcile("p").await;
     assert_eq!(ledger["findings"], serde_json::json!([]), "{ledger}");
     assert_eq!(ledger["difference"], 0, "{ledger}");
     assert_eq!(ledger["dropped_units"], 1, "{ledger}");

@@ -8,10 +8,9 @@ use flashgate::testing::db::DbError;
 use flashgate::testing::domain::SaleId;
 use flashgate::testing::persist::queue::QueuePolicy;
 use flashgate::testing::store::RedisTarget;
-use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
-use crate::support::app::{ADMIN_TOKEN, TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
 use crate::support::db::TestDb;
 use crate::support::redis::RedisServer;
 use crate::support::scenarios::{self, Answer};
@@ -62,18 +61,6 @@ async fn flush_returns_once_every_accepted_order_is_a_row() {
     assert_eq!(app.stream_orders("flush", 4).await, Vec::new());
 }
 
-async fn reconcile(app: &TestApp, sale: &str) -> Value {
-    let response = app
-        .client
-        .post(format!("{}/admin/v1/sales/{sale}/reconcile", app.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 /// With `reject` and the database down, the queue fills and every later purchase is
 /// refused with 503 before taking stock; when the database returns, every 202 is a row.
 async fn reject_refuses_without_taking_stock_while_the_database_is_down(mut db: TestDb) {
@@ -90,7 +77,7 @@ async fn reject_refuses_without_taking_stock_while_the_database_is_down(mut db: 
     assert_eq!(sold, accepted as u64, "a 503 took stock");
     db.end_outage().await;
     scenarios::assert_ledger(&app, "rej", 8, 5000, &answers).await;
-    assert_eq!(reconcile(&app, "rej").await["difference"], 0);
+    assert_eq!(app.reconcile("rej").await["difference"], 0);
 }
 
 /// With `spill`, a full queue accepts anyway: the orders wait in their streams, and the
@@ -104,7 +91,7 @@ async fn spill_accepts_and_every_order_becomes_a_row(mut db: TestDb) {
     assert_eq!(counts.get("202").copied(), Some(1000), "{counts:?}");
     db.end_outage().await;
     scenarios::assert_ledger(&app, "spill", 8, 5000, &answers).await;
-    assert_eq!(reconcile(&app, "spill").await["difference"], 0);
+    assert_eq!(app.reconcile("spill").await["difference"], 0);
 }
 
 /// With `caller-runs`, a request that finds the queue full writes its own row: its 202 says
@@ -218,7 +205,7 @@ async fn postgres_outage_mid_storm_loses_no_accepted_order() {
     let (status, _) = app.get_json("/health/live", None).await;
     assert_eq!(status, 200);
     scenarios::assert_ledger(&app, "pgout", 8, 100_000, &answers).await;
-    let ledger = reconcile(&app, "pgout").await;
+    let ledger = app.reconcile("pgout").await;
     assert_eq!(ledger["difference"], 0, "{ledger}");
     assert_eq!(ledger["pending"], 0, "{ledger}");
 }
@@ -322,7 +309,7 @@ async fn black_holed_postgres_stalls_readiness_and_every_accepted_order_lands_af
     let counts = scenarios::tally(&answers);
     assert!(counts.get("202").copied().unwrap_or(0) > 200, "{counts:?}");
     scenarios::assert_ledger(&app, "bh", 8, 10_000, &answers).await;
-    let ledger = reconcile(&app, "bh").await;
+    let ledger = app.reconcile("bh").await;
     assert_eq!(ledger["difference"], 0, "{ledger}");
     assert_eq!(ledger["findings"], serde_json::json!([]), "{ledger}");
 }

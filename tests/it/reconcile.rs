@@ -40,21 +40,9 @@ async fn sold_sale(app: &TestApp, sale: &str, stock: u64, buyers: usize) {
     app.drained_counters(sale, SHARDS).await;
 }
 
-async fn reconcile(app: &TestApp, sale: &str) -> Value {
-    let response = app
-        .client
-        .post(format!("{}/admin/v1/sales/{sale}/reconcile", app.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 /// The findings of `sale`, sorted so that a comparison ignores their order.
 async fn findings(app: &TestApp, sale: &str) -> Vec<Value> {
-    let mut found = reconcile(app, sale).await["findings"]
+    let mut found = app.reconcile(sale).await["findings"]
         .as_array()
         .cloned()
         .unwrap();

@@ -320,6 +320,19 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /admin/v1/sales/{sale}/reconcile`, which must answer 200: its JSON.
+    pub async fn reconcile(&self, sale: &str) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/admin/v1/sales/{sale}/reconcile", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     /// Waits until this gateway knows who holds units of the sold-out `sale` (it loads them
     /// in the background once the sale is marked sold out); panics after 10 s.
     pub async fn await_sold_out_holders(&self, sale: &str) {
