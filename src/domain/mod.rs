@@ -4,12 +4,16 @@
 
 pub mod credential;
 pub mod ids;
+pub mod layout;
+pub mod operation;
 pub mod order;
 pub mod rejection;
 pub mod sale;
 
 pub use credential::{Challenge, PurchaseToken, TokenId};
 pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
+pub use layout::{Layout, ShardRange};
+pub use operation::{Change, Operation};
 pub use order::{NewOrder, OrderRecord, OrderStatus};
 pub use rejection::{Rejection, RejectionStats};
 pub use sale::{Sale, SaleDefinition, SaleSpec, SaleState, Window};

@@ -157,6 +157,13 @@ impl FromRequestParts<AppState> for IssuingBuyer {
 /// An authenticated operator.
 pub struct Admin;
 
+impl Admin {
+    /// The operator's name, for the audit trail.
+    pub fn name(&self) -> &str {
+        "admin"
+    }
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::registry::SaleRegistry;
-use crate::domain::{SaleId, SaleState};
+use crate::domain::{Layout, Operation, SaleId, SaleState};
 use crate::store::StoreError;
 
 /// One shard's figures for operators.
@@ -27,6 +27,11 @@ pub struct SaleStatus {
     pub epoch: u64,
     pub stock_total: u64,
     pub remaining: u64,
+    /// The shards it sells from, and those a reshard is draining.
+    pub layout: Layout,
+    /// An operator's change in progress (a reshard, a change of stock), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Operation>,
     pub shards: Vec<ShardStatus>,
     /// Units sold (taken by accepted orders).
     pub sold: u64,
@@ -116,13 +121,16 @@ impl SaleRegistry {
             return Ok(None);
         };
         let counters = self.engine().collect(&rt).await?;
-        let remaining: u64 = counters.iter().map(|c| c.stock + c.lent).sum();
-        let sold = counters.iter().map(|c| c.sold).sum();
-        let pending = counters.iter().map(|c| c.pending_units).sum();
-        let shards = (0..)
-            .zip(&counters)
+        let remaining: u64 = counters.iter().map(|(_, c)| c.stock + c.lent).sum();
+        // Sold and pending over every shard the sale used: earlier layouts sold units too,
+        // and may still hold orders on their way to the database.
+        let all = self.engine().collect_all(&rt).await?;
+        let sold = all.iter().map(|c| c.sold).sum();
+        let pending = all.iter().map(|c| c.pending_units).sum();
+        let shards = counters
+            .iter()
             .map(|(shard, c)| ShardStatus {
-                shard,
+                shard: *shard,
                 stock: c.stock,
                 lent: c.lent,
                 sold: c.sold,
@@ -134,6 +142,8 @@ impl SaleRegistry {
             epoch: rt.epoch,
             stock_total: rt.sale.spec.stock(),
             remaining,
+            layout: rt.layout,
+            change: self.load(id).await?.and_then(|stored| stored.op),
             shards,
             sold,
             pending,

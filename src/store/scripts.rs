@@ -32,6 +32,18 @@ pub static DROP_DEAD_LETTER: LazyLock<Script> =
 /// Spends a challenge and, when issuance is capped, counts the purchase token issued for it.
 pub static ISSUE_TOKEN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/issue_token.lua")));
+/// Changes a sale's record atomically, if it is as the caller read it.
+pub static SALE_UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/sale_update.lua")));
+/// Creates a shard with its first units unless it exists.
+pub static INIT_SHARD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/init_shard.lua")));
+/// Hands a buyer's record over from a draining shard, leaving a tombstone.
+pub static EXPORT_BUYER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/export_buyer.lua")));
+/// Adds units to a shard, or removes unsold ones, once per operator change.
+pub static STOCK_CHANGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/stock_change.lua")));
 /// GCRA rate limit kept in Redis, shared by every gateway instance.
 pub static GCRA: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/gcra.lua")));

@@ -17,6 +17,7 @@ mod dead_letters;
 mod edge;
 mod embedded;
 mod hostile;
+mod live_ops;
 mod loans;
 mod persistence;
 mod postgres_harness;
