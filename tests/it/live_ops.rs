@@ -25,6 +25,11 @@ const ATTEMPTS: usize = 3;
 const LIMIT: u32 = 2;
 /// Requests in flight at once, over both instances.
 const IN_FLIGHT: usize = 128;
+/// The first requests arrive one per [`PACE`], so that selling the stock takes seconds and
+/// the operator's changes land while it sells (unpaced, 1,000 units sell in well under a
+/// second); the rest come as fast as the gateways answer.
+const PACED: usize = 2_000;
+const PACE: Duration = Duration::from_millis(2);
 
 /// Where buyers send their purchases: a gateway's base URL, with a client and JWTs.
 #[derive(Clone)]
@@ -51,11 +56,13 @@ struct Bought {
 /// alternately through `doors`; `accepted` counts the 202s as they come.
 async fn storm(app: &TestApp, sale: &str, doors: &[Door], accepted: &AtomicUsize) -> Vec<Bought> {
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let start = tokio::time::Instant::now();
     let calls = (0..ATTEMPTS).flat_map(|attempt| (0..BUYERS).map(move |i| (attempt, i)));
-    let calls = calls.map(|(attempt, i)| {
+    let calls = calls.enumerate().map(|(k, (attempt, i))| {
         let gate = gate.clone();
         let door = &doors[(i + attempt) % doors.len()];
         async move {
+            tokio::time::sleep_until(start + PACE * k.min(PACED) as u32).await;
             let _permit = gate.acquire().await.unwrap();
             let user = format!("buyer-{i}");
             let key = format!("k-{i}-{attempt}");
@@ -172,10 +179,22 @@ async fn reshard_mid_storm_on(target: RedisTarget) {
     let operator = async {
         when_accepted(&accepted, 150).await;
         reshard(&a, &a.base, "hot", 64).await;
+        let first = accepted.load(Ordering::Relaxed);
         when_accepted(&accepted, 500).await;
         reshard(&a, &b.base, "hot", 4).await;
+        (first, accepted.load(Ordering::Relaxed))
     };
-    let (bought, ()) = tokio::join!(storm(&a, "hot", &doors, &accepted), operator);
+    let (bought, (first, second)) = tokio::join!(storm(&a, "hot", &doors, &accepted), operator);
+    assert!(
+        first < STOCK as usize && second < STOCK as usize,
+        "the reshards finished after the sale sold out ({first}, {second} sold): not mid-storm"
+    );
+    let (_, view) = a.get_json("/admin/v1/sales/hot", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        view["layout"],
+        json!({"current": {"base": 72, "count": 4}}),
+        "{view}"
+    );
     // 8 + 64 + 4 shard indices were used.
     assert_storm_invariants(&a, &b, "hot", 76, &bought).await;
 }
