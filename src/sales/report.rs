@@ -117,7 +117,9 @@ impl SaleRegistry {
         id: &SaleId,
         now: OffsetDateTime,
     ) -> Result<Option<SaleStatus>, StoreError> {
-        let Some(rt) = self.get(id).await? else {
+        // Read afresh: an operator looks at what Redis holds now, not at this instance's
+        // cache (which follows changes made elsewhere within a refresh interval).
+        let Some(rt) = self.reload(id).await? else {
             return Ok(None);
         };
         let counters = self.engine().collect(&rt).await?;
