@@ -72,7 +72,7 @@ pub mod testing {
     pub mod store {
         pub use crate::store::{
             Keys, Redis, RedisConn, RedisTarget, RedisTimeouts, ShardKeys, StoreError, keys, loans,
-            orders, purchase, shards, tokens,
+            migration, orders, purchase, sales, shards, tokens,
         };
     }
     pub mod tokens {

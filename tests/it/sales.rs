@@ -153,3 +153,105 @@ async fn an_unreadable_sale_is_reported_and_the_others_keep_refreshing_and_recov
     let (status, _) = problem_slug(response).await;
     assert!(status.is_server_error(), "{status}");
 }
+
+/// Eight PUTs of one upcoming sale at once, each with its own shard count: the sale ends
+/// with one of their definitions, its layout has exactly that many shards holding its
+/// stock, and no shard of a losing PUT is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_end_in_one_definition_with_its_own_shards() {
+    let (_redis, app) = crate::support::app::spawn_single().await;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let mut body = live_sale(100, 1, 2, 2);
+    body["starts_at"] = json!((now + time::Duration::hours(1)).format(fmt).unwrap());
+    body["ends_at"] = json!((now + time::Duration::hours(2)).format(fmt).unwrap());
+    app.create_sale("race", &body).await;
+    let puts = (2..=9u32).map(|shards| {
+        let mut body = body.clone();
+        body["shards"] = json!(shards);
+        body["stock"] = json!(100 + shards);
+        let app = &app;
+        async move { app.put_sale("race", &body).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(puts).await;
+    assert!(
+        statuses.iter().all(|s| [200, 409].contains(s)) && statuses.contains(&200),
+        "{statuses:?}"
+    );
+    let (_, view) = app
+        .get_json("/admin/v1/sales/race", Some(ADMIN_TOKEN))
+        .await;
+    let current = &view["layout"]["current"];
+    let (base, count) = (
+        current["base"].as_u64().unwrap() as u32,
+        current["count"].as_u64().unwrap() as u32,
+    );
+    assert_eq!(view["stock_total"], json!(100 + count), "{view}");
+    // Every shard index ever reserved: only the winner's hold keys, with its whole stock.
+    let sale = SaleId::parse("race").unwrap();
+    let mut conn = app.redis.clone();
+    let mut stocked = Vec::new();
+    for shard in 0..64 {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(app.keys.shard(&sale, shard).shard)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if exists {
+            stocked.push(shard);
+        }
+    }
+    assert_eq!(stocked, (base..base + count).collect::<Vec<_>>());
+    assert_eq!(
+        app.stock_left("race", base + count).await,
+        u64::from(100 + count)
+    );
+}
+
+/// DELETE is refused while the sale runs; once it has ended and its orders are rows, every
+/// Redis key of the sale goes (the orders stay in the database) and the sale is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_is_deleted_once_ended_and_persisted_and_its_keys_are_gone() {
+    let (_redis, app) = crate::support::app::spawn_single().await;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let mut body = live_sale(10, 2, 1, 1);
+    body["ends_at"] = json!((now + time::Duration::seconds(2)).format(fmt).unwrap());
+    app.create_sale("gone", &body).await;
+    for user in ["ann", "bob", "cid"] {
+        assert_eq!(app.purchase("gone", user, "k", 1).await.status(), 202);
+    }
+    let delete = || async {
+        app.client
+            .delete(format!("{}/admin/v1/sales/gone", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(problem_slug(delete().await).await.1, "sale-live");
+    app.flush().await;
+    let deleted = eventually(Duration::from_secs(10), || async {
+        (delete().await.status() == 204).then_some(())
+    })
+    .await;
+    assert!(deleted.is_some(), "the ended sale was never deleted");
+    let mut conn = app.redis.clone();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*gone*", app.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "keys left behind: {left:?}");
+    let (status, _) = app
+        .get_json("/admin/v1/sales/gone", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(app.db_orders("gone").await.len(), 3, "the orders stay");
+    assert!(
+        app.state
+            .sales
+            .cached(&SaleId::parse("gone").unwrap())
+            .is_none()
+    );
+}

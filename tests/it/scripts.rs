@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashgate::testing::config::LimitSettings;
-use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec};
+use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec, ShardRange};
 use flashgate::testing::limits::SharedSaleLimit;
 use flashgate::testing::sales::SaleRegistry;
 use flashgate::testing::stock::StockEngine;
-use flashgate::testing::store::loans;
 use flashgate::testing::store::orders::{self, ShardAcks};
 use flashgate::testing::store::shards;
 use flashgate::testing::store::tokens::{self as token_store, Issue, IssueCall};
 use flashgate::testing::store::{Keys, Redis, RedisConn, RedisTarget, RedisTimeouts};
+use flashgate::testing::store::{loans, migration, sales};
 use flashgate::testing::tokens::{Audience, TokenSigner};
 use redis::Value;
 
@@ -467,4 +467,138 @@ async fn gcra_run_twice_for_one_refused_request_writes_nothing() {
     assert_eq!(bench.snapshot().await, before);
     // Redis's clock moved on between the runs: the wait can only have shrunk.
     assert!(second.retry_after <= first.retry_after);
+}
+
+#[tokio::test]
+async fn export_buyer_run_twice_hands_over_the_same_record_once() {
+    let bench = Bench::start().await;
+    let sale = bench.sale("export", 10, 1).await;
+    let old = bench.keys.shard(&sale, 0);
+    let mut conn = bench.conn.clone();
+    let record = "2\nk1 export.0.1-0 2 ab #00ff";
+    let _: () = redis::cmd("HSET")
+        .arg(&old.buyers)
+        .arg("ann")
+        .arg(record)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first = migration::export_buyer(&mut conn, &old, "ann")
+        .await
+        .unwrap();
+    assert_eq!(first, record);
+    let after_first = bench.snapshot().await;
+    let second = migration::export_buyer(&mut conn, &old, "ann")
+        .await
+        .unwrap();
+    assert_eq!(
+        second, record,
+        "every hand-over of a buyer carries the same text"
+    );
+    assert_eq!(bench.snapshot().await, after_first);
+    // A buyer without a record is handed over as "" and leaves an empty tombstone.
+    assert_eq!(
+        migration::export_buyer(&mut conn, &old, "bob")
+            .await
+            .unwrap(),
+        ""
+    );
+    let after_bob = bench.snapshot().await;
+    assert_eq!(
+        migration::export_buyer(&mut conn, &old, "bob")
+            .await
+            .unwrap(),
+        ""
+    );
+    assert_eq!(bench.snapshot().await, after_bob);
+}
+
+#[tokio::test]
+async fn stock_change_run_twice_moves_each_shards_units_once() {
+    let bench = Bench::start().await;
+    let sale = bench.sale("restock", 10, 1).await;
+    let keys = bench.keys.shard(&sale, 0);
+    let mut conn = bench.conn.clone();
+    assert_eq!(
+        migration::change_stock(&mut conn, &keys, "up", 5)
+            .await
+            .unwrap(),
+        5
+    );
+    let after_first = bench.snapshot().await;
+    assert_eq!(
+        migration::change_stock(&mut conn, &keys, "up", 5)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(bench.snapshot().await, after_first);
+    // A reduction takes at most what is on the shelf, once.
+    assert_eq!(
+        migration::change_stock(&mut conn, &keys, "down", -100)
+            .await
+            .unwrap(),
+        -15
+    );
+    let after_down = bench.snapshot().await;
+    assert_eq!(
+        migration::change_stock(&mut conn, &keys, "down", -100)
+            .await
+            .unwrap(),
+        -15
+    );
+    assert_eq!(bench.snapshot().await, after_down);
+    let counters = shards::read_counters(&mut conn, &keys).await.unwrap();
+    assert_eq!((counters.stock, counters.sold), (0, 0));
+}
+
+#[tokio::test]
+async fn init_shard_run_twice_never_resets_a_shard() {
+    let bench = Bench::start().await;
+    let sale = SaleId::parse("init").unwrap();
+    let range = ShardRange::new(0, 2).unwrap();
+    let mut conn = bench.conn.clone();
+    sales::init_shards(&mut conn, &bench.keys, &sale, range, &[3, 4])
+        .await
+        .unwrap();
+    // A shard sells a unit between the two runs: the second run must keep the sale.
+    let keys = bench.keys.shard(&sale, 0);
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&keys.shard)
+        .arg("stock")
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let after_first = bench.snapshot().await;
+    sales::init_shards(&mut conn, &bench.keys, &sale, range, &[3, 4])
+        .await
+        .unwrap();
+    assert_eq!(bench.snapshot().await, after_first);
+}
+
+#[tokio::test]
+async fn sale_update_run_twice_from_one_epoch_applies_once() {
+    let bench = Bench::start().await;
+    let sale = bench.sale("switch", 10, 2).await;
+    let mut conn = bench.conn.clone();
+    let stored = sales::load(&mut conn, &bench.keys, &sale)
+        .await
+        .unwrap()
+        .unwrap();
+    let update = sales::Update::default().paused(true);
+    let expect = sales::Expect::Epoch(stored.epoch);
+    let first = sales::update(&mut conn, &bench.keys, &sale, expect, &update)
+        .await
+        .unwrap();
+    assert_eq!(first, Some(stored.epoch + 1));
+    let after_first = bench.snapshot().await;
+    let second = sales::update(&mut conn, &bench.keys, &sale, expect, &update)
+        .await
+        .unwrap();
+    assert_eq!(
+        second, None,
+        "a switch from an epoch that is gone is refused"
+    );
+    assert_eq!(bench.snapshot().await, after_first);
 }
