@@ -97,8 +97,13 @@ impl SaleRegistry {
         stats.entry(id.clone()).or_default().clone()
     }
 
+    /// Redis, for the operator modules beside this one.
+    pub(super) fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
     /// Puts a stored sale into the cache unless the cache already has its epoch.
-    fn install(&self, id: &SaleId, stored: StoredSale) -> Arc<SaleRuntime> {
+    pub(super) fn install(&self, id: &SaleId, stored: StoredSale) -> Arc<SaleRuntime> {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if let Some(rt) = cache.get(id).filter(|rt| rt.epoch == stored.epoch) {
             return rt.clone();
@@ -118,7 +123,7 @@ impl SaleRegistry {
         rt
     }
 
-    async fn load(&self, id: &SaleId) -> Result<Option<StoredSale>, StoreError> {
+    pub(super) async fn load(&self, id: &SaleId) -> Result<Option<StoredSale>, StoreError> {
         sales::load(&mut self.redis.conn(), self.redis.keys(), id).await
     }
 

@@ -1,14 +1,16 @@
 //! What operators are told about a sale: its figures read from Redis now, or, when its
-//! stored record cannot be read, that it is unreadable and why.
+//! stored record cannot be read, that it is unreadable and why; with its audit trail.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::registry::SaleRegistry;
-use crate::domain::{SaleId, SaleState};
-use crate::store::StoreError;
+use crate::domain::{AuditEntry, SaleId, SaleState};
+use crate::stock::SaleRuntime;
+use crate::store::{StoreError, sales};
 
 /// One shard's figures for operators.
 #[derive(Debug, Clone, Serialize)]
@@ -49,12 +51,20 @@ pub struct UnreadableSale {
     pub error: String,
 }
 
-/// What the operator view shows for a sale.
+/// A sale's figures, or why they cannot be read.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum SaleReport {
+pub enum SaleFigures {
     Readable(Box<SaleStatus>),
     Unreadable(UnreadableSale),
+}
+
+/// What the operator view shows for a sale: its figures and its audit trail, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaleReport {
+    #[serde(flatten)]
+    pub figures: SaleFigures,
+    pub audit: Vec<AuditEntry>,
 }
 
 impl UnreadableSale {
@@ -97,12 +107,39 @@ impl SaleRegistry {
         id: &SaleId,
         now: OffsetDateTime,
     ) -> Result<Option<SaleReport>, StoreError> {
+        let Some(figures) = self.figures(id, now).await? else {
+            return Ok(None);
+        };
+        let audit = self.audit_trail(id).await?;
+        Ok(Some(SaleReport { figures, audit }))
+    }
+
+    /// The figures of sale `id` read from Redis now, or why they cannot be read. `Err`
+    /// only when Redis itself failed; `None` if no such sale exists.
+    pub async fn figures(
+        &self,
+        id: &SaleId,
+        now: OffsetDateTime,
+    ) -> Result<Option<SaleFigures>, StoreError> {
         match self.status(id, now).await {
-            Ok(status) => Ok(status.map(|s| SaleReport::Readable(Box::new(s)))),
-            Err(error) if is_unreadable(&error) => Ok(Some(SaleReport::Unreadable(
+            Ok(status) => Ok(status.map(|s| SaleFigures::Readable(Box::new(s)))),
+            Err(error) if is_unreadable(&error) => Ok(Some(SaleFigures::Unreadable(
                 UnreadableSale::new(id, &error),
             ))),
             Err(error) => Err(error),
+        }
+    }
+
+    /// The sale as stored now: the cached runtime if Redis still has its epoch, else the
+    /// record read again (an operator's view never lags behind a change made through
+    /// another instance). `None` if no such sale exists.
+    async fn current(&self, id: &SaleId) -> Result<Option<Arc<SaleRuntime>>, StoreError> {
+        let redis = self.redis();
+        let epoch = sales::epoch(&mut redis.bulk().await?, redis.keys(), id).await?;
+        match (epoch, self.cached(id)) {
+            (None, _) => Ok(None),
+            (Some(epoch), Some(rt)) if rt.epoch == epoch => Ok(Some(rt)),
+            (Some(_), _) => Ok(self.load(id).await?.map(|stored| self.install(id, stored))),
         }
     }
 
@@ -112,7 +149,7 @@ impl SaleRegistry {
         id: &SaleId,
         now: OffsetDateTime,
     ) -> Result<Option<SaleStatus>, StoreError> {
-        let Some(rt) = self.get(id).await? else {
+        let Some(rt) = self.current(id).await? else {
             return Ok(None);
         };
         let counters = self.engine().collect(&rt).await?;

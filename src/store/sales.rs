@@ -143,3 +143,58 @@ pub async fn write_meta(
         .await?;
     Ok(epoch)
 }
+
+/// A field of a sale's record that an operator's change sets.
+#[derive(Debug, Clone, Copy)]
+pub enum SaleField<'a> {
+    /// The kill switch.
+    Paused(bool),
+    /// The definition (e.g. with `ends_at` moved to now).
+    Definition(&'a SaleSpec),
+}
+
+/// What [`change`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// The record was changed; its new epoch.
+    Applied { epoch: u64 },
+    /// No such sale.
+    Missing,
+    /// The record's epoch is no longer the one the change was computed from.
+    Stale,
+}
+
+/// Sets `field` of sale `id` and bumps its epoch, in one atomic step, if the record's epoch
+/// is still `from_epoch` (`lua/change_sale.lua`).
+pub async fn change(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+    from_epoch: u64,
+    field: SaleField<'_>,
+) -> Result<ChangeOutcome, StoreError> {
+    let (name, value) = match field {
+        SaleField::Paused(paused) => ("paused", if paused { "1" } else { "0" }.to_owned()),
+        SaleField::Definition(spec) => (
+            "def",
+            serde_json::to_string(spec.definition()).map_err(|source| StoreError::Corrupt {
+                what: "sale definition",
+                source: source.into(),
+            })?,
+        ),
+    };
+    let script = &super::scripts::CHANGE_SALE;
+    let mut cmd = super::scripts::evalsha(script, 1);
+    cmd.arg(keys.sale_meta(id))
+        .arg(from_epoch)
+        .arg(name)
+        .arg(value);
+    let reply: i64 = super::scripts::run(script, &cmd, conn).await?;
+    match reply {
+        0 => Ok(ChangeOutcome::Missing),
+        -1 => Ok(ChangeOutcome::Stale),
+        epoch => u64::try_from(epoch)
+            .map(|epoch| ChangeOutcome::Applied { epoch })
+            .map_err(|_| StoreError::unexpected("change_sale.lua", &reply)),
+    }
+}

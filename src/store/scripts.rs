@@ -36,6 +36,11 @@ pub static ISSUE_TOKEN: LazyLock<Script> =
 pub static GCRA: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/gcra.lua")));
 
+/// Applies an operator's change to a sale's record if the record is still the one the
+/// change was computed from, bumping its epoch.
+pub static CHANGE_SALE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/change_sale.lua")));
+
 /// An `EVALSHA` of `script` over `keys` keys, to which the caller appends the keys, then the
 /// arguments. Built straight into the command's one buffer: `ScriptInvocation` allocates a
 /// buffer per key and per argument and copies them again into the command, and a batch of

@@ -18,6 +18,7 @@ mod edge;
 mod embedded;
 mod hostile;
 mod loans;
+mod operator;
 mod persistence;
 mod postgres_harness;
 mod purchase;
