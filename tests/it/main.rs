@@ -10,6 +10,7 @@ mod support;
 mod ack;
 mod batch;
 mod bulk_pool;
+mod cli_sale;
 mod cluster;
 mod container;
 mod crash;
