@@ -3,6 +3,7 @@
 //! trail every action leaves in the sale's operator view.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flashgate::testing::store::RedisTarget;
@@ -71,6 +72,19 @@ async fn storm_both(a: &TestApp, b: &TestApp, sale: &str, prefix: &str, n: usize
         .collect()
 }
 
+/// Waves of ten buyers (five through each instance), one every 20 ms, until `stop`.
+async fn waves_until(a: &TestApp, b: &TestApp, stop: &AtomicBool) -> Vec<Sent> {
+    let mut sent = Vec::new();
+    for wave in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        sent.extend(storm_both(a, b, "kill", &format!("p{wave}-"), 10).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sent
+}
+
 /// Two instances on `target` sharing one database, with the default one-second refresh.
 async fn two_instances(target: &RedisTarget) -> (TestApp, TestApp, tempfile::TempDir) {
     let db_dir = tempfile::tempdir().unwrap();
@@ -88,21 +102,34 @@ async fn two_instances(target: &RedisTarget) -> (TestApp, TestApp, tempfile::Tem
 /// moves. Resumed through B, the sale sells exactly its stock, and Redis, the 202 answers and
 /// the database rows agree.
 async fn pause_stops_every_instance_and_resume_sells_exactly_the_stock(target: RedisTarget) {
-    const STOCK: u64 = 150;
+    const STOCK: u64 = 2000;
     const SHARDS: u32 = 4;
     let (a, b, _db) = two_instances(&target).await;
     a.create_sale("kill", &live_sale(STOCK, SHARDS, 1, 1)).await;
     await_state(&b, "kill", "live").await;
 
-    let pause = async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        switch(&a, "kill", "pause").await
+    // Buyers keep coming in small waves on both instances while A pauses the sale and until
+    // both instances show it paused.
+    let stop = AtomicBool::new(false);
+    let pause_everywhere = async {
+        let selling = eventually(Duration::from_secs(10), || async {
+            (a.sold("kill", SHARDS).await >= 10).then_some(())
+        });
+        assert!(selling.await.is_some(), "the storm sold nothing");
+        let view = switch(&a, "kill", "pause").await;
+        assert_eq!(view["state"], "paused", "{view}");
+        for app in [&a, &b] {
+            await_state(app, "kill", "paused").await;
+        }
+        stop.store(true, Ordering::SeqCst);
     };
-    let (before, view) = tokio::join!(storm_both(&a, &b, "kill", "p", 120), pause);
-    assert_eq!(view["state"], "paused", "{view}");
-    for app in [&a, &b] {
-        await_state(app, "kill", "paused").await;
-    }
+    let (before, ()) = tokio::join!(waves_until(&a, &b, &stop), pause_everywhere);
+    let storm: Vec<Answer> = before.iter().map(|s| s.answer.clone()).collect();
+    let counts = scenarios::tally(&storm);
+    assert!(
+        counts.keys().all(|k| k == "202" || k == "409 sale-paused"),
+        "{counts:?}"
+    );
     let sold_while_paused = a.sold("kill", SHARDS).await;
     for sent in storm_both(&a, &b, "kill", "d", 100).await {
         let answer = &sent.answer;
@@ -123,9 +150,15 @@ async fn pause_stops_every_instance_and_resume_sells_exactly_the_stock(target: R
     let view = switch(&b, "kill", "resume").await;
     assert_eq!(view["state"], "live", "{view}");
     await_state(&a, "kill", "live").await;
-    let after = storm_both(&a, &b, "kill", "r", 300).await;
+    let after = storm_both(&a, &b, "kill", "r", 2100).await;
     let answers: Vec<Answer> = before.into_iter().chain(after).map(|s| s.answer).collect();
     assert_exact_ledger(&a, &b, STOCK, SHARDS, &answers).await;
+    let actions: Vec<String> = audit_trail(&b, "kill")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(actions, ["resumed", "paused", "created"]);
 }
 
 /// Re-sends every accepted purchase of `sent` (same buyer, key and body), alternately
@@ -188,7 +221,7 @@ async fn app_with_alice() -> (RedisServer, TestApp) {
 /// The `audit` of the sale's operator view, newest first: (actor, action, before, after).
 async fn audit_trail(app: &TestApp, sale: &str) -> Vec<(String, String, Value, Value)> {
     let (status, body) = app
-        .get_json(&format!("/admin/v1/sales/{sale}"), Some(ALICE_TOKEN))
+        .get_json(&format!("/admin/v1/sales/{sale}"), Some(ADMIN_TOKEN))
         .await;
     assert_eq!(status, 200, "{body}");
     let entries = body["audit"].as_array().expect("an audit list").clone();
