@@ -7,9 +7,8 @@ use std::hint::black_box;
 use axum::response::IntoResponse;
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashgate::testing::auth::JwtKeys;
-use flashgate::testing::domain::{SaleId, UserId};
+use flashgate::testing::domain::{SaleId, ShardRange, UserId};
 use flashgate::testing::http::ApiError;
-use flashgate::testing::stock::shard::home_shard;
 use flashgate::testing::tokens::{Audience, TokenSigner, pow};
 
 fn tokens(c: &mut Criterion) {
@@ -61,7 +60,8 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| jwt.verify(black_box(&bearer), 0).unwrap())
     });
     c.bench_function("home shard of a buyer (64 shards)", |b| {
-        b.iter(|| home_shard(black_box(&user), 64))
+        let range = ShardRange::new(0, 64).unwrap();
+        b.iter(|| black_box(range).home_of(black_box(&user)))
     });
     c.bench_function("sold-out problem response", |b| {
         b.iter(|| ApiError::SoldOut.into_response())

@@ -4,23 +4,28 @@
 -- be; purchase i uses KEYS[4i-3 .. 4i]:
 --   KEYS[4i-3]  shard hash    fields: stock, lent, ver, allotted, received, given, acked
 --   KEYS[4i-2]  buyer hash    the records of the buyers whose home is this shard:
---                               "<user>"      -> the buyer's record: the units they hold in
---                                                this sale, then one line per accepted order:
---                                                "<held>" ("\n<idempotency key> <order id>
---                                                <quantity> <fingerprint>")*
---                               "#<token id>" -> "1" for every purchase token spent here
---                             (user ids are [A-Za-z0-9_-], so the two kinds of field never
---                             meet; idempotency keys are visible ASCII, so neither a space nor
---                             a newline ever occurs inside one, and "\n<key> " finds exactly
---                             the line of that key)
+--                               "<user>" -> the buyer's record: the units they hold in this
+--                                           sale, then one line per accepted order:
+--                                           "<held>" ("\n<idempotency key> <order id>
+--                                           <quantity> <fingerprint>" [" #<token id>"])*
+--                                           or, once handed over to the buyer's home in a
+--                                           new layout (a live reshard), ">" and the record
+--                               "!"      -> present once the shard is sealed: it belongs to
+--                                           a layout being drained and sells nothing more
+--                             (idempotency keys are visible ASCII, so neither a space nor a
+--                             newline ever occurs inside one, and "\n<key> " finds exactly
+--                             the line of that key; only a token follows " #")
 --   KEYS[4i-1]  order stream  one entry per accepted order that is not yet a database row
 --   KEYS[4i]    credited set  ids of stock loans already credited to this shard
 --
--- ARGV[1] n, then each purchase's arguments in turn (10 + 2c of them):
+-- ARGV[1] n, then each purchase's arguments in turn (11 + 2c of them):
 --   user, quantity (>= 1), per-user limit, idempotency key, request fingerprint (no spaces,
 --   no newlines), now (unix ms),
---   sale id, shard index, the purchase token's field in the buyer hash ("#<token id>";
---   "" = no token), number of loan credits c, then c pairs: loan id, units
+--   sale id, shard index, the purchase token's id ("" = no token),
+--   import: "" when the sale's layout is settled (no record here means a new buyer);
+--     "?" while a reshard drains the previous layout and the buyer's record there has not
+--     been asked for; "=<record>" with the record export_buyer.lua handed over (maybe empty),
+--   number of loan credits c, then c pairs: loan id, units
 --   A per-user limit of 0 (with no token and no credits) makes a purchase a replay lookup:
 --   it can only answer "replay", "conflict" or "limit", and writes nothing.
 --
@@ -32,6 +37,10 @@
 --   {"used"}                       the purchase token was spent on an earlier purchase
 --   {"limit", units held}          the buyer would go over the per-user limit
 --   {"short", stock}               this shard holds fewer units than asked for
+--   {"moved"}                      this shard is sealed, or the buyer's record was handed
+--                                  over: the sale has a new layout
+--   {"import"}                     import was "?" and the buyer has no record here: fetch
+--                                  it from their previous home (export_buyer.lua) and retry
 --   {"error", message}             a Redis command of this purchase failed (e.g. out of
 --                                  memory); the other purchases of the call stand
 --
@@ -69,11 +78,11 @@ local function purchase(k, a)
   local user, idem_key, fingerprint = ARGV[a + 1], ARGV[a + 4], ARGV[a + 5]
   local qty_text = ARGV[a + 2]
   local qty, limit = tonumber(qty_text), tonumber(ARGV[a + 3])
-  local token_field = ARGV[a + 9]
+  local token, import = ARGV[a + 9], ARGV[a + 10]
 
-  local credits = tonumber(ARGV[a + 10])
+  local credits = tonumber(ARGV[a + 11])
   for i = 0, credits - 1 do
-    local loan, units = ARGV[a + 11 + 2 * i], tonumber(ARGV[a + 12 + 2 * i])
+    local loan, units = ARGV[a + 12 + 2 * i], tonumber(ARGV[a + 13 + 2 * i])
     if redis.call('SADD', credited, loan) == 1 then
       redis.call('HINCRBY', shard, 'stock', units)
       redis.call('HINCRBY', shard, 'received', units)
@@ -81,30 +90,36 @@ local function purchase(k, a)
     end
   end
 
-  -- One read for the buyer's record and, with a token, whether it was spent.
-  local record, spent
-  if token_field == '' then
-    record = redis.call('HGET', buyers, user)
-  else
-    local fields = redis.call('HMGET', buyers, user, token_field)
-    record, spent = fields[1], fields[2]
+  -- One read for the buyer's record and the shard's seal.
+  local fields = redis.call('HMGET', buyers, user, '!')
+  local record = fields[1]
+  if fields[2] or (record and string.byte(record, 1) == 62) then
+    return {'moved'}
+  end
+  if not record and import ~= '' then
+    if import == '?' then
+      return {'import'}
+    end
+    record = string.sub(import, 2)
+    if record == '' then
+      record = nil
+    end
   end
   local held_text, orders = '0', ''
   if record then
     local line = string.find(record, '\n' .. idem_key .. ' ', 1, true)
     if line then
       local prev_order, prev_qty, prev_fp =
-        string.match(record, '^([^ ]*) ([^ ]*) ([^\n]*)', line + #idem_key + 2)
+        string.match(record, '^([^ ]*) ([^ ]*) ([^ \n]*)', line + #idem_key + 2)
       if prev_fp == fingerprint then
         return {'replay', prev_order, tonumber(prev_qty)}
       end
       return {'conflict'}
     end
+    if token ~= '' and string.find(record, ' #' .. token, 1, true) then
+      return {'used'}
+    end
     held_text, orders = string.match(record, '^(%d+)(.*)$')
-  end
-
-  if spent then
-    return {'used'}
   end
 
   local holds = tonumber(held_text)
@@ -129,11 +144,10 @@ local function purchase(k, a)
   local held = holds == 0 and qty_text or string.format('%d', holds + qty)
   record = held .. orders .. '\n' .. idem_key .. ' '
     .. ARGV[a + 7] .. '.' .. ARGV[a + 8] .. '.' .. entry .. ' ' .. qty_text .. ' ' .. fingerprint
-  if token_field == '' then
-    redis.call('HSET', buyers, user, record)
-  else
-    redis.call('HSET', buyers, user, record, token_field, '1')
+  if token ~= '' then
+    record = record .. ' #' .. token
   end
+  redis.call('HSET', buyers, user, record)
   return {'ok', entry, left}
 end
 
@@ -149,6 +163,6 @@ for i = 1, n do
     -- (Not an error reply: a client library may fail the whole call on one such element.)
     replies[i] = {'error', type(reply) == 'table' and reply.err or tostring(reply)}
   end
-  a = a + 10 + 2 * tonumber(ARGV[a + 10])
+  a = a + 11 + 2 * tonumber(ARGV[a + 11])
 end
 return replies

@@ -43,7 +43,7 @@ pub mod testing {
     pub mod domain {
         pub use crate::domain::{
             EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleDefinition, SaleId, SaleSpec,
-            UserId,
+            ShardRange, UserId,
         };
     }
     pub mod http {

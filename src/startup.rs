@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -17,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{DbError, OrderDb};
 use crate::domain::NewOrder;
-use crate::domain::SaleSpec;
+use crate::domain::{SaleId, SaleSpec};
 use crate::http::gate::IpLimit;
 use crate::http::in_flight::InFlight;
 use crate::http::server::{self, Connections};
@@ -29,7 +30,7 @@ use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::persist::writer::{FlushRequests, Flusher, Writer};
 use crate::purchase::Purchases;
-use crate::sales::{PutOutcome, PutSaleError, SaleRegistry};
+use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
 use crate::store::{Keys, Redis, RedisTarget, StoreError};
@@ -51,9 +52,8 @@ pub enum StartupError {
     Redis(#[source] redis::RedisError),
     #[error("cannot open the order database")]
     Database(#[from] DbError),
-    #[error("cannot apply configured sale {sale}")]
+    #[error("cannot apply the configured sales")]
     ConfiguredSale {
-        sale: String,
         #[source]
         source: StoreError,
     },
@@ -68,6 +68,8 @@ pub struct Application {
     orders: Receiver<NewOrder>,
     flushes: FlushRequests,
     embedded: Option<EmbeddedRedis>,
+    /// The config file SIGHUP re-reads (`None`: SIGHUP re-reads the environment only).
+    config_file: Option<PathBuf>,
 }
 
 impl Application {
@@ -150,6 +152,7 @@ impl Application {
             orders,
             flushes: FlushRequests::new(),
             embedded,
+            config_file: None,
         })
     }
 
@@ -178,6 +181,13 @@ impl Application {
             &self.state.settings.stock,
             &self.state.settings.queue,
         )
+    }
+
+    /// On SIGHUP, re-reads `file` (and the environment) and applies its `[[sales]]` to the
+    /// stored sales, as `flashgate apply` does.
+    pub fn reloading_from(mut self, file: Option<PathBuf>) -> Self {
+        self.config_file = file;
+        self
     }
 
     /// Serves until SIGINT or SIGTERM.
@@ -213,6 +223,10 @@ impl Application {
                 tracing::debug!(keys, "rate limiter keys after cleanup");
             }
         });
+        let hangups = tokio::spawn(apply_on_hangup(
+            self.state.clone(),
+            self.config_file.clone(),
+        ));
         let addr = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%addr, "flashgate ready, listening on http://{addr}");
         let app = http::service(self.state.clone());
@@ -225,6 +239,7 @@ impl Application {
         } else {
             server::serve(self.listener, |_| app.clone(), http, connections, shutdown).await;
         }
+        hangups.abort();
         writer.shutdown().await;
         workers.stop().await;
         if let Some(redis) = self.embedded {
@@ -236,26 +251,57 @@ impl Application {
 }
 
 async fn apply_configured_sales(state: &AppState) -> Result<(), StartupError> {
-    let now = state.clock.now();
-    for sale in &state.settings.sales {
-        let spec =
-            SaleSpec::try_from(sale.definition.clone()).expect("validated with the settings");
-        match state.sales.put(&sale.id, spec, now).await {
-            Ok(PutOutcome::Created) => tracing::info!(sale = %sale.id, "created configured sale"),
-            Ok(PutOutcome::Replaced) => tracing::info!(sale = %sale.id, "updated configured sale"),
-            Ok(PutOutcome::Unchanged) => {}
-            Err(e @ (PutSaleError::Live(_) | PutSaleError::HasOrders(_))) => {
-                tracing::warn!(sale = %sale.id, reason = %e, "configured sale differs from the stored one; keeping the stored one");
+    let declared = declared_sales(&state.settings);
+    state
+        .sales
+        .apply(&declared, CONFIG_ACTOR, state.clock.now())
+        .await
+        .map_err(|source| StartupError::ConfiguredSale { source })?;
+    Ok(())
+}
+
+/// The operator named in the audit trail for changes made from the config file.
+pub const CONFIG_ACTOR: &str = "config";
+
+/// The `[[sales]]` of `settings`, validated.
+pub fn declared_sales(settings: &Settings) -> Vec<(SaleId, SaleSpec)> {
+    settings
+        .sales
+        .iter()
+        .map(|sale| {
+            let spec =
+                SaleSpec::try_from(sale.definition.clone()).expect("validated with the settings");
+            (sale.id.clone(), spec)
+        })
+        .collect()
+}
+
+/// Applies the config file's `[[sales]]` on every SIGHUP. A file that does not load is
+/// logged and changes nothing.
+async fn apply_on_hangup(state: AppState, file: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; apply config changes with `flashgate apply`");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let settings = match Settings::load(file.as_deref()) {
+            Ok(settings) => settings,
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the config does not load; nothing applied");
+                continue;
             }
-            Err(PutSaleError::Store(source)) => {
-                return Err(StartupError::ConfiguredSale {
-                    sale: sale.id.to_string(),
-                    source,
-                });
-            }
+        };
+        let declared = declared_sales(&settings);
+        match state
+            .sales
+            .apply(&declared, CONFIG_ACTOR, state.clock.now())
+            .await
+        {
+            Ok(reports) => tracing::info!(sales = reports.len(), "SIGHUP: declared sales applied"),
+            Err(error) => tracing::error!(%error, "SIGHUP: applying the declared sales failed"),
         }
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {

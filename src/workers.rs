@@ -89,6 +89,13 @@ impl Workers {
                 async move { recovery.orders_once().await }
             })
         };
+        let changes = {
+            let registry = registry.clone();
+            every(settings.recovery_interval_ms, stopped.clone(), move || {
+                let registry = registry.clone();
+                async move { resume_changes(&registry).await }
+            })
+        };
         let refresh = every(settings.refresh_interval_ms, stopped.clone(), move || {
             let registry = registry.clone();
             async move { refresh_all_sales(&registry).await }
@@ -103,6 +110,7 @@ impl Workers {
                 tokio::spawn(refresh),
                 tokio::spawn(recover),
                 tokio::spawn(orders),
+                tokio::spawn(changes),
             ],
         }
     }
@@ -124,6 +132,19 @@ impl Workers {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Finishes the operators' changes whose driver died (a reshard or a change of stock
+/// recorded in a sale's record with nobody holding its lock).
+async fn resume_changes(registry: &SaleRegistry) {
+    match registry.resume_changes().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            changes = n,
+            "finished changes left unfinished by a stopped instance"
+        ),
+        Err(error) => tracing::warn!(%error, "resuming unfinished sale changes failed; retrying"),
     }
 }
 

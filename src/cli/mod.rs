@@ -16,7 +16,7 @@ use crate::domain::{SaleId, UserId};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
 use crate::sales::SaleRegistry;
-use crate::startup::{Application, StartupError};
+use crate::startup::{Application, StartupError, declared_sales};
 use crate::stock::StockEngine;
 use crate::store::embedded::EmbeddedRedis;
 use crate::store::{Keys, Redis, RedisTarget};
@@ -49,6 +49,15 @@ pub enum Command {
         /// TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Apply the config file's `[[sales]]` to the sales stored in Redis, as a running
+    /// gateway does on SIGHUP: creates new sales, replaces those not live yet, reshards or
+    /// tops up live ones; prints one JSON report per sale and exits non-zero if any change
+    /// was refused.
+    Apply {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Mint a buyer JWT (HS256, signed with auth.jwt_secret) for manual tests.
     Token {
@@ -89,6 +98,10 @@ pub enum CliError {
     NoSale(SaleId),
     #[error("{0} sale(s) do not reconcile")]
     Unreconciled(usize),
+    #[error("{0} sale(s) not applied in full")]
+    NotApplied(usize),
+    #[error("cannot apply the declared sales")]
+    Apply(#[source] crate::store::StoreError),
     #[error(
         "no admin token: pass --admin-token, set FLASHGATE_ADMIN_TOKEN, or give --config a file with admin.token"
     )]
@@ -104,6 +117,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let settings = Settings::load(config.as_deref())?;
             Application::build(settings)
                 .await?
+                .reloading_from(config)
                 .run_until_stopped()
                 .await?;
         }
@@ -115,6 +129,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 JwtKeys::new(settings.auth.jwt_secret.as_bytes()).mint(&user, exp)
             );
+        }
+        Command::Apply { config } => {
+            let settings = Settings::load(Some(&config))?;
+            apply(&settings).await?;
         }
         Command::Reconcile { sale, config } => {
             let settings = Settings::load(config.as_deref())?;
@@ -129,22 +147,54 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reconciles `only` (or every sale), printing one JSON line per sale.
-async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliError> {
+/// Applies the declared sales, printing one JSON report per sale.
+async fn apply(settings: &Settings) -> Result<(), CliError> {
+    let redis = connect_redis(settings).await?;
+    let registry = SaleRegistry::new(redis.clone(), StockEngine::new(redis));
+    let declared = declared_sales(settings);
+    let reports = registry
+        .apply(&declared, CLI_ACTOR, Clock::default().now())
+        .await
+        .map_err(CliError::Apply)?;
+    let mut refused = 0;
+    for report in &reports {
+        refused += usize::from(!report.refused.is_empty());
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("report serializes")
+        );
+    }
+    if refused > 0 {
+        return Err(CliError::NotApplied(refused));
+    }
+    Ok(())
+}
+
+/// The operator named in the audit trail for `flashgate apply`.
+const CLI_ACTOR: &str = "flashgate-apply";
+
+/// Connects to the configured Redis, or to the embedded one a gateway runs over this data
+/// directory.
+async fn connect_redis(settings: &Settings) -> Result<Redis, CliError> {
     let dir = &settings.redis.embedded_dir;
     let target = settings
         .redis
         .target()
         .or_else(|| EmbeddedRedis::running_url(dir).map(RedisTarget::Single))
         .ok_or_else(|| CliError::NoRedis(dir.clone()))?;
-    let redis = Redis::connect(
+    Redis::connect(
         &target,
         settings.redis.timeouts(),
         settings.redis.bulk_pool_size,
         Keys::new(&settings.redis.key_prefix),
     )
     .await
-    .map_err(CliError::Redis)?;
+    .map_err(CliError::Redis)
+}
+
+/// Reconciles `only` (or every sale), printing one JSON line per sale.
+async fn reconcile(settings: &Settings, only: Option<SaleId>) -> Result<(), CliError> {
+    let redis = connect_redis(settings).await?;
     let engine = StockEngine::new(redis.clone());
     let store = OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
     let persister = Persister::new(store, redis.clone(), Clock::default());

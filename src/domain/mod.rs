@@ -5,6 +5,8 @@
 pub mod audit;
 pub mod credential;
 pub mod ids;
+pub mod layout;
+pub mod operation;
 pub mod operator;
 pub mod order;
 pub mod rejection;
@@ -13,6 +15,8 @@ pub mod sale;
 pub use audit::{AuditAction, AuditEntry};
 pub use credential::{Challenge, PurchaseToken, TokenId};
 pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserId};
+pub use layout::{Layout, ShardRange};
+pub use operation::{Change, Operation};
 pub use operator::Operator;
 pub use order::{NewOrder, OrderRecord, OrderStatus};
 pub use rejection::{Rejection, RejectionStats};

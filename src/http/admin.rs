@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::buyer::SaleView;
@@ -12,15 +12,20 @@ use super::error::ApiError;
 use super::extract::{Admin, ApiJson, SalePath};
 use super::state::AppState;
 use crate::domain::{AuditAction, AuditEntry, OrderId};
-use crate::domain::{SaleDefinition, SaleSpec};
+use crate::domain::{SaleDefinition, SaleId, SaleSpec};
 use crate::persist::dead_letters::{self, DeadLetter, DeadLetterError, DeadLetterId, DropOutcome};
 use crate::persist::reconcile::{Reconciliation, reconcile};
-use crate::sales::{PutOutcome, PutSaleError, SaleReport};
+use crate::sales::{ChangeError, ChangeReport, DeleteError, PutOutcome, PutSaleError, SaleReport};
 
 /// Operator routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/admin/v1/sales/{sale_id}", put(put_sale).get(sale_status))
+        .route(
+            "/admin/v1/sales/{sale_id}",
+            put(put_sale).get(sale_status).delete(delete_sale),
+        )
+        .route("/admin/v1/sales/{sale_id}/reshard", post(reshard_sale))
+        .route("/admin/v1/sales/{sale_id}/stock", post(change_stock))
         .route("/admin/v1/sales/{sale_id}/reconcile", post(reconcile_sale))
         .route("/admin/v1/dead-letters", get(list_dead_letters))
         .route("/admin/v1/dead-letters/{id}", delete(drop_dead_letter))
@@ -40,11 +45,7 @@ async fn put_sale(
         .sales
         .put(&id, spec.clone(), now)
         .await
-        .map_err(|e| match e {
-            PutSaleError::Live(_) => ApiError::SaleLive(e.to_string()),
-            PutSaleError::HasOrders(_) => ApiError::SaleHasOrders(e.to_string()),
-            PutSaleError::Store(store) => ApiError::Store(store),
-        })?;
+        .map_err(put_error)?;
     let (status, action) = match outcome {
         PutOutcome::Created => (StatusCode::CREATED, AuditAction::Created),
         PutOutcome::Replaced => (StatusCode::OK, AuditAction::Replaced),
@@ -65,6 +66,115 @@ async fn put_sale(
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
     Ok((status, Json(SaleView::of(&rt, now))))
+}
+
+fn put_error(e: PutSaleError) -> ApiError {
+    match e {
+        PutSaleError::Live(_) => ApiError::SaleLive(e.to_string()),
+        PutSaleError::HasOrders(_) | PutSaleError::Exhausted(_) => {
+            ApiError::SaleHasOrders(e.to_string())
+        }
+        PutSaleError::Concurrent(_) | PutSaleError::Busy(..) => {
+            ApiError::ChangeInProgress(e.to_string())
+        }
+        PutSaleError::Store(store) => ApiError::Store(store),
+    }
+}
+
+/// `POST /admin/v1/sales/{id}/reshard`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reshard {
+    shards: u32,
+}
+
+/// `POST /admin/v1/sales/{id}/stock`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockChange {
+    add: i64,
+}
+
+/// The answer to an operator's change: the sale as it is now, and where the change stands.
+#[derive(Debug, Serialize)]
+struct Changed {
+    #[serde(flatten)]
+    sale: SaleView,
+    change: ChangeReport,
+}
+
+async fn reshard_sale(
+    State(state): State<AppState>,
+    admin: Admin,
+    SalePath(id): SalePath,
+    ApiJson(body): ApiJson<Reshard>,
+) -> Result<Json<Changed>, ApiError> {
+    let now = state.clock.now();
+    let report = state
+        .sales
+        .reshard(&id, body.shards, admin.name(), now)
+        .await
+        .map_err(change_error)?;
+    changed(&state, &id, report).await
+}
+
+async fn change_stock(
+    State(state): State<AppState>,
+    admin: Admin,
+    SalePath(id): SalePath,
+    ApiJson(body): ApiJson<StockChange>,
+) -> Result<Json<Changed>, ApiError> {
+    let now = state.clock.now();
+    let report = state
+        .sales
+        .change_stock(&id, body.add, admin.name(), now)
+        .await
+        .map_err(change_error)?;
+    changed(&state, &id, report).await
+}
+
+async fn changed(
+    state: &AppState,
+    id: &SaleId,
+    change: ChangeReport,
+) -> Result<Json<Changed>, ApiError> {
+    let rt = state
+        .sales
+        .get(id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    let sale = SaleView::of(&rt, state.clock.now());
+    Ok(Json(Changed { sale, change }))
+}
+
+fn change_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NotFound(_) => ApiError::NotFound("no such sale"),
+        ChangeError::Busy(..) | ChangeError::Concurrent(_) => {
+            ApiError::ChangeInProgress(e.to_string())
+        }
+        ChangeError::Ended(_) => ApiError::SaleEnded,
+        ChangeError::Invalid(detail) => ApiError::Validation(detail),
+        ChangeError::Store(store) => ApiError::Store(store),
+    }
+}
+
+/// `DELETE /admin/v1/sales/{id}`: once the sale has ended and every order it accepted is a
+/// database row, its Redis keys go (the orders stay in the database).
+async fn delete_sale(
+    State(state): State<AppState>,
+    _: Admin,
+    SalePath(id): SalePath,
+) -> Result<StatusCode, ApiError> {
+    let now = state.clock.now();
+    state.sales.delete(&id, now).await.map_err(|e| match e {
+        DeleteError::NotFound(_) => ApiError::NotFound("no such sale"),
+        DeleteError::NotEnded(_) => ApiError::SaleLive(e.to_string()),
+        DeleteError::Busy(..) => ApiError::ChangeInProgress(e.to_string()),
+        DeleteError::OrdersPending { .. } => ApiError::OrdersPending(e.to_string()),
+        DeleteError::Store(store) => ApiError::Store(store),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The sale's figures; a sale whose stored record cannot be read answers 200 with

@@ -30,7 +30,8 @@ const RETRY_AFTER_SECS: u32 = 1;
 
 /// Every kind of problem the gateway answers with, one per `/problems/<slug>`: the slugs of
 /// the HTTP contract plus the gateway's own (`insufficient-stock`, `request-timeout`,
-/// `method-not-allowed`, `sale-live`, `sale-has-orders`, `dead-letter-refused`, `internal`).
+/// `method-not-allowed`, `sale-live`, `sale-has-orders`, `change-in-progress`,
+/// `orders-pending`, `dead-letter-refused`, `internal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemKind {
     Unauthorized,
@@ -50,6 +51,8 @@ pub enum ProblemKind {
     TokenUsed,
     SaleLive,
     SaleHasOrders,
+    ChangeInProgress,
+    OrdersPending,
     DeadLetterRefused,
     RateLimited,
     Overloaded,
@@ -58,7 +61,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 23] = [
         Self::Unauthorized,
         Self::Validation,
         Self::PayloadTooLarge,
@@ -76,6 +79,8 @@ impl ProblemKind {
         Self::TokenUsed,
         Self::SaleLive,
         Self::SaleHasOrders,
+        Self::ChangeInProgress,
+        Self::OrdersPending,
         Self::DeadLetterRefused,
         Self::RateLimited,
         Self::Overloaded,
@@ -101,6 +106,8 @@ impl ProblemKind {
             | Self::TokenUsed
             | Self::SaleLive
             | Self::SaleHasOrders
+            | Self::ChangeInProgress
+            | Self::OrdersPending
             | Self::DeadLetterRefused => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -128,6 +135,8 @@ impl ProblemKind {
             Self::TokenUsed => "token-used",
             Self::SaleLive => "sale-live",
             Self::SaleHasOrders => "sale-has-orders",
+            Self::ChangeInProgress => "change-in-progress",
+            Self::OrdersPending => "orders-pending",
             Self::DeadLetterRefused => "dead-letter-refused",
             Self::RateLimited => "rate-limited",
             Self::Overloaded => "overloaded",
@@ -155,6 +164,8 @@ impl ProblemKind {
             Self::TokenUsed => "Purchase token already used",
             Self::SaleLive => "Sale is live",
             Self::SaleHasOrders => "Sale has orders",
+            Self::ChangeInProgress => "Another change of this sale is in progress",
+            Self::OrdersPending => "Orders not yet in the database",
             Self::DeadLetterRefused => "Dead letter not persisted",
             Self::RateLimited => "Rate limited",
             Self::Overloaded => "Service overloaded",
@@ -198,6 +209,10 @@ pub enum ApiError {
     SaleLive(String),
     #[error("{0}")]
     SaleHasOrders(String),
+    #[error("{0}")]
+    ChangeInProgress(String),
+    #[error("{0}")]
+    OrdersPending(String),
     #[error("{0}")]
     DeadLetterRefused(String),
     #[error("{0}")]
@@ -250,6 +265,8 @@ impl ApiError {
             Self::TokenUsed(_) => ProblemKind::TokenUsed,
             Self::SaleLive(_) => ProblemKind::SaleLive,
             Self::SaleHasOrders(_) => ProblemKind::SaleHasOrders,
+            Self::ChangeInProgress(_) => ProblemKind::ChangeInProgress,
+            Self::OrdersPending(_) => ProblemKind::OrdersPending,
             Self::DeadLetterRefused(_) => ProblemKind::DeadLetterRefused,
             Self::RateLimited(_) => ProblemKind::RateLimited,
             Self::Overloaded(_)
@@ -311,6 +328,8 @@ impl ApiError {
             | Self::TokenUsed(_)
             | Self::SaleLive(_)
             | Self::SaleHasOrders(_)
+            | Self::ChangeInProgress(_)
+            | Self::OrdersPending(_)
             | Self::DeadLetterRefused(_)
             | Self::Overloaded(_)
             | Self::Store(_)
@@ -361,6 +380,8 @@ impl ApiError {
             | Self::InvalidToken(_)
             | Self::SaleLive(_)
             | Self::SaleHasOrders(_)
+            | Self::ChangeInProgress(_)
+            | Self::OrdersPending(_)
             | Self::DeadLetterRefused(_)
             | Self::RateLimited(_) => Cow::Owned(self.to_string()),
             Self::Store(_) | Self::Db(_) if self.kind() == ProblemKind::Internal => {

@@ -117,7 +117,7 @@ pub async fn issue_token(
         .map_err(InvalidToken::from)?;
     pow::check(&body.challenge, &body.nonce, challenge.difficulty).map_err(InvalidToken::from)?;
     let expires_ms = now_ms.saturating_add_unsigned(settings.token_ttl_ms);
-    let (token, text) = state.tokens.issue_token(to, rt.epoch, expires_ms);
+    let (token, text) = state.tokens.issue_token(to, rt.generation, expires_ms);
     let call = IssueCall {
         sale: &sale_id,
         challenge: &challenge,

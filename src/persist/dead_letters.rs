@@ -72,7 +72,7 @@ pub async fn list(
             continue;
         };
         let mut conn = redis.bulk().await?;
-        for shard in 0..rt.shards() {
+        for shard in rt.layout.every_shard() {
             letters.extend(stored::list_shard(&mut conn, redis.keys(), &id, shard).await?);
         }
     }

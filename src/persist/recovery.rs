@@ -48,7 +48,7 @@ pub async fn recover_sale(
     let mut handled = 0;
     let now_ms = recovery::now_ms(&mut conn).await?;
     let cutoff = now_ms.saturating_sub(settings.claim_idle.as_millis() as u64);
-    for shard in 0..rt.shards() {
+    for shard in rt.layout.every_shard() {
         let locked = recovery::lock_shard(
             &mut conn,
             redis.keys(),

@@ -92,6 +92,18 @@ pub enum Answer {
     Refused(Refusal),
 }
 
+/// How often one purchase follows a sale that changed under it (a reshard's new layout, a
+/// top-up, a pause) before it answers "contended, retry": each change is one reload, and
+/// operators' changes are seconds apart.
+const STALE_RETRIES: usize = 3;
+
+/// Where the chain stands after running on one view of the sale.
+enum Step {
+    Answered(Answer),
+    /// Redis says the sale changed since this view was loaded: reload it and run again.
+    Stale,
+}
+
 /// What the chain needs, each a cheap handle.
 pub struct Purchases {
     pub(crate) sales: SaleRegistry,
@@ -123,21 +135,38 @@ impl Purchases {
 
     /// Runs the whole chain for `attempt` (the module's header lists its steps).
     pub async fn purchase(&self, attempt: &Attempt) -> Result<Answer, StoreError> {
-        let Some(rt) = self.sales.get(&attempt.sale).await? else {
+        let Some(mut rt) = self.sales.get(&attempt.sale).await? else {
             return Ok(Answer::Refused(Refusal::NoSuchSale));
         };
+        for _ in 0..STALE_RETRIES {
+            match self.purchase_on(&rt, attempt).await? {
+                Step::Answered(answer) => return Ok(answer),
+                Step::Stale => match self.sales.reload(&attempt.sale).await? {
+                    Some(fresh) => rt = fresh,
+                    None => return Ok(Answer::Refused(Refusal::NoSuchSale)),
+                },
+            }
+        }
+        Ok(self.refuse(&rt, Refusal::Contended))
+    }
+
+    /// The chain on the sale as `rt` sees it; `Stale` if Redis says the sale changed since.
+    async fn purchase_on(&self, rt: &SaleRuntime, attempt: &Attempt) -> Result<Step, StoreError> {
         let now = self.clock.now();
-        if let Some(refusal) = self.settled_from_memory(&rt, &attempt.user, now) {
-            return Ok(self.refuse(&rt, refusal));
+        if let Some(refusal) = self.settled_from_memory(rt, &attempt.user, now) {
+            return Ok(Step::Answered(self.refuse(rt, refusal)));
         }
         if let Err(limited) = self.rate_limits.check_sale(&attempt.sale) {
-            return Ok(self.refuse(&rt, Refusal::RateLimited(limited)));
+            return Ok(Step::Answered(
+                self.refuse(rt, Refusal::RateLimited(limited)),
+            ));
         }
         let quantity = match Quantity::new(attempt.quantity) {
             Ok(quantity) if rt.sale.spec.allows_order_of(quantity) => quantity,
             _ => {
                 let max = rt.sale.spec.max_per_order();
-                return Ok(Answer::Refused(Refusal::QuantityNotAllowed { max }));
+                let refusal = Refusal::QuantityNotAllowed { max };
+                return Ok(Step::Answered(Answer::Refused(refusal)));
             }
         };
         let fingerprint = attempt.fingerprint();
@@ -149,14 +178,14 @@ impl Purchases {
             now_ms: unix_ms(now),
             token: None,
         };
-        let admission = match self.admit(&rt, now, &mut request, attempt).await? {
+        let admission = match self.admit(rt, now, &mut request, attempt).await? {
             Ok(admission) => admission,
-            Err(early) => return self.replay_or_refuse(&rt, &request, early).await,
+            Err(early) => return self.replay_or_refuse(rt, &request, early).await,
         };
-        let outcome = self.stock.purchase(&rt, &request).await.inspect_err(|_| {
+        let outcome = self.stock.purchase(rt, &request).await.inspect_err(|_| {
             rt.stats.record(Rejection::Unavailable);
         })?;
-        Ok(match outcome {
+        Ok(Step::Answered(match outcome {
             PurchaseOutcome::Accepted(order) => {
                 let accepted = Accepted {
                     order_id: order.order_id.clone(),
@@ -171,9 +200,10 @@ impl Purchases {
             }
             PurchaseOutcome::Refused(refused) => {
                 let limit = rt.sale.spec.per_user_limit();
-                self.refuse(&rt, Refusal::of_stock(refused, limit))
+                self.refuse(rt, Refusal::of_stock(refused, limit))
             }
-        })
+            PurchaseOutcome::Stale => return Ok(Step::Stale),
+        }))
     }
 
     /// Step 4, the checks between the request and the Redis call, in order: the sale window
@@ -208,7 +238,7 @@ impl Purchases {
         Ok(self.queue.admit().map_err(|_| Refusal::QueueFull))
     }
 
-    /// The purchase token, verified locally (signature, buyer, sale, epoch, expiry): what
+    /// The purchase token, verified locally (signature, buyer, sale, generation, expiry): what
     /// the purchase script must spend. Without a token: refused when tokens are required,
     /// otherwise nothing to spend. Whether the token was spent before is Redis's to say.
     fn spend_token(
@@ -228,7 +258,9 @@ impl Purchases {
             sale: &rt.sale.id,
             user: req.user,
         };
-        let token = self.tokens.verify_token(text, to, rt.epoch, req.now_ms)?;
+        let token = self
+            .tokens
+            .verify_token(text, to, rt.generation, req.now_ms)?;
         Ok(Some(SpendToken(token.id)))
     }
 
@@ -243,20 +275,21 @@ impl Purchases {
         rt: &SaleRuntime,
         req: &PurchaseRequest<'_>,
         refusal: Refusal,
-    ) -> Result<Answer, StoreError> {
+    ) -> Result<Step, StoreError> {
         if !may_hide_an_order(&refusal) {
-            return Ok(self.refuse(rt, refusal));
+            return Ok(Step::Answered(self.refuse(rt, refusal)));
         }
         let lookup = self.stock.replay_of(rt, req).await.inspect_err(|_| {
             rt.stats.record(Rejection::Unavailable);
         })?;
-        Ok(match lookup {
+        Ok(Step::Answered(match lookup {
             ReplayLookup::Replayed { order_id, quantity } => {
                 Answer::Accepted(self.replayed(order_id, quantity).await?)
             }
             ReplayLookup::Conflict => self.refuse(rt, Refusal::IdempotencyConflict),
             ReplayLookup::NotRecorded => self.refuse(rt, refusal),
-        })
+            ReplayLookup::Stale => return Ok(Step::Stale),
+        }))
     }
 
     /// The answer to a retry of an accepted purchase: its order, with where it stands now.

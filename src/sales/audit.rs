@@ -36,7 +36,7 @@ impl SaleRegistry {
     }
 
     async fn append_audit(&self, sale: &SaleId, entry: &AuditEntry) -> Result<(), StoreError> {
-        let redis = self.redis();
+        let redis = &self.redis;
         audit::append(&mut redis.bulk().await?, redis.keys(), sale, entry).await
     }
 
@@ -52,7 +52,7 @@ impl SaleRegistry {
 
     /// The audit trail of `sale`, newest first (at most [`audit::KEPT_ENTRIES`]).
     pub async fn audit_trail(&self, sale: &SaleId) -> Result<Vec<AuditEntry>, StoreError> {
-        let redis = self.redis();
+        let redis = &self.redis;
         audit::list(&mut redis.bulk().await?, redis.keys(), sale).await
     }
 }

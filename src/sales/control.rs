@@ -1,5 +1,5 @@
 //! The operator's switches on a sale: pause, resume, end now. Each is one atomic change of
-//! the sale's record in Redis that bumps its epoch (`store::sales::change`): this instance
+//! the sale's record in Redis that bumps its epoch (`store::sales::update`): this instance
 //! installs the new record at once, every other one within a refresh interval (its
 //! background refresh polls the epoch). Each action, no-ops included, is audited.
 
@@ -13,7 +13,7 @@ use super::registry::SaleRegistry;
 use crate::domain::{AuditAction, AuditEntry, Operator, SaleId, SaleSpec};
 use crate::stock::SaleRuntime;
 use crate::store::StoreError;
-use crate::store::sales::{self, ChangeOutcome, SaleField, StoredSale};
+use crate::store::sales::{self, Expect, StoredSale, Update};
 
 /// Times a switch re-reads the record when other changes keep coming first.
 const ATTEMPTS: usize = 8;
@@ -66,11 +66,11 @@ impl Switch {
         }
     }
 
-    /// The field this switch sets in `next`.
-    fn field(self, next: &StoredSale) -> SaleField<'_> {
+    /// The change of the record that turns it into `next`.
+    fn update(self, next: &StoredSale) -> Result<Update, StoreError> {
         match self {
-            Self::Pause | Self::Resume => SaleField::Paused(next.paused),
-            Self::End => SaleField::Definition(&next.spec),
+            Self::Pause | Self::Resume => Ok(Update::default().paused(next.paused)),
+            Self::End => Update::default().definition(&next.spec),
         }
     }
 
@@ -128,23 +128,20 @@ impl SaleRegistry {
     }
 
     /// Writes `next` over `stored` if the record is still at `stored`'s epoch, and installs
-    /// it; `None` if another change came first.
+    /// it; `None` if the record changed meanwhile (another change came first, or the sale
+    /// was deleted: the caller reads it again to tell).
     async fn write_switch(
         &self,
         id: &SaleId,
         switch: Switch,
         stored: &StoredSale,
         next: StoredSale,
-    ) -> Result<Option<Arc<SaleRuntime>>, SwitchError> {
-        let redis = self.redis();
+    ) -> Result<Option<Arc<SaleRuntime>>, StoreError> {
+        let redis = &self.redis;
         let mut conn = redis.bulk().await?;
-        let field = switch.field(&next);
-        match sales::change(&mut conn, redis.keys(), id, stored.epoch, field).await? {
-            ChangeOutcome::Applied { epoch } => {
-                Ok(Some(self.install(id, StoredSale { epoch, ..next })))
-            }
-            ChangeOutcome::Stale => Ok(None),
-            ChangeOutcome::Missing => Err(SwitchError::NotFound(id.clone())),
-        }
+        let expect = Expect::Epoch(stored.epoch);
+        let update = switch.update(&next)?;
+        let epoch = sales::update(&mut conn, redis.keys(), id, expect, &update).await?;
+        Ok(epoch.map(|epoch| self.install(id, StoredSale { epoch, ..next })))
     }
 }

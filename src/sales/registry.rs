@@ -4,34 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use time::OffsetDateTime;
-
-use crate::domain::{RejectionStats, Sale, SaleId, SaleSpec, Window};
-use crate::stock::shard::split_stock;
-use crate::stock::{SaleRuntime, StockEngine};
+use crate::domain::{RejectionStats, Sale, SaleId};
+use crate::stock::{RuntimeState, SaleRuntime, StockEngine};
 use crate::store::sales::{self, StoredSale};
-use crate::store::shards::{self, ShardCounters};
-use crate::store::{BulkConn, Redis, StoreError};
-
-/// Whether a PUT created a sale or replaced one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
-    Created,
-    Replaced,
-    /// The stored definition was already identical.
-    Unchanged,
-}
-
-/// Why a sale definition could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum PutSaleError {
-    #[error("sale {0} is live; pause it and wait for it to end, or create a new sale id")]
-    Live(SaleId),
-    #[error("sale {0} has sold units; its orders must stay as they are, use a new sale id")]
-    HasOrders(SaleId),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+use crate::store::{Redis, StoreError};
 
 /// A sale a refresh could not read, and why.
 #[derive(Debug)]
@@ -43,7 +19,7 @@ pub struct SkippedSale {
 /// Cache of sales, backed by Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct SaleRegistry {
-    redis: Redis,
+    pub(super) redis: Redis,
     engine: StockEngine,
     cache: Arc<RwLock<HashMap<SaleId, Arc<SaleRuntime>>>>,
     stats: Arc<RwLock<HashMap<SaleId, Arc<RejectionStats>>>>,
@@ -97,9 +73,20 @@ impl SaleRegistry {
         stats.entry(id.clone()).or_default().clone()
     }
 
-    /// Redis, for the operator modules beside this one.
-    pub(super) fn redis(&self) -> &Redis {
-        &self.redis
+    /// The sale as Redis has it now, replacing the cached runtime if its record changed
+    /// (a purchase found its view out of date); `None` if the sale no longer exists.
+    pub async fn reload(&self, id: &SaleId) -> Result<Option<Arc<SaleRuntime>>, StoreError> {
+        let Some(stored) = self.load(id).await? else {
+            self.forget(id);
+            return Ok(None);
+        };
+        Ok(Some(self.install(id, stored)))
+    }
+
+    /// Drops a sale from the cache (it was deleted): the background workers stop visiting it.
+    pub(super) fn forget(&self, id: &SaleId) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.remove(id);
     }
 
     /// Puts a stored sale into the cache unless the cache already has its epoch.
@@ -112,10 +99,15 @@ impl SaleRegistry {
             id: id.clone(),
             spec: stored.spec,
         };
+        let state = RuntimeState {
+            paused: stored.paused,
+            epoch: stored.epoch,
+            generation: stored.generation,
+            layout: stored.layout,
+        };
         let rt = Arc::new(SaleRuntime::new(
             sale,
-            stored.paused,
-            stored.epoch,
+            state,
             self.stats_for(id),
             self.redis.keys(),
         ));
@@ -125,63 +117,6 @@ impl SaleRegistry {
 
     pub(super) async fn load(&self, id: &SaleId) -> Result<Option<StoredSale>, StoreError> {
         sales::load(&mut self.redis.conn(), self.redis.keys(), id).await
-    }
-
-    /// Creates or replaces a sale. Refused while the sale is in its window, or once it has
-    /// sold units (their orders and limits must not be reset).
-    pub async fn put(
-        &self,
-        id: &SaleId,
-        spec: SaleSpec,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, PutSaleError> {
-        let existing = self.load(id).await?;
-        let replacing = existing.is_some();
-        let mut conn = self.redis.bulk().await?;
-        let keys = self.redis.keys();
-        if let Some(old) = existing {
-            if old.spec == spec {
-                self.install(id, old);
-                return Ok(PutOutcome::Unchanged);
-            }
-            if old.spec.window(now) == Window::Open {
-                return Err(PutSaleError::Live(id.clone()));
-            }
-            let counters = self.counters(&mut conn, id, old.spec.shards()).await?;
-            if counters.iter().any(|c| c.sold > 0 || c.lent > 0) {
-                return Err(PutSaleError::HasOrders(id.clone()));
-            }
-            sales::delete_shards(&mut conn, keys, id, old.spec.shards()).await?;
-        }
-        let units = split_stock(spec.stock(), spec.shards());
-        sales::init_shards(&mut conn, keys, id, &units).await?;
-        let epoch = sales::write_meta(&mut conn, keys, id, &spec).await?;
-        self.install(
-            id,
-            StoredSale {
-                spec,
-                paused: false,
-                epoch,
-            },
-        );
-        Ok(if replacing {
-            PutOutcome::Replaced
-        } else {
-            PutOutcome::Created
-        })
-    }
-
-    async fn counters(
-        &self,
-        conn: &mut BulkConn,
-        id: &SaleId,
-        count: u32,
-    ) -> Result<Vec<ShardCounters>, StoreError> {
-        let mut all = Vec::with_capacity(count as usize);
-        for shard in 0..count {
-            all.push(shards::read_counters(conn, &self.redis.keys().shard(id, shard)).await?);
-        }
-        Ok(all)
     }
 
     /// Every sale id stored in Redis.
@@ -195,7 +130,17 @@ impl SaleRegistry {
     /// could not be read.
     pub async fn refresh(&self) -> Result<Vec<SkippedSale>, StoreError> {
         let mut skipped = Vec::new();
-        for id in self.ids().await? {
+        let ids = self.ids().await?;
+        let gone: Vec<SaleId> = self
+            .read_cache()
+            .keys()
+            .filter(|id| ids.binary_search(id).is_err())
+            .cloned()
+            .collect();
+        for id in &gone {
+            self.forget(id);
+        }
+        for id in ids {
             if let Err(error) = self.refresh_one(&id).await {
                 skipped.push(SkippedSale { sale: id, error });
             }
@@ -206,15 +151,17 @@ impl SaleRegistry {
     async fn refresh_one(&self, id: &SaleId) -> Result<(), StoreError> {
         let epoch = sales::epoch(&mut self.redis.bulk().await?, self.redis.keys(), id).await?;
         let current = self.cached(id).map(|rt| rt.epoch);
-        if epoch.is_some()
-            && epoch != current
-            && let Some(stored) = self.load(id).await?
-        {
-            self.install(id, stored);
+        if epoch.is_some() && epoch != current {
+            match self.load(id).await? {
+                Some(stored) => {
+                    self.install(id, stored);
+                }
+                None => self.forget(id),
+            }
         }
         if let Some(rt) = self.cached(id) {
             let counters = self.engine.collect(&rt).await?;
-            rt.set_remaining(counters.iter().map(|c| c.stock + c.lent).sum());
+            rt.set_remaining(counters.iter().map(|(_, c)| c.stock + c.lent).sum());
         }
         Ok(())
     }

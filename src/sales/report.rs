@@ -2,15 +2,13 @@
 //! stored record cannot be read, that it is unreadable and why; with its audit trail.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::registry::SaleRegistry;
-use crate::domain::{AuditEntry, SaleId, SaleState};
-use crate::stock::SaleRuntime;
-use crate::store::{StoreError, sales};
+use crate::domain::{AuditEntry, Layout, Operation, SaleId, SaleState};
+use crate::store::StoreError;
 
 /// One shard's figures for operators.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +27,11 @@ pub struct SaleStatus {
     pub epoch: u64,
     pub stock_total: u64,
     pub remaining: u64,
+    /// The shards it sells from, and those a reshard is draining.
+    pub layout: Layout,
+    /// An operator's change in progress (a reshard, a change of stock), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Operation>,
     pub shards: Vec<ShardStatus>,
     /// Units sold (taken by accepted orders).
     pub sold: u64,
@@ -130,36 +133,30 @@ impl SaleRegistry {
         }
     }
 
-    /// The sale as stored now: the cached runtime if Redis still has its epoch, else the
-    /// record read again (an operator's view never lags behind a change made through
-    /// another instance). `None` if no such sale exists.
-    async fn current(&self, id: &SaleId) -> Result<Option<Arc<SaleRuntime>>, StoreError> {
-        let redis = self.redis();
-        let epoch = sales::epoch(&mut redis.bulk().await?, redis.keys(), id).await?;
-        match (epoch, self.cached(id)) {
-            (None, _) => Ok(None),
-            (Some(epoch), Some(rt)) if rt.epoch == epoch => Ok(Some(rt)),
-            (Some(_), _) => Ok(self.load(id).await?.map(|stored| self.install(id, stored))),
-        }
-    }
-
     /// Operator figures for a sale, read from Redis now.
     pub async fn status(
         &self,
         id: &SaleId,
         now: OffsetDateTime,
     ) -> Result<Option<SaleStatus>, StoreError> {
-        let Some(rt) = self.current(id).await? else {
+        // Read afresh, not from the cache: an operator's view never lags behind a change
+        // made through another instance.
+        let Some(stored) = self.load(id).await? else {
             return Ok(None);
         };
+        let change = stored.op.clone();
+        let rt = self.install(id, stored);
         let counters = self.engine().collect(&rt).await?;
-        let remaining: u64 = counters.iter().map(|c| c.stock + c.lent).sum();
-        let sold = counters.iter().map(|c| c.sold).sum();
-        let pending = counters.iter().map(|c| c.pending_units).sum();
-        let shards = (0..)
-            .zip(&counters)
+        let remaining: u64 = counters.iter().map(|(_, c)| c.stock + c.lent).sum();
+        // Sold and pending over every shard the sale used: earlier layouts sold units too,
+        // and may still hold orders on their way to the database.
+        let all = self.engine().collect_all(&rt).await?;
+        let sold = all.iter().map(|c| c.sold).sum();
+        let pending = all.iter().map(|c| c.pending_units).sum();
+        let shards = counters
+            .iter()
             .map(|(shard, c)| ShardStatus {
-                shard,
+                shard: *shard,
                 stock: c.stock,
                 lent: c.lent,
                 sold: c.sold,
@@ -171,6 +168,8 @@ impl SaleRegistry {
             epoch: rt.epoch,
             stock_total: rt.sale.spec.stock(),
             remaining,
+            layout: rt.layout,
+            change,
             shards,
             sold,
             pending,

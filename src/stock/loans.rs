@@ -29,7 +29,8 @@ impl StockEngine {
     ) -> Result<Vec<Loan>, StoreError> {
         let mut loans = Vec::new();
         let mut conn = self.conn.clone();
-        for donor in donors(home, rt.shards(), rand::random()) {
+        let stocked = rt.stocked();
+        for donor in donors(home, &stocked, rand::random()) {
             if need == 0 {
                 break;
             }
@@ -66,7 +67,8 @@ impl StockEngine {
         }
     }
 
-    /// Finishes loans older than `grace_ms` on every shard of the sale: credits them to their
+    /// Finishes loans older than `grace_ms` on every shard that may lend (the layout's, and
+    /// the draining one's; an earlier layout was emptied of loans before it was dropped): credits them to their
     /// recipient (no-op if already credited) and settles them. Safe to run concurrently with
     /// live traffic and with other gateway instances. Returns how many loans it finished.
     pub async fn recover_loans(
@@ -77,7 +79,7 @@ impl StockEngine {
     ) -> Result<usize, StoreError> {
         let mut conn = self.redis.bulk().await?;
         let mut finished = 0;
-        for donor in 0..rt.shards() {
+        for donor in rt.stocked() {
             let donor_keys = self.keys().shard(&rt.sale.id, donor);
             for (id, loan) in loans::open_loans(&mut conn, &donor_keys).await? {
                 if loan.created_ms + grace_ms > now_ms {

@@ -11,7 +11,7 @@ pub mod shard;
 pub mod verdict;
 
 pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
-pub use runtime::SaleRuntime;
+pub use runtime::{RuntimeState, SaleRuntime};
 
 use batch::PurchaseBatcher;
 

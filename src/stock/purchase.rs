@@ -3,13 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::shard::home_shard;
 use super::{SaleRuntime, StockEngine};
 use crate::domain::{EntryId, IdempotencyKey, NewOrder, OrderId, Quantity, UserId};
 use crate::store::buyer_record::BuyerRecord;
 use crate::store::loans::Loan;
-use crate::store::purchase::{self, PurchaseCall, PurchaseReply, SpendToken};
-use crate::store::{StoreError, shards};
+use crate::store::purchase::{self, Import, PurchaseCall, PurchaseReply, SpendToken};
+use crate::store::{StoreError, migration, shards};
 
 /// Most borrow-and-retry rounds before answering "contended, retry".
 const MAX_ROUNDS: u32 = 8;
@@ -45,6 +44,9 @@ pub enum PurchaseOutcome {
     },
     /// Refused; no stock was taken.
     Refused(Refusal),
+    /// The sale changed under this request (a new layout, new stock, a pause): nothing was
+    /// taken; reload the sale and ask again.
+    Stale,
 }
 
 /// Why a purchase took no stock.
@@ -76,6 +78,8 @@ pub enum ReplayLookup {
     Conflict,
     /// The key took nothing so far.
     NotRecorded,
+    /// The sale has a newer layout than the runtime asked with: reload and ask again.
+    Stale,
 }
 
 /// What a consistent snapshot says about a request for some units.
@@ -87,6 +91,8 @@ enum Judgement {
     TryAgain {
         home_stock: u64,
     },
+    /// The sale's record changed while the snapshot was taken.
+    Stale,
 }
 
 impl StockEngine {
@@ -99,7 +105,8 @@ impl StockEngine {
         if rt.sold_out_for(req.user) {
             return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
         }
-        let home = home_shard(req.user, rt.shards());
+        let home = rt.home_of(req.user);
+        let mut import = first_import(rt);
         let qty = u64::from(req.quantity.get());
         // Known-empty home: borrow first instead of asking home to say "short".
         let mut need = if rt.shard_seems_empty(home) && !rt.is_sold_out() {
@@ -121,6 +128,7 @@ impl StockEngine {
                                 remaining,
                             }));
                         }
+                        Judgement::Stale => return Ok(PurchaseOutcome::Stale),
                         Judgement::TryAgain { home_stock } => {
                             need = qty.saturating_sub(home_stock);
                             if need > 0 {
@@ -133,7 +141,7 @@ impl StockEngine {
                     }
                 }
             }
-            let call = self.call(rt, req, home, credits.clone());
+            let call = self.call(rt, req, home, credits.clone(), import.clone());
             // On error the credits' fate is unknown; their loan records let recovery finish them.
             let reply = self.send(call).await?;
             if let PurchaseReply::Accepted {
@@ -152,6 +160,8 @@ impl StockEngine {
                     created_ms: req.now_ms,
                 }));
             }
+            // Credits are applied before the script looks at the buyer: settle them whatever
+            // it answered.
             self.settle_loans(&rt.sale.id, &credits).await;
             match reply {
                 PurchaseReply::Accepted { .. } => unreachable!("handled above"),
@@ -168,6 +178,11 @@ impl StockEngine {
                 PurchaseReply::Limit { held } => {
                     return Ok(PurchaseOutcome::Refused(Refusal::LimitReached { held }));
                 }
+                PurchaseReply::Moved => return Ok(PurchaseOutcome::Stale),
+                PurchaseReply::Import => {
+                    import = self.hand_over(rt, req.user).await?;
+                    need = 0;
+                }
                 PurchaseReply::Short { stock } => {
                     rt.observe_shard(home, stock);
                     // A sold-out mark came from a consistent snapshot; only an operator
@@ -182,6 +197,21 @@ impl StockEngine {
         Ok(PurchaseOutcome::Refused(Refusal::Contended))
     }
 
+    /// Hands `user`'s record over from their home in the draining layout; what the next
+    /// call on their new home imports.
+    async fn hand_over(&self, rt: &SaleRuntime, user: &UserId) -> Result<Import, StoreError> {
+        let Some(draining) = rt.layout.draining else {
+            return Err(StoreError::unexpected(
+                "purchase.lua",
+                &"import outside a reshard",
+            ));
+        };
+        let old_home = rt.keys(draining.home_of(user));
+        let record =
+            migration::export_buyer(&mut self.conn.clone(), old_home, user.as_str()).await?;
+        Ok(Import::Record(record))
+    }
+
     /// Looks `req.key` up in the buyer's record on their home shard, without buying: the
     /// answer a retry gets when a check before Redis (an expired token, an ended sale, a full
     /// queue) would refuse a new purchase. One `purchase.lua` call with a per-user limit of 0,
@@ -191,21 +221,34 @@ impl StockEngine {
         rt: &SaleRuntime,
         req: &PurchaseRequest<'_>,
     ) -> Result<ReplayLookup, StoreError> {
-        let home = home_shard(req.user, rt.shards());
-        let call = PurchaseCall {
-            limit: 0,
-            token: None,
-            ..self.call(rt, req, home, Vec::new())
-        };
-        Ok(match self.send(call).await? {
-            PurchaseReply::Replay { order_id, quantity } => {
-                let (order_id, quantity) = recorded_order(&order_id, quantity)?;
-                ReplayLookup::Replayed { order_id, quantity }
-            }
-            PurchaseReply::Conflict => ReplayLookup::Conflict,
-            PurchaseReply::Limit { .. } => ReplayLookup::NotRecorded,
-            other => return Err(StoreError::unexpected("purchase.lua replay lookup", &other)),
-        })
+        let home = rt.home_of(req.user);
+        let mut import = first_import(rt);
+        // At most two calls: the second with the record the previous home handed over.
+        for _ in 0..2 {
+            let call = PurchaseCall {
+                limit: 0,
+                token: None,
+                ..self.call(rt, req, home, Vec::new(), import)
+            };
+            return Ok(match self.send(call).await? {
+                PurchaseReply::Replay { order_id, quantity } => {
+                    let (order_id, quantity) = recorded_order(&order_id, quantity)?;
+                    ReplayLookup::Replayed { order_id, quantity }
+                }
+                PurchaseReply::Conflict => ReplayLookup::Conflict,
+                PurchaseReply::Limit { .. } => ReplayLookup::NotRecorded,
+                PurchaseReply::Moved => ReplayLookup::Stale,
+                PurchaseReply::Import => {
+                    import = self.hand_over(rt, req.user).await?;
+                    continue;
+                }
+                other => return Err(StoreError::unexpected("purchase.lua replay lookup", &other)),
+            });
+        }
+        Err(StoreError::unexpected(
+            "purchase.lua replay lookup",
+            &"import asked twice",
+        ))
     }
 
     /// `user`'s record in the sale: the units they hold and their accepted orders.
@@ -214,8 +257,17 @@ impl StockEngine {
         rt: &SaleRuntime,
         user: &UserId,
     ) -> Result<Option<BuyerRecord>, StoreError> {
-        let home = home_shard(user, rt.shards());
-        shards::read_buyer_record(&mut self.conn.clone(), rt.keys(home), user).await
+        let mut conn = self.conn.clone();
+        let home = rt.keys(rt.home_of(user));
+        let record = shards::read_buyer_record(&mut conn, home, user).await?;
+        match (record, rt.layout.draining) {
+            // Not handed over yet: still at the buyer's home in the draining layout.
+            (None, Some(draining)) => {
+                let old_home = rt.keys(draining.home_of(user));
+                shards::read_buyer_record(&mut conn, old_home, user).await
+            }
+            (record, _) => Ok(record),
+        }
     }
 
     /// The `purchase.lua` inputs of `req` on shard `home`, crediting `credits`.
@@ -225,6 +277,7 @@ impl StockEngine {
         req: &PurchaseRequest<'_>,
         home: u32,
         credits: Vec<Loan>,
+        import: Import,
     ) -> PurchaseCall {
         PurchaseCall {
             keys: rt.keys(home).clone(),
@@ -238,6 +291,7 @@ impl StockEngine {
             shard: home,
             credits,
             token: req.token,
+            import,
         }
     }
 
@@ -261,7 +315,10 @@ impl StockEngine {
     /// Takes a snapshot made after this moment and judges a request for `qty` units.
     async fn judge(&self, rt: &SaleRuntime, home: u32, qty: u64) -> Result<Judgement, StoreError> {
         let snap = self.snapshot_after(rt, Instant::now()).await?;
-        let home_stock = snap.shards.get(home as usize).map_or(0, |c| c.stock);
+        if snap.stale {
+            return Ok(Judgement::Stale);
+        }
+        let home_stock = snap.shard(home).map_or(0, |c| c.stock);
         let unsold = snap.unsold();
         if !snap.consistent || unsold >= qty {
             return Ok(Judgement::TryAgain { home_stock });
@@ -270,10 +327,23 @@ impl StockEngine {
             return Ok(Judgement::Insufficient(unsold));
         }
         if let Some(holders) = rt.mark_sold_out() {
-            let shards = (0..rt.shards()).map(|i| rt.keys(i).clone()).collect();
+            let shards = rt
+                .stocked()
+                .into_iter()
+                .map(|i| rt.keys(i).clone())
+                .collect();
             holders.load_in_background(self.redis.clone(), shards);
         }
         Ok(Judgement::SoldOut)
+    }
+}
+
+/// What a first call tells the buyer's home about their record.
+fn first_import(rt: &SaleRuntime) -> Import {
+    if rt.layout.is_migrating() {
+        Import::Unknown
+    } else {
+        Import::Settled
     }
 }
 

@@ -10,8 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::holders::Holders;
 use super::verdict::VerdictCache;
-use crate::domain::{RejectionStats, Sale, UserId};
+use crate::domain::{Layout, RejectionStats, Sale, UserId};
 use crate::store::{Keys, ShardKeys};
+
+/// What a sale's record says besides its definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeState {
+    pub paused: bool,
+    pub epoch: u64,
+    pub generation: u64,
+    pub layout: Layout,
+}
 
 /// A sale as this gateway instance sees it.
 #[derive(Debug)]
@@ -22,8 +31,14 @@ pub struct SaleRuntime {
     pub paused: bool,
     /// Bumped by every operator change; a different epoch means a fresh runtime.
     pub epoch: u64,
+    /// Changed only when the definition is replaced; purchase tokens are bound to it.
+    pub generation: u64,
+    /// The shards the sale sells from.
+    pub layout: Layout,
     /// Refusal counters; shared by every runtime of the same sale id.
     pub stats: Arc<RejectionStats>,
+    /// The keys of shards `first..layout.current.end()`: both ranges of the layout.
+    first: u32,
     shard_keys: Box<[Arc<ShardKeys>]>,
     empty: Box<[AtomicBool]>,
     sold_out: AtomicBool,
@@ -34,25 +49,25 @@ pub struct SaleRuntime {
 
 impl SaleRuntime {
     /// A runtime with no hints yet.
-    pub fn new(
-        sale: Sale,
-        paused: bool,
-        epoch: u64,
-        stats: Arc<RejectionStats>,
-        keys: &Keys,
-    ) -> Self {
-        let shards = sale.spec.shards() as usize;
-        let shard_keys = (0..sale.spec.shards())
+    pub fn new(sale: Sale, state: RuntimeState, stats: Arc<RejectionStats>, keys: &Keys) -> Self {
+        let layout = state.layout;
+        let first = layout.draining.map_or(layout.current.base(), |d| {
+            d.base().min(layout.current.base())
+        });
+        let shard_keys: Box<[_]> = (first..layout.current.end())
             .map(|i| Arc::new(keys.shard(&sale.id, i)))
             .collect();
         let remaining = sale.spec.stock();
         Self {
             sale,
-            paused,
-            epoch,
+            paused: state.paused,
+            epoch: state.epoch,
+            generation: state.generation,
+            layout,
             stats,
+            first,
+            empty: shard_keys.iter().map(|_| AtomicBool::new(false)).collect(),
             shard_keys,
-            empty: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             sold_out: AtomicBool::new(false),
             holders: Arc::default(),
             remaining: AtomicU64::new(remaining),
@@ -60,27 +75,42 @@ impl SaleRuntime {
         }
     }
 
-    /// Number of shards.
-    pub fn shards(&self) -> u32 {
-        self.sale.spec.shards()
+    /// `user`'s home shard.
+    pub fn home_of(&self, user: &UserId) -> u32 {
+        self.layout.current.home_of(user)
     }
 
-    /// The keys of `shard` (built once per runtime: the purchase path needs them every time).
+    /// The shards that may hold units: the current layout's, and the draining one's.
+    pub fn stocked(&self) -> Vec<u32> {
+        self.layout.stocked().collect()
+    }
+
+    /// The keys of `shard`, one of [`Self::stocked`] (built once per runtime: the purchase
+    /// path needs them every time).
     pub fn keys(&self, shard: u32) -> &Arc<ShardKeys> {
-        &self.shard_keys[shard as usize]
+        self.slot(shard)
+            .and_then(|i| self.shard_keys.get(i))
+            .expect("the keys of a shard of the sale's layout")
+    }
+
+    fn slot(&self, shard: u32) -> Option<usize> {
+        Some(shard.checked_sub(self.first)? as usize)
+    }
+
+    fn empty_flag(&self, shard: u32) -> Option<&AtomicBool> {
+        self.empty.get(self.slot(shard)?)
     }
 
     /// Records what a reply said about a shard's stock.
     pub fn observe_shard(&self, shard: u32, stock: u64) {
-        if let Some(flag) = self.empty.get(shard as usize) {
+        if let Some(flag) = self.empty_flag(shard) {
             flag.store(stock == 0, Ordering::Relaxed);
         }
     }
 
     /// Whether `shard` was last seen empty.
     pub fn shard_seems_empty(&self, shard: u32) -> bool {
-        self.empty
-            .get(shard as usize)
+        self.empty_flag(shard)
             .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 

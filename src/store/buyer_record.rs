@@ -1,6 +1,9 @@
 //! A buyer's record on their home shard, as `purchase.lua` writes it: the units they hold,
-//! then one line per accepted order, `<held>("\n<key> <order id> <quantity> <fingerprint>")*`.
-//! Read by the buyer's own order listing and by reconciliation; only the script writes it.
+//! then one line per accepted order,
+//! `<held>("\n<key> <order id> <quantity> <fingerprint>"[" #<token id>"])*`; once handed
+//! over to a new home by a live reshard, the old shard keeps `>` and the record (a
+//! tombstone). Read by the buyer's own order listing, by the sold-out holder load and by
+//! reconciliation; only the scripts write it.
 
 use crate::domain::{IdempotencyKey, OrderId, Quantity};
 
@@ -14,7 +17,7 @@ pub struct RecordedOrder {
 }
 
 /// A buyer's record, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuyerRecord {
     /// Units the buyer holds in the sale.
     pub held: u64,
@@ -42,6 +45,16 @@ impl BuyerRecord {
         Ok(Self { held, orders })
     }
 
+    /// Parses a buyer hash's value: a record, or the tombstone of one that was handed over
+    /// to the buyer's home in a newer layout (`handed_over`).
+    pub fn parse_stored(text: &str) -> Result<(Self, bool), MalformedRecord> {
+        match text.strip_prefix(super::migration::TOMBSTONE) {
+            Some("") => Ok((Self::default(), true)),
+            Some(record) => Ok((Self::parse(record)?, true)),
+            None => Ok((Self::parse(text)?, false)),
+        }
+    }
+
     /// Units of the recorded orders; equal to `held` unless something outside the scripts
     /// changed the record.
     pub fn ordered_units(&self) -> u64 {
@@ -58,6 +71,9 @@ fn parse_line(line: &str) -> Option<RecordedOrder> {
     let order_id = OrderId::parse(fields.next()?).ok()?;
     let quantity = Quantity::new(fields.next()?.parse().ok()?).ok()?;
     let _fingerprint = fields.next()?;
+    if let Some(token) = fields.next() {
+        token.strip_prefix('#')?;
+    }
     fields.next().is_none().then_some(RecordedOrder {
         key,
         order_id,
@@ -85,6 +101,20 @@ mod tests {
     }
 
     #[test]
+    fn spent_tokens_and_tombstones_are_read() {
+        let text = "2\nk1 s.0.1-0 1 ab #00ff\nk2 s.0.2-0 1 cd";
+        assert_eq!(BuyerRecord::parse(text).unwrap().held, 2);
+        let (record, handed_over) = BuyerRecord::parse_stored(&format!(">{text}")).unwrap();
+        assert!(handed_over);
+        assert_eq!(record.orders.len(), 2);
+        assert_eq!(
+            BuyerRecord::parse_stored(">").unwrap(),
+            (BuyerRecord::default(), true)
+        );
+        assert!(!BuyerRecord::parse_stored(text).unwrap().1);
+    }
+
+    #[test]
     fn a_record_without_orders_holds_what_it_says() {
         assert_eq!(
             BuyerRecord::parse("0").unwrap(),
@@ -104,6 +134,8 @@ mod tests {
             "1\nk1 s.0.1-0 0 fp",
             "1\nk1 bad 1 fp",
             "1\n",
+            "1\nk1 s.0.1-0 1 fp tok",
+            "1\nk1 s.0.1-0 1 fp #tok x",
         ] {
             assert!(BuyerRecord::parse(text).is_err(), "{text:?}");
         }

@@ -109,6 +109,12 @@ impl Keys {
         format!("{}:sale:{{{}}}:quota:admitted", self.prefix, sale)
     }
 
+    /// String held by the instance driving a change of `sale` (a reshard, a change of stock)
+    /// while it drives it (`SET NX PX`, renewed), so that others resume only an abandoned one.
+    pub fn sale_change_lock(&self, sale: &SaleId) -> String {
+        format!("{}:sale:{{{}}}:change", self.prefix, sale)
+    }
+
     /// List of the sale's audit entries (JSON), newest first, capped
     /// ([`super::audit::KEPT_ENTRIES`]).
     pub fn sale_audit(&self, sale: &SaleId) -> String {

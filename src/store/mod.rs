@@ -20,6 +20,7 @@ pub mod handle;
 pub mod keys;
 pub mod limits;
 pub mod loans;
+pub mod migration;
 pub mod orders;
 pub mod pool;
 pub mod purchase;

@@ -24,6 +24,23 @@ pub enum PurchaseReply {
     Limit { held: u32 },
     /// The shard holds only `stock` units, fewer than asked.
     Short { stock: u64 },
+    /// The shard is sealed, or the buyer's record was handed over: the sale has a newer
+    /// layout than the caller used.
+    Moved,
+    /// The buyer has no record here yet and the previous layout may hold one: hand it over
+    /// ([`super::migration::export_buyer`]) and call again with [`Import::Record`].
+    Import,
+}
+
+/// Where a buyer's record may be, as the caller's layout says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Import {
+    /// The layout is settled: no record on the home shard means a new buyer.
+    Settled,
+    /// A reshard is draining the previous layout and its record was not asked for yet.
+    Unknown,
+    /// The record the previous home handed over (`""`: the buyer had none).
+    Record(String),
 }
 
 /// The inputs of one purchase in a `purchase.lua` call, owned so that it can wait in a
@@ -43,17 +60,22 @@ pub struct PurchaseCall {
     pub credits: Vec<Loan>,
     /// The purchase token to spend with this purchase, if any.
     pub token: Option<SpendToken>,
+    /// Where the buyer's record may be.
+    pub import: Import,
 }
 
-/// A verified purchase token, spent (recorded in the buyer hash) with its purchase.
+/// A verified purchase token, spent with its purchase: its id is written on the order's
+/// line of the buyer's record, so it travels with the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpendToken(pub TokenId);
 
-impl SpendToken {
-    /// The token's field in the buyer hash: `#` and the id (no user id contains `#`, so it
-    /// never meets a buyer's field).
-    fn field(self) -> String {
-        format!("#{}", self.0.to_hex())
+impl Import {
+    fn arg(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Settled => "".into(),
+            Self::Unknown => "?".into(),
+            Self::Record(record) => format!("={record}").into(),
+        }
     }
 }
 
@@ -94,7 +116,8 @@ pub async fn purchase_many(
             .arg(call.now_ms)
             .arg(call.sale.as_str())
             .arg(call.shard)
-            .arg(call.token.map(SpendToken::field).unwrap_or_default())
+            .arg(call.token.map(|t| t.0.to_hex()).unwrap_or_default())
+            .arg(call.import.arg().as_ref())
             .arg(call.credits.len());
         for loan in &call.credits {
             cmd.arg(&loan.id).arg(loan.units);
@@ -153,6 +176,8 @@ fn decode_fields(reply: &[Value]) -> Option<PurchaseReply> {
             held: u32::try_from(num(1)?).ok()?,
         },
         "short" => PurchaseReply::Short { stock: num(1)? },
+        "moved" => PurchaseReply::Moved,
+        "import" => PurchaseReply::Import,
         _ => return None,
     })
 }

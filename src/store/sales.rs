@@ -1,10 +1,14 @@
-//! Sale definitions in Redis: the sale hash (`def`, `paused`, `epoch`), the set of sale ids,
-//! and the shard hashes an operator's change creates or deletes.
+//! Sale records in Redis: the sale hash (`def`, `paused`, `epoch`, `generation`, `layout`,
+//! `op`), the set of sale ids, and the shards a change creates or deletes.
+//!
+//! A record changes only through [`update`] (`lua/sale_update.lua`): one atomic step that
+//! checks the record is as the caller read it and bumps the epoch, so every instance sees a
+//! change whole, and of two concurrent changes one wins.
 
 use redis::aio::ConnectionLike;
 
-use super::{Keys, StoreError};
-use crate::domain::{SaleDefinition, SaleId, SaleSpec};
+use super::{Keys, StoreError, scripts};
+use crate::domain::{Layout, Operation, SaleDefinition, SaleId, SaleSpec, ShardRange};
 
 /// A sale's record in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,9 +16,18 @@ pub struct StoredSale {
     pub spec: SaleSpec,
     /// The operator's kill switch.
     pub paused: bool,
-    /// Bumped by every operator change.
+    /// Bumped by every change of the record.
     pub epoch: u64,
+    /// Changed only when the definition is replaced: purchase tokens are bound to it, so a
+    /// pause, a reshard or a top-up leaves the buyers' tokens valid.
+    pub generation: u64,
+    /// The shards the sale sells from.
+    pub layout: Layout,
+    /// A change in progress, if any.
+    pub op: Option<Operation>,
 }
+
+const FIELDS: [&str; 6] = ["def", "paused", "epoch", "generation", "layout", "op"];
 
 /// The record of sale `id`, if it exists.
 pub async fn load(
@@ -22,23 +35,57 @@ pub async fn load(
     keys: &Keys,
     id: &SaleId,
 ) -> Result<Option<StoredSale>, StoreError> {
-    let (def, paused, epoch): (Option<String>, Option<String>, Option<u64>) = redis::cmd("HMGET")
+    type Raw = (
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+        Option<u64>,
+        Option<String>,
+        Option<String>,
+    );
+    let (def, paused, epoch, generation, layout, op): Raw = redis::cmd("HMGET")
         .arg(keys.sale_meta(id))
-        .arg(&["def", "paused", "epoch"])
+        .arg(&FIELDS)
         .query_async(conn)
         .await?;
     let Some(def) = def else { return Ok(None) };
-    let def: SaleDefinition = serde_json::from_str(&def).map_err(|source| StoreError::Corrupt {
-        what: "sale definition",
-        source: source.into(),
-    })?;
+    let def: SaleDefinition = decode("sale definition", &def)?;
     let spec = SaleSpec::try_from(def)
         .map_err(|e| StoreError::unexpected("stored sale definition", &e.to_string()))?;
+    let layout = match layout {
+        Some(layout) => decode("sale layout", &layout)?,
+        None => Layout::settled(
+            ShardRange::new(0, spec.shards())
+                .map_err(|e| StoreError::unexpected("stored sale shards", &e.to_string()))?,
+        ),
+    };
+    if layout.current.count() != spec.shards() {
+        return Err(StoreError::unexpected("sale layout", &layout));
+    }
     Ok(Some(StoredSale {
         spec,
         paused: paused.as_deref() == Some("1"),
         epoch: epoch.unwrap_or(0),
+        generation: generation.unwrap_or(0),
+        layout,
+        op: op
+            .map(|op| decode("sale change in progress", &op))
+            .transpose()?,
     }))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        what,
+        source: source.into(),
+    })
+}
+
+fn encode(what: &'static str, value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Corrupt {
+        what,
+        source: source.into(),
+    })
 }
 
 /// The epoch of sale `id` (`None`: no such sale).
@@ -65,136 +112,236 @@ pub async fn ids(conn: &mut impl ConnectionLike, keys: &Keys) -> Result<Vec<Sale
     Ok(ids)
 }
 
-/// Deletes every key of the first `shards` shards of sale `id`.
-pub async fn delete_shards(
+/// Adds `id` to the set of sales (before its record exists: a listed sale without a record
+/// is skipped by readers, a record nobody lists would never be refreshed).
+pub async fn index(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
     id: &SaleId,
-    shards: u32,
 ) -> Result<(), StoreError> {
-    for shard in 0..shards {
-        let keys = keys.shard(id, shard);
-        for key in keys.all() {
-            redis::cmd("DEL").arg(key).query_async::<()>(conn).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Sets up the shards of sale `id`, shard `i` holding `units[i]` units.
-pub async fn init_shards(
-    conn: &mut impl ConnectionLike,
-    keys: &Keys,
-    id: &SaleId,
-    units: &[u64],
-) -> Result<(), StoreError> {
-    for (shard, &units) in (0..).zip(units) {
-        let key = keys.shard(id, shard).shard;
-        redis::cmd("HSET")
-            .arg(&key)
-            .arg(&[
-                ("stock", units),
-                ("lent", 0),
-                ("allotted", units),
-                ("received", 0),
-                ("given", 0),
-                ("acked", 0),
-            ])
-            .query_async::<()>(conn)
-            .await?;
-        redis::cmd("HINCRBY")
-            .arg(&key)
-            .arg("ver")
-            .arg(1)
-            .query_async::<()>(conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Writes the definition, clears the kill switch, bumps the epoch and indexes the sale.
-/// Returns the new epoch.
-pub async fn write_meta(
-    conn: &mut impl ConnectionLike,
-    keys: &Keys,
-    id: &SaleId,
-    spec: &SaleSpec,
-) -> Result<u64, StoreError> {
-    let meta = keys.sale_meta(id);
-    let def = serde_json::to_string(spec.definition()).map_err(|source| StoreError::Corrupt {
-        what: "sale definition",
-        source: source.into(),
-    })?;
-    redis::cmd("HSET")
-        .arg(&meta)
-        .arg(&[("def", def.as_str()), ("paused", "0")])
-        .query_async::<()>(conn)
-        .await?;
-    let epoch: u64 = redis::cmd("HINCRBY")
-        .arg(&meta)
-        .arg("epoch")
-        .arg(1)
-        .query_async(conn)
-        .await?;
     redis::cmd("SADD")
         .arg(keys.sale_index())
         .arg(id.as_str())
         .query_async::<()>(conn)
         .await?;
-    Ok(epoch)
+    Ok(())
 }
 
-/// A field of a sale's record that an operator's change sets.
-#[derive(Debug, Clone, Copy)]
-pub enum SaleField<'a> {
-    /// The kill switch.
-    Paused(bool),
-    /// The definition (e.g. with `ends_at` moved to now).
-    Definition(&'a SaleSpec),
-}
-
-/// What [`change`] did.
+/// What the record must be for an [`Update`] to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeOutcome {
-    /// The record was changed; its new epoch.
-    Applied { epoch: u64 },
-    /// No such sale.
-    Missing,
-    /// The record's epoch is no longer the one the change was computed from.
-    Stale,
+pub enum Expect {
+    /// No record yet.
+    Absent,
+    /// The record at this epoch.
+    Epoch(u64),
 }
 
-/// Sets `field` of sale `id` and bumps its epoch, in one atomic step, if the record's epoch
-/// is still `from_epoch` (`lua/change_sale.lua`).
-pub async fn change(
+/// One atomic change of a sale's record.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    set: Vec<(&'static str, String)>,
+    del: Vec<&'static str>,
+}
+
+impl Update {
+    /// Sets the definition (and the `shards` it names).
+    pub fn definition(mut self, spec: &SaleSpec) -> Result<Self, StoreError> {
+        self.set
+            .push(("def", encode("sale definition", spec.definition())?));
+        Ok(self)
+    }
+
+    /// Sets the layout.
+    pub fn layout(mut self, layout: &Layout) -> Result<Self, StoreError> {
+        self.set.push(("layout", encode("sale layout", layout)?));
+        Ok(self)
+    }
+
+    /// Sets the kill switch.
+    pub fn paused(mut self, paused: bool) -> Self {
+        self.set
+            .push(("paused", if paused { "1" } else { "0" }.into()));
+        self
+    }
+
+    /// Sets the generation purchase tokens are bound to.
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.set.push(("generation", generation.to_string()));
+        self
+    }
+
+    /// Records `op` as the change in progress.
+    pub fn begin(mut self, op: &Operation) -> Result<Self, StoreError> {
+        self.set.push(("op", encode("sale change", op)?));
+        self.set.push(("op_id", op.id.clone()));
+        Ok(self)
+    }
+
+    /// Clears the change in progress.
+    pub fn finish(mut self) -> Self {
+        self.del.extend(["op", "op_id"]);
+        self
+    }
+}
+
+/// Applies `update` to sale `id` if its record is as `expect` says, bumping the epoch.
+/// Returns the new epoch, or `None` if the record was not as expected (nothing changed).
+pub async fn update(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
     id: &SaleId,
-    from_epoch: u64,
-    field: SaleField<'_>,
-) -> Result<ChangeOutcome, StoreError> {
-    let (name, value) = match field {
-        SaleField::Paused(paused) => ("paused", if paused { "1" } else { "0" }.to_owned()),
-        SaleField::Definition(spec) => (
-            "def",
-            serde_json::to_string(spec.definition()).map_err(|source| StoreError::Corrupt {
-                what: "sale definition",
-                source: source.into(),
-            })?,
-        ),
+    expect: Expect,
+    update: &Update,
+) -> Result<Option<u64>, StoreError> {
+    let epoch = match expect {
+        Expect::Absent => "0".to_owned(),
+        Expect::Epoch(epoch) => epoch.to_string(),
     };
-    let script = &super::scripts::CHANGE_SALE;
-    let mut cmd = super::scripts::evalsha(script, 1);
-    cmd.arg(keys.sale_meta(id))
-        .arg(from_epoch)
-        .arg(name)
-        .arg(value);
-    let reply: i64 = super::scripts::run(script, &cmd, conn).await?;
-    match reply {
-        0 => Ok(ChangeOutcome::Missing),
-        -1 => Ok(ChangeOutcome::Stale),
-        epoch => u64::try_from(epoch)
-            .map(|epoch| ChangeOutcome::Applied { epoch })
-            .map_err(|_| StoreError::unexpected("change_sale.lua", &reply)),
+    let mut cmd = scripts::evalsha(&scripts::SALE_UPDATE, 1);
+    cmd.arg(keys.sale_meta(id)).arg(epoch).arg(update.set.len());
+    for (field, value) in &update.set {
+        cmd.arg(*field).arg(value);
     }
+    cmd.arg(&update.del);
+    Ok(scripts::run(&scripts::SALE_UPDATE, &cmd, conn).await?)
+}
+
+/// Reserves `count` fresh shard indices for sale `id` and returns the first. Indices are
+/// never handed out twice (concurrent replacements get disjoint ranges); `floor` is the
+/// first index a record written before reservations existed leaves free.
+pub async fn reserve_shards(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+    count: u32,
+    floor: u32,
+) -> Result<u32, StoreError> {
+    let meta = keys.sale_meta(id);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("HSETNX")
+        .arg(&meta)
+        .arg("next_shard")
+        .arg(floor)
+        .ignore()
+        .cmd("HINCRBY")
+        .arg(&meta)
+        .arg("next_shard")
+        .arg(count);
+    let (end,): (u32,) = pipe.query_async(conn).await?;
+    Ok(end - count)
+}
+
+/// Creates the shards of `range` (unless they exist), shard `range.base() + i` holding
+/// `units[i]` units.
+pub async fn init_shards(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+    range: ShardRange,
+    units: &[u64],
+) -> Result<(), StoreError> {
+    for (shard, &units) in range.indices().zip(units) {
+        let mut cmd = scripts::evalsha(&scripts::INIT_SHARD, 1);
+        cmd.arg(keys.shard(id, shard).shard).arg(units);
+        scripts::run::<i64>(&scripts::INIT_SHARD, &cmd, conn).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every key of the shards of `range`.
+pub async fn delete_shards(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+    range: std::ops::Range<u32>,
+) -> Result<(), StoreError> {
+    for shard in range {
+        let keys = keys.shard(id, shard);
+        redis::cmd("DEL")
+            .arg(&keys.all())
+            .query_async::<()>(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Takes (or, if `holder` has it, extends) the lock of the change in progress on sale `id`
+/// for `hold_ms`; false if another instance holds it.
+pub async fn lock_change(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+    holder: &str,
+    hold_ms: u64,
+) -> Result<bool, StoreError> {
+    let key = keys.sale_change_lock(id);
+    let taken: Option<String> = redis::cmd("SET")
+        .arg(&key)
+        .arg(holder)
+        .arg("NX")
+        .arg("PX")
+        .arg(hold_ms)
+        .query_async(conn)
+        .await?;
+    if taken.is_some() {
+        return Ok(true);
+    }
+    let current: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
+    if current.as_deref() != Some(holder) {
+        return Ok(false);
+    }
+    redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(hold_ms)
+        .query_async::<()>(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Releases the lock of a change `holder` finished (if it still has it).
+pub async fn unlock_change(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+    holder: &str,
+) -> Result<(), StoreError> {
+    let key = keys.sale_change_lock(id);
+    let current: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
+    if current.as_deref() == Some(holder) {
+        redis::cmd("DEL").arg(&key).query_async::<()>(conn).await?;
+    }
+    Ok(())
+}
+
+/// Removes `id` from the set of sales.
+pub async fn unindex(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+) -> Result<(), StoreError> {
+    redis::cmd("SREM")
+        .arg(keys.sale_index())
+        .arg(id.as_str())
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the sale's record and the sale-wide keys beside it (issued tokens, the shared
+/// limit's state, the change lock). Spent-challenge markers expire by themselves.
+pub async fn delete_record(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    id: &SaleId,
+) -> Result<(), StoreError> {
+    redis::cmd("DEL")
+        .arg(keys.sale_meta(id))
+        .arg(keys.issued_tokens(id))
+        .arg(keys.sale_quota(id))
+        .arg(keys.sale_quota_admitted(id))
+        .arg(keys.sale_change_lock(id))
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
 }

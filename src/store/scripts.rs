@@ -32,14 +32,21 @@ pub static DROP_DEAD_LETTER: LazyLock<Script> =
 /// Spends a challenge and, when issuance is capped, counts the purchase token issued for it.
 pub static ISSUE_TOKEN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/issue_token.lua")));
+/// Changes a sale's record atomically, if it is as the caller read it.
+pub static SALE_UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/sale_update.lua")));
+/// Creates a shard with its first units unless it exists.
+pub static INIT_SHARD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/init_shard.lua")));
+/// Hands a buyer's record over from a draining shard, leaving a tombstone.
+pub static EXPORT_BUYER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/export_buyer.lua")));
+/// Adds units to a shard, or removes unsold ones, once per operator change.
+pub static STOCK_CHANGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/stock_change.lua")));
 /// GCRA rate limit kept in Redis, shared by every gateway instance.
 pub static GCRA: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/gcra.lua")));
-
-/// Applies an operator's change to a sale's record if the record is still the one the
-/// change was computed from, bumping its epoch.
-pub static CHANGE_SALE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/change_sale.lua")));
 
 /// An `EVALSHA` of `script` over `keys` keys, to which the caller appends the keys, then the
 /// arguments. Built straight into the command's one buffer: `ScriptInvocation` allocates a

@@ -7,7 +7,8 @@ use super::buyer_record::BuyerRecord;
 use super::{ShardKeys, StoreError};
 use crate::domain::UserId;
 
-/// Reads `user`'s record from the buyer hash of their home shard (`None`: no order yet).
+/// Reads `user`'s record from the buyer hash of their home shard (`None`: no order yet). A
+/// record handed over to a newer layout reads as it was handed over.
 pub async fn read_buyer_record(
     conn: &mut impl ConnectionLike,
     keys: &ShardKeys,
@@ -19,7 +20,9 @@ pub async fn read_buyer_record(
         .query_async(conn)
         .await?;
     text.map(|text| {
-        BuyerRecord::parse(&text).map_err(|_| StoreError::unexpected("buyer record", &text))
+        BuyerRecord::parse_stored(&text)
+            .map(|(record, _)| record)
+            .map_err(|_| StoreError::unexpected("buyer record", &text))
     })
     .transpose()
 }

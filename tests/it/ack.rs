@@ -8,7 +8,7 @@ use std::sync::Arc;
 use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::testing::store::RedisConn;
 use flashgate::testing::store::orders::{self, ShardAcks};
-use flashgate::testing::store::purchase::{self, PurchaseCall, PurchaseReply};
+use flashgate::testing::store::purchase::{self, Import, PurchaseCall, PurchaseReply};
 use flashgate::testing::store::shards;
 
 use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
@@ -35,6 +35,7 @@ async fn buy(
         shard,
         credits: Vec::new(),
         token: None,
+        import: Import::Settled,
     };
     match purchase::purchase(conn, &call).await.unwrap() {
         PurchaseReply::Accepted { entry_id, .. } => entry_id,

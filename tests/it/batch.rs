@@ -9,7 +9,7 @@ use std::time::Duration;
 use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
 use flashgate::testing::stock::SpendToken;
 use flashgate::testing::stock::batch::PurchaseBatcher;
-use flashgate::testing::store::purchase::{self, PurchaseCall, PurchaseReply};
+use flashgate::testing::store::purchase::{self, Import, PurchaseCall, PurchaseReply};
 use flashgate::testing::store::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
 use flashgate::testing::tokens::TokenId;
 
@@ -32,6 +32,7 @@ fn call(keys: &Keys, sale: &str, shard: u32, user: &str, key: &str, quantity: u3
         shard,
         credits: Vec::new(),
         token: None,
+        import: Import::Settled,
     }
 }
 
@@ -75,7 +76,7 @@ async fn the_purchases_of_one_call_are_decided_in_order_as_separate_calls_would_
         other_body,                                // 2: same key, another body
         call(&app.keys, "b", 0, "alice", "k2", 2), // 3: 1 held + 2 > limit 2
         with_token(call(&app.keys, "b", 1, "bob", "k", 2)), // 4: accepted, spends the token
-        with_token(call(&app.keys, "b", 1, "carol", "k", 1)), // 5: the token is spent
+        with_token(call(&app.keys, "b", 1, "bob", "k2", 1)), // 5: the token is spent
         big_buyer,                                 // 6: accepted, empties shard 2
         call(&app.keys, "b", 2, "erin", "k", 1),   // 7: shard 2 is now empty
         call(&app.keys, "b", 9, "frank", "k", 1),  // 8: its shard is broken

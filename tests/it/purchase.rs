@@ -545,7 +545,7 @@ async fn redis_outage_answers_503_and_purchases_resume_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
     use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
-    use flashgate::testing::store::purchase::{self, PurchaseCall, PurchaseReply};
+    use flashgate::testing::store::purchase::{self, Import, PurchaseCall, PurchaseReply};
 
     let (_redis, app) = spawn_single().await;
     app.create_sale("short", &live_sale(3, 1, 5, 5)).await;
@@ -564,6 +564,7 @@ async fn a_short_purchase_leaves_the_shard_as_it_found_it() {
         shard,
         credits: Vec::new(),
         token: None,
+        import: Import::Settled,
     };
     let hash = |shard| app.keys.shard(&sale, shard).shard;
     let fields = |conn: &mut flashgate::testing::store::RedisConn, key: String| {

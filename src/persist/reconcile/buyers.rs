@@ -1,23 +1,17 @@
 //! The buyers' side of reconciliation: every buyer record of a shard, read with `HSCAN`.
-//! A record is `<held>` then one line `\n<idempotency key> <order id> <quantity>
-//! <fingerprint>` per accepted order (`lua/purchase.lua`), so `held` must equal the sum of
-//! the lines' quantities, and the lines name every order Redis ever accepted for the sale.
+//! A record is `<held>` then one line per accepted order
+//! (`store::buyer_record`), so `held` must equal the sum of the lines' quantities, and the
+//! lines name every order Redis ever accepted for the sale.
 
 use std::collections::HashSet;
 
 use super::{Finding, ReconcileError};
+use crate::store::buyer_record::BuyerRecord;
+use crate::store::migration::SEAL;
 use crate::store::{BulkConn, ShardKeys, shards};
 
 /// Fields read per `HSCAN`.
 const PAGE: usize = 1000;
-
-/// A buyer record, parsed.
-#[derive(Debug, PartialEq, Eq)]
-struct BuyerRecord<'a> {
-    held: u64,
-    /// (order id, quantity) per accepted order.
-    orders: Vec<(&'a str, u64)>,
-}
 
 /// Checks every buyer record of shard `index` (keys `keys`), adding each order id it names
 /// to `recorded`; returns the findings.
@@ -31,8 +25,8 @@ pub async fn scan(
     let mut cursor = 0u64;
     loop {
         let (next, fields) = shards::scan_buyer_records(conn, keys, cursor, PAGE).await?;
-        // `#<token id>` fields mark spent purchase tokens; every other field is a buyer.
-        for (user, record) in fields.iter().filter(|(field, _)| !field.starts_with('#')) {
+        // `!` seals a shard of a draining layout; every other field is a buyer.
+        for (user, record) in fields.iter().filter(|(field, _)| field != SEAL) {
             findings.extend(check(index, user, record, recorded));
         }
         if next == 0 {
@@ -42,16 +36,18 @@ pub async fn scan(
     }
 }
 
-/// The finding about one buyer's record, if any; records its order ids.
+/// The finding about one buyer's record, if any; records its order ids. A record handed
+/// over to a newer layout (a tombstone) is checked like any other: the order ids it names
+/// are the same as its copy's at the new home.
 fn check(index: u32, user: &str, record: &str, recorded: &mut HashSet<String>) -> Option<Finding> {
-    let Some(parsed) = parse(record) else {
+    let Ok((parsed, _)) = BuyerRecord::parse_stored(record) else {
         return Some(Finding::UnreadableBuyerRecord {
             shard: index,
             user_id: user.to_owned(),
         });
     };
-    recorded.extend(parsed.orders.iter().map(|(id, _)| (*id).to_owned()));
-    let in_orders = parsed.orders.iter().map(|(_, q)| q).sum();
+    recorded.extend(parsed.orders.iter().map(|o| o.order_id.to_string()));
+    let in_orders = parsed.ordered_units();
     (parsed.held != in_orders).then(|| Finding::HeldMismatch {
         shard: index,
         user_id: user.to_owned(),
@@ -60,39 +56,9 @@ fn check(index: u32, user: &str, record: &str, recorded: &mut HashSet<String>) -
     })
 }
 
-fn parse(record: &str) -> Option<BuyerRecord<'_>> {
-    let mut lines = record.split('\n');
-    let held = lines.next()?.parse().ok()?;
-    let orders = lines
-        .map(
-            |line| match line.split(' ').collect::<Vec<_>>().as_slice() {
-                [_key, order, quantity, _fingerprint] => Some((*order, quantity.parse().ok()?)),
-                _ => None,
-            },
-        )
-        .collect::<Option<_>>()?;
-    Some(BuyerRecord { held, orders })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_parse_into_held_and_orders() {
-        let record = "3\nk1 s.0.1-0 1 fp1\nk2 s.0.2-0 2 fp2";
-        assert_eq!(
-            parse(record),
-            Some(BuyerRecord {
-                held: 3,
-                orders: vec![("s.0.1-0", 1), ("s.0.2-0", 2)],
-            })
-        );
-        assert_eq!(parse("0").map(|r| r.orders.len()), Some(0));
-        assert_eq!(parse("x\nk s.0.1-0 1 fp"), None);
-        assert_eq!(parse("1\nk s.0.1-0 one fp"), None);
-        assert_eq!(parse("1\nk s.0.1-0 1"), None);
-    }
 
     #[test]
     fn a_held_count_that_disagrees_with_the_orders_is_a_finding() {

@@ -81,7 +81,7 @@ pub async fn reconcile(
     let mut recorded = HashSet::new();
     let mut findings = Vec::new();
     let mut conn = persister.redis().bulk().await?;
-    for index in 0..rt.shards() {
+    for index in rt.layout.every_shard() {
         let mut ledger = shard::ledger(persister, &mut conn, rt, index).await?;
         if let Some(t) = db.iter().find(|t| t.shard == index) {
             ledger.orders_in_db = t.rows;
