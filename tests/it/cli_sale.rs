@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, live_sale};
 use crate::support::db::TestDb;
@@ -69,6 +69,45 @@ async fn the_sale_command_lists_pauses_resumes_and_ends_through_the_admin_api() 
     assert_eq!(listed["sales"][0]["sale_id"], "cli", "{listed}");
     assert_eq!(listed["sales"][0]["state"], "paused", "{listed}");
     assert_eq!(listed["sales"][0]["shards"], 2, "{listed}");
+    // The changes that take several steps (endpoints of their own) go through too.
+    let topped = sale_cli(
+        &[
+            "--gateway",
+            &base,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "topup",
+            "cli",
+            "--add",
+            "5",
+        ],
+        &[],
+    );
+    let topped = printed(&topped);
+    assert_eq!(
+        (&topped["sale_id"], topped["change"].is_object()),
+        (&json!("cli"), true),
+        "{topped}"
+    );
+    let resharded = sale_cli(
+        &[
+            "--gateway",
+            &base,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "reshard",
+            "cli",
+            "--shards",
+            "4",
+        ],
+        &[],
+    );
+    let resharded = printed(&resharded);
+    assert_eq!(
+        (&resharded["sale_id"], resharded["change"].is_object()),
+        (&json!("cli"), true),
+        "{resharded}"
+    );
     // The token from the config file.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("flashgate.toml");

@@ -411,3 +411,24 @@ async fn the_list_shows_every_sale_with_its_state_and_names_an_unreadable_one() 
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_purchase_token_stays_valid_across_a_pause_and_a_resume() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.tokens.require_purchase_token = true;
+    let app = spawn_app_with(settings).await;
+    app.create_sale("tokened", &live_sale(10, 2, 1, 1)).await;
+    let token = app.purchase_token("tokened", "carol").await;
+    switch(&app, "tokened", "pause").await;
+    let refused = app
+        .purchase_with_token("tokened", "carol", "k1", 1, Some(&token))
+        .await;
+    let (status, slug) = problem_slug(refused).await;
+    assert_eq!((status.as_u16(), slug.as_str()), (409, "sale-paused"));
+    switch(&app, "tokened", "resume").await;
+    let bought = app
+        .purchase_with_token("tokened", "carol", "k1", 1, Some(&token))
+        .await;
+    assert_eq!(bought.status(), 202);
+}
