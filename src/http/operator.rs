@@ -71,9 +71,7 @@ async fn switch(
         .await
         .map_err(|e| match e {
             SwitchError::NotFound(_) => ApiError::NotFound("no such sale"),
-            SwitchError::Contended(_) => {
-                ApiError::Overloaded("the sale kept changing under this change; retry")
-            }
+            SwitchError::Contended(_) => ApiError::ChangeInProgress(e.to_string()),
             SwitchError::Store(e) => ApiError::Store(e),
         })?;
     Ok(Json(SaleView::of(&rt, now)))
