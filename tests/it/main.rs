@@ -21,6 +21,7 @@ mod hostile;
 mod live_ops;
 mod loans;
 mod operator;
+mod pause;
 mod persistence;
 mod postgres_harness;
 mod purchase;
