@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::ConnectInfo;
@@ -111,7 +112,11 @@ impl Application {
             TokenSigner::new(settings.tokens.secret.as_bytes())
         };
         let shared_sale_limit = SharedSaleLimit::new(settings.limits.sale_shared, redis.clone());
-        let sales = SaleRegistry::new(redis.clone(), stock.clone());
+        // An operator's change answers well within the request timeout (it goes on in the
+        // background after that).
+        let answer_within = Duration::from_millis(settings.http.request_timeout_ms * 3 / 4);
+        let sales =
+            SaleRegistry::new(redis.clone(), stock.clone()).answer_changes_within(answer_within);
         let persister = Persister::new(store, redis.clone(), clock.clone());
         let purchases = Purchases {
             sales: sales.clone(),

@@ -138,7 +138,8 @@ impl Workers {
 /// Finishes the operators' changes whose driver died (a reshard or a change of stock
 /// recorded in a sale's record with nobody holding its lock).
 async fn resume_changes(registry: &SaleRegistry) {
-    match registry.resume_changes().await {
+    let now_ms = crate::clock::unix_ms(time::OffsetDateTime::now_utc());
+    match registry.resume_changes(now_ms).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             changes = n,

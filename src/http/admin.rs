@@ -193,9 +193,10 @@ async fn reconcile_sale(
     _: Admin,
     SalePath(id): SalePath,
 ) -> Result<Json<Reconciliation>, ApiError> {
+    // Afresh from Redis: a change made through another instance may not be cached here yet.
     let rt = state
         .sales
-        .get(&id)
+        .reload(&id)
         .await?
         .ok_or(ApiError::NotFound("no such sale"))?;
     Ok(Json(reconcile(&state.persister, &rt).await?))

@@ -26,9 +26,8 @@ use crate::store::sales::{self, Expect, StoredSale, Update};
 /// How long the driver's lock lasts without renewal: after a crash, another instance
 /// resumes the change this long after the last step that renewed it.
 pub(super) const LOCK_HOLD_MS: u64 = 5_000;
-/// How long an operator's request waits for its change to finish before answering that it
-/// is still in progress (it goes on in the background either way).
-const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+/// How often a request whose change another instance drives looks whether it finished.
+const FINISH_POLL: Duration = Duration::from_millis(20);
 /// Attempts at a switch of the record when concurrent changes (a pause) keep moving its
 /// epoch.
 const SWITCH_ATTEMPTS: usize = 5;
@@ -171,7 +170,8 @@ impl SaleRegistry {
     }
 
     /// Drives `op` in a task of its own (a client that hangs up does not stop it) and
-    /// answers once it is done, or after [`ANSWER_WITHIN`] that it goes on.
+    /// answers once it is done, or after [`SaleRegistry::answer_changes_within`] that it goes
+    /// on.
     async fn drive_and_answer(
         &self,
         id: &SaleId,
@@ -185,19 +185,48 @@ impl SaleRegistry {
             state: "in_progress",
             applied: None,
         };
-        match tokio::time::timeout(ANSWER_WITHIN, task).await {
+        let deadline = tokio::time::Instant::now() + self.answer_within;
+        match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(Ok(Some(applied)))) => Ok(ChangeReport {
                 id: Some(op.id),
                 state: "done",
                 applied: matches!(op.change, Change::Stock { .. }).then_some(applied),
             }),
-            // Another instance holds the lock: it drives the change.
-            Ok(Ok(Ok(None))) | Err(_) => Ok(in_progress),
+            // Another instance holds the lock: it drives the change; wait for its end.
+            Ok(Ok(Ok(None))) => match self.finished_by_another(id, &op, deadline).await? {
+                Some(applied) => Ok(ChangeReport {
+                    id: Some(op.id),
+                    state: "done",
+                    applied,
+                }),
+                None => Ok(in_progress),
+            },
+            Err(_) => Ok(in_progress),
             Ok(Ok(Err(error))) => Err(error.into()),
             Ok(Err(panicked)) => Err(ChangeError::Invalid(format!(
                 "the change stopped: {panicked}; it resumes in the background"
             ))),
         }
+    }
+
+    /// Waits (until `deadline`) for another instance to finish `op`; then the units it
+    /// applied, for a change of stock (read from the recorded total).
+    async fn finished_by_another(
+        &self,
+        id: &SaleId,
+        op: &Operation,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        while tokio::time::Instant::now() < deadline {
+            let stored = self.load(id).await?;
+            if stored.as_ref().and_then(|s| s.op.as_ref()).map(|o| &o.id) != Some(&op.id) {
+                // Stock changes report what they did from the new total only when this
+                // instance drove them; here the total is known but not the change's share.
+                return Ok(Some(None));
+            }
+            tokio::time::sleep(FINISH_POLL).await;
+        }
+        Ok(None)
     }
 
     /// Runs `op` to its end if this instance gets the sale's change lock: its steps, then
@@ -274,14 +303,16 @@ impl SaleRegistry {
     }
 
     /// Finishes the changes whose driver died (every instance runs this in the background;
-    /// the lock lets one of them drive each change). Returns how many it finished.
-    pub async fn resume_changes(&self) -> Result<usize, StoreError> {
+    /// the lock lets one of them drive each change). A change younger than the lock's hold
+    /// is left to the instance that recorded it. Returns how many it finished.
+    pub async fn resume_changes(&self, now_ms: i64) -> Result<usize, StoreError> {
         let mut finished = 0;
         for rt in self.all_cached() {
             let Some(stored) = self.load(&rt.sale.id).await? else {
                 continue;
             };
-            if let Some(op) = stored.op {
+            let hold = i64::try_from(LOCK_HOLD_MS).unwrap_or(i64::MAX);
+            if let Some(op) = stored.op.filter(|op| op.started_ms + hold < now_ms) {
                 tracing::info!(sale = %rt.sale.id, change = op.change.name(), id = %op.id, "resuming an unfinished change");
                 if self.drive(&rt.sale.id, &op).await?.is_some() {
                     finished += 1;

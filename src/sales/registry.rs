@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::domain::{RejectionStats, Sale, SaleId};
 use crate::stock::{RuntimeState, SaleRuntime, StockEngine};
@@ -23,6 +24,9 @@ pub struct SaleRegistry {
     engine: StockEngine,
     cache: Arc<RwLock<HashMap<SaleId, Arc<SaleRuntime>>>>,
     stats: Arc<RwLock<HashMap<SaleId, Arc<RejectionStats>>>>,
+    /// How long an operator's request waits for its change (a reshard, a change of stock)
+    /// to finish before answering that it goes on in the background.
+    pub(super) answer_within: Duration,
 }
 
 impl SaleRegistry {
@@ -35,7 +39,15 @@ impl SaleRegistry {
             engine,
             cache: Arc::default(),
             stats: Arc::default(),
+            answer_within: Duration::from_secs(10),
         }
+    }
+
+    /// Answers an operator's change after at most `wait` (keep it under the HTTP request
+    /// timeout: the change goes on in the background either way).
+    pub fn answer_changes_within(mut self, wait: Duration) -> Self {
+        self.answer_within = wait;
+        self
     }
 
     /// The stock engine that takes snapshots of the sales' shards.

@@ -139,13 +139,11 @@ impl SaleRegistry {
         id: &SaleId,
         now: OffsetDateTime,
     ) -> Result<Option<SaleStatus>, StoreError> {
-        // Read afresh, not from the cache: an operator's view never lags behind a change
-        // made through another instance.
-        let Some(stored) = self.load(id).await? else {
+        // Read afresh: an operator looks at what Redis holds now, not at this instance's
+        // cache (which follows changes made elsewhere within a refresh interval).
+        let Some(rt) = self.reload(id).await? else {
             return Ok(None);
         };
-        let change = stored.op.clone();
-        let rt = self.install(id, stored);
         let counters = self.engine().collect(&rt).await?;
         let remaining: u64 = counters.iter().map(|(_, c)| c.stock + c.lent).sum();
         // Sold and pending over every shard the sale used: earlier layouts sold units too,
@@ -169,7 +167,7 @@ impl SaleRegistry {
             stock_total: rt.sale.spec.stock(),
             remaining,
             layout: rt.layout,
-            change,
+            change: self.load(id).await?.and_then(|stored| stored.op),
             shards,
             sold,
             pending,

@@ -483,7 +483,15 @@ async fn replacing_a_live_sale_is_refused_but_an_upcoming_one_is_replaced() {
     changed["stock"] = json!(30);
     changed["shards"] = json!(8);
     assert_eq!(app.put_sale("up", &changed).await.status(), 200);
-    let stock: u64 = app.stock_left("up", 8).await;
+    // The replacement got shards of its own (indices 4..12); the first four are gone.
+    let old: Vec<u64> = app
+        .shard_counters("up", 4)
+        .await
+        .iter()
+        .map(|c| c.stock)
+        .collect();
+    assert_eq!(old, [0, 0, 0, 0]);
+    let stock: u64 = app.stock_left("up", 12).await;
     assert_eq!(stock, 30);
 }
 

@@ -186,24 +186,31 @@ async fn forged_foreign_expired_and_missing_tokens_are_refused_and_take_nothing(
     assert_eq!(app.sold("guarded", 4).await, 1);
 }
 
-/// A token minted by the test itself with the gateway's derived key but for an epoch the
+/// A token minted by the test itself with the gateway's derived key but for a generation the
 /// sale no longer has is refused: replacing a sale voids its outstanding tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_token_of_an_earlier_sale_epoch_is_refused() {
+async fn a_token_of_an_earlier_sale_generation_is_refused() {
     let redis = RedisServer::start();
     let app = token_app(RedisTarget::Single(redis.url())).await;
     app.create_sale("epochs", &live_sale(10, 2, 1, 1)).await;
     let sale = SaleId::parse("epochs").unwrap();
     let user = UserId::parse("dave").unwrap();
-    let epoch = app.state.sales.get(&sale).await.unwrap().unwrap().epoch;
+    let generation = app
+        .state
+        .sales
+        .get(&sale)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
     let signer = TokenSigner::derived_from(JWT_SECRET.as_bytes());
     let to = Audience {
         sale: &sale,
         user: &user,
     };
     let expires = app.state.clock.now_ms() + 60_000;
-    let (_, stale) = signer.issue_token(to, epoch - 1, expires);
-    let (_, current) = signer.issue_token(to, epoch, expires);
+    let (_, stale) = signer.issue_token(to, generation - 1, expires);
+    let (_, current) = signer.issue_token(to, generation, expires);
     let response = app
         .purchase_with_token("epochs", "dave", "stale", 1, Some(&stale))
         .await;
@@ -213,7 +220,7 @@ async fn a_token_of_an_earlier_sale_epoch_is_refused() {
         .await;
     assert!(
         outcome(response).await.is_ok(),
-        "a token of the current epoch buys"
+        "a token of the current generation buys"
     );
 }
 

@@ -28,6 +28,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub jwt: JwtKeys,
     pub keys: Keys,
+    /// The key prefix (`redis.key_prefix`) this gateway runs under.
+    pub prefix: String,
     pub redis: RedisConn,
     pub db: OrderDb,
     /// The gateway's shared state (for counters no endpoint shows).
@@ -104,6 +106,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         dir
     });
     let keys = Keys::new(&settings.redis.key_prefix);
+    let prefix = settings.redis.key_prefix.clone();
     let target = settings
         .redis
         .target()
@@ -141,6 +144,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         client,
         jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
         keys,
+        prefix,
         redis,
         db,
         state,

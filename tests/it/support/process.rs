@@ -11,12 +11,19 @@ pub struct GatewayProcess {
     child: Option<Child>,
     port: u16,
     env: Vec<(String, String)>,
+    /// Arguments after `serve` (e.g. `--config FILE`).
+    args: Vec<String>,
 }
 
 impl GatewayProcess {
     /// Starts the binary on a free port with `env` (FLASHGATE_* overrides) on top of the
     /// test secrets, and waits until it is ready.
     pub async fn start(env: &[(&str, String)]) -> Self {
+        Self::start_with_args(env, &[]).await
+    }
+
+    /// As [`Self::start`], passing `args` to `flashgate serve`.
+    pub async fn start_with_args(env: &[(&str, String)], args: &[&str]) -> Self {
         let port = free_port();
         let mut all = vec![
             (
@@ -44,6 +51,7 @@ impl GatewayProcess {
             child: None,
             port,
             env: all,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         process.spawn().await;
         process
@@ -57,6 +65,7 @@ impl GatewayProcess {
     async fn spawn(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
             .arg("serve")
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -88,6 +97,15 @@ impl GatewayProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("gateway not ready within 30 s");
+    }
+
+    /// Sends `signal` (e.g. `-HUP`) to the running gateway.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {signal} failed");
     }
 
     /// SIGKILL: no shutdown code runs.
