@@ -2,6 +2,7 @@
 //! `FLASHGATE_<SECTION>__<KEY>` environment variables (in that order of precedence),
 //! validated once at start-up with every problem reported together.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
-use crate::domain::{SaleDefinition, SaleId, SaleSpec};
+use crate::domain::{Operator, SaleDefinition, SaleId, SaleSpec};
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -203,12 +204,54 @@ impl Default for TokenSettings {
     }
 }
 
-/// Operator authentication.
+/// Operator authentication: each credential has a name, which the audit trail records.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Bearer token for `/admin/*`.
+    /// Bearer token for `/admin/*`, named `admin` (may be empty when `tokens` has one).
     pub token: String,
+    /// Named bearer tokens for `/admin/*`: `name = "token"`.
+    pub tokens: BTreeMap<String, String>,
+}
+
+impl AdminSettings {
+    /// Every configured credential: (operator name, token).
+    pub fn credentials(&self) -> impl Iterator<Item = (&str, &str)> {
+        let default = (!self.token.is_empty()).then_some((Operator::DEFAULT_NAME, &*self.token));
+        default.into_iter().chain(
+            self.tokens
+                .iter()
+                .map(|(name, token)| (name.as_str(), token.as_str())),
+        )
+    }
+
+    /// What is wrong with the credentials, if anything: none at all, a short token, a
+    /// name that is not an operator name, a name or a token used twice.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.credentials().next().is_none() {
+            problems.push("admin.token or admin.tokens must name a credential".to_owned());
+        }
+        if !self.token.is_empty() && self.token.len() < 16 {
+            problems.push("admin.token must be at least 16 bytes".to_owned());
+        }
+        if !self.token.is_empty() && self.tokens.contains_key(Operator::DEFAULT_NAME) {
+            problems.push("admin.tokens.admin is the name of admin.token: pick another".to_owned());
+        }
+        for (name, token) in &self.tokens {
+            if let Err(e) = Operator::parse(name) {
+                problems.push(format!("admin.tokens: {name:?}: {e}"));
+            }
+            if token.len() < 16 {
+                problems.push(format!("admin.tokens.{name} must be at least 16 bytes"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        if self.credentials().any(|(_, token)| !seen.insert(token)) {
+            problems.push("admin tokens must differ from each other".to_owned());
+        }
+        problems
+    }
 }
 
 /// The order database.
@@ -466,9 +509,7 @@ impl Settings {
         if self.auth.jwt_secret.len() < 16 {
             problems.push("auth.jwt_secret must be at least 16 bytes".to_owned());
         }
-        if self.admin.token.len() < 16 {
-            problems.push("admin.token must be at least 16 bytes".to_owned());
-        }
+        problems.extend(self.admin.problems());
         if self.http.body_limit_bytes < 64 {
             problems.push("http.body_limit_bytes must be at least 64".to_owned());
         }
@@ -562,6 +603,54 @@ mod tests {
             panic!("accepted")
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn named_admin_tokens_parse_and_are_named_by_their_key() {
+        let toml = r#"
+            [admin]
+            token = "fedcba9876543210"
+            [admin.tokens]
+            alice = "alice-token-0123456789"
+            "ops.bob" = "bob-token-0123456789"
+        "#;
+        let s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+        let names: Vec<&str> = s.admin.credentials().map(|(name, _)| name).collect();
+        assert_eq!(names, ["admin", "alice", "ops.bob"]);
+        let mut s = Settings {
+            admin: s.admin,
+            ..valid()
+        };
+        assert!(s.validate().is_ok());
+        s.admin.token = String::new();
+        assert!(s.validate().is_ok(), "named tokens alone are enough");
+    }
+
+    #[test]
+    fn bad_admin_credentials_are_each_reported() {
+        let mut s = valid();
+        let tokens = [
+            ("admin", "another-token-0123456789"),
+            ("al ice", "alice-token-0123456789"),
+            ("bob", "short"),
+            ("carol", "fedcba9876543210"),
+        ];
+        s.admin.tokens = tokens
+            .into_iter()
+            .map(|(n, t)| (n.to_owned(), t.to_owned()))
+            .collect();
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        s.admin = AdminSettings::default();
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted without any admin credential")
+        };
+        assert_eq!(
+            problems,
+            ["admin.token or admin.tokens must name a credential"]
+        );
     }
 
     #[test]

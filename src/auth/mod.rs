@@ -1,4 +1,4 @@
-//! Authentication of buyers (JWT) and operators (admin token).
+//! Authentication of buyers (JWT) and operators (named admin tokens).
 
 pub mod jwt;
 
@@ -7,7 +7,21 @@ pub use jwt::{JwtError, JwtKeys};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// Compares an offered admin token with the configured one in constant time (both are
+/// The name of the credential `offered` is, among `configured` (name, token) pairs.
+/// Every credential is compared, in constant time, whichever matches: neither which one
+/// matched nor how much of one did leaks through timing. Configured tokens differ from each
+/// other (`Settings::validate`), so at most one matches.
+pub fn admin_operator<'a>(
+    offered: &str,
+    configured: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<&'a str> {
+    configured.into_iter().fold(None, |found, (name, token)| {
+        let matches = admin_token_matches(offered, token);
+        found.or(matches.then_some(name))
+    })
+}
+
+/// Compares an offered admin token with a configured one in constant time (both are
 /// MACed under a fixed key first, so neither length nor content leaks through timing).
 pub fn admin_token_matches(offered: &str, configured: &str) -> bool {
     let mac = |s: &str| {
@@ -18,4 +32,27 @@ pub fn admin_token_matches(offered: &str, configured: &str) -> bool {
     };
     let expected = mac(configured).finalize().into_bytes();
     mac(offered).verify_slice(&expected).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matching_credential_names_the_operator() {
+        let configured = [
+            ("admin", "admin-token-0123456789"),
+            ("alice", "alice-token-0123456789"),
+        ];
+        assert_eq!(
+            admin_operator("alice-token-0123456789", configured),
+            Some("alice")
+        );
+        assert_eq!(
+            admin_operator("admin-token-0123456789", configured),
+            Some("admin")
+        );
+        assert_eq!(admin_operator("alice-token-012345678", configured), None);
+        assert_eq!(admin_operator("", configured), None);
+    }
 }

@@ -158,6 +158,19 @@ impl SaleSpec {
         quantity.get() <= self.def.max_per_order
     }
 
+    /// This definition ended at `now`: `ends_at` moved to `now`, and, for a sale not yet
+    /// open, `starts_at` to a second before, so that the window stays non-empty and lies
+    /// wholly in the past. `None` if the sale has already ended at `now`.
+    pub fn ended_at(&self, now: OffsetDateTime) -> Option<Self> {
+        if self.window(now) == Window::After {
+            return None;
+        }
+        let mut def = self.def.clone();
+        def.ends_at = now;
+        def.starts_at = def.starts_at.min(now - time::Duration::SECOND);
+        Some(Self { def })
+    }
+
     /// Where the sale's clock stands at `now`, ignoring stock and the kill switch.
     pub fn window(&self, now: OffsetDateTime) -> Window {
         if now < self.def.starts_at {
@@ -287,6 +300,21 @@ mod tests {
         );
         assert_eq!(spec.window(datetime!(2026-11-21 12:00 UTC)), Window::Open);
         assert_eq!(spec.window(datetime!(2026-11-21 13:00 UTC)), Window::After);
+    }
+
+    #[test]
+    fn an_ended_definition_is_closed_at_once_and_keeps_a_valid_window() {
+        let spec = SaleSpec::try_from(def()).unwrap();
+        let live = datetime!(2026-11-21 12:30 UTC);
+        let ended = spec.ended_at(live).unwrap();
+        assert_eq!(ended.window(live), Window::After);
+        assert_eq!(ended.starts_at(), spec.starts_at());
+        let early = datetime!(2026-11-21 11:00 UTC);
+        let ended = spec.ended_at(early).unwrap();
+        assert_eq!(ended.window(early), Window::After);
+        assert!(ended.starts_at() < ended.ends_at());
+        assert_eq!(SaleSpec::try_from(ended.definition().clone()), Ok(ended));
+        assert_eq!(spec.ended_at(datetime!(2026-11-21 13:00 UTC)), None);
     }
 
     #[test]

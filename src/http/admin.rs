@@ -5,12 +5,13 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::buyer::SaleView;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, SalePath};
 use super::state::AppState;
-use crate::domain::OrderId;
+use crate::domain::{AuditAction, AuditEntry, OrderId};
 use crate::domain::{SaleDefinition, SaleId, SaleSpec};
 use crate::persist::dead_letters::{self, DeadLetter, DeadLetterError, DeadLetterId, DropOutcome};
 use crate::persist::reconcile::{Reconciliation, reconcile};
@@ -33,13 +34,42 @@ pub fn router() -> Router<AppState> {
 
 async fn put_sale(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(actor): Admin,
     SalePath(id): SalePath,
     ApiJson(definition): ApiJson<SaleDefinition>,
 ) -> Result<(StatusCode, Json<SaleView>), ApiError> {
     let spec = SaleSpec::try_from(definition).map_err(|e| ApiError::Validation(e.to_string()))?;
     let now = state.clock.now();
-    let outcome = state.sales.put(&id, spec, now).await.map_err(|e| match e {
+    let before = state.sales.audited_definition(&id).await;
+    let outcome = state
+        .sales
+        .put(&id, spec.clone(), now)
+        .await
+        .map_err(put_error)?;
+    let (status, action) = match outcome {
+        PutOutcome::Created => (StatusCode::CREATED, AuditAction::Created),
+        PutOutcome::Replaced => (StatusCode::OK, AuditAction::Replaced),
+        PutOutcome::Unchanged => (StatusCode::OK, AuditAction::Unchanged),
+    };
+    let after = json!(spec.definition());
+    let entry = AuditEntry {
+        at: now,
+        actor,
+        action,
+        before,
+        after,
+    };
+    state.sales.audit(&id, entry).await;
+    let rt = state
+        .sales
+        .get(&id)
+        .await?
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    Ok((status, Json(SaleView::of(&rt, now))))
+}
+
+fn put_error(e: PutSaleError) -> ApiError {
+    match e {
         PutSaleError::Live(_) => ApiError::SaleLive(e.to_string()),
         PutSaleError::HasOrders(_) | PutSaleError::Exhausted(_) => {
             ApiError::SaleHasOrders(e.to_string())
@@ -48,17 +78,7 @@ async fn put_sale(
             ApiError::ChangeInProgress(e.to_string())
         }
         PutSaleError::Store(store) => ApiError::Store(store),
-    })?;
-    let status = match outcome {
-        PutOutcome::Created => StatusCode::CREATED,
-        PutOutcome::Replaced | PutOutcome::Unchanged => StatusCode::OK,
-    };
-    let rt = state
-        .sales
-        .get(&id)
-        .await?
-        .ok_or(ApiError::NotFound("no such sale"))?;
-    Ok((status, Json(SaleView::of(&rt, now))))
+    }
 }
 
 /// `POST /admin/v1/sales/{id}/reshard`.

@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::in_flight::BuyerSlot;
 use super::state::AppState;
-use crate::auth::{JwtError, admin_token_matches};
+use crate::auth::{JwtError, admin_operator};
 use crate::domain::Rejection;
-use crate::domain::{IdempotencyKey, OrderId, SaleId, UserId};
+use crate::domain::{IdempotencyKey, Operator, OrderId, SaleId, UserId};
 use crate::limits::{Limited, Policy};
 
 /// A JSON body; bad JSON is a 422 `validation`, an oversized body a 413, a body that takes
@@ -154,13 +154,13 @@ impl FromRequestParts<AppState> for IssuingBuyer {
     }
 }
 
-/// An authenticated operator.
-pub struct Admin;
+/// An authenticated operator, named by the credential they presented.
+pub struct Admin(pub Operator);
 
 impl Admin {
     /// The operator's name, for the audit trail.
     pub fn name(&self) -> &str {
-        "admin"
+        self.0.as_str()
     }
 }
 
@@ -173,11 +173,10 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)
             .ok_or(ApiError::Unauthorized("an admin Bearer token is required"))?;
-        if admin_token_matches(token, &state.settings.admin.token) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized("the admin token is not valid"))
-        }
+        admin_operator(token, state.settings.admin.credentials())
+            .and_then(|name| Operator::parse(name).ok())
+            .map(Admin)
+            .ok_or(ApiError::Unauthorized("the admin token is not valid"))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod health;
 pub mod in_flight;
 pub mod middleware;
+pub mod operator;
 pub mod server;
 pub mod sold_out;
 pub mod state;
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
             state.ip_limit.clone(),
         ))
         .merge(admin::router())
+        .merge(operator::router())
         .merge(health::router())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

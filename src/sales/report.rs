@@ -1,5 +1,5 @@
 //! What operators are told about a sale: its figures read from Redis now, or, when its
-//! stored record cannot be read, that it is unreadable and why.
+//! stored record cannot be read, that it is unreadable and why; with its audit trail.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::registry::SaleRegistry;
-use crate::domain::{Layout, Operation, SaleId, SaleState};
+use crate::domain::{AuditEntry, Layout, Operation, SaleId, SaleState};
 use crate::store::StoreError;
 
 /// One shard's figures for operators.
@@ -54,12 +54,20 @@ pub struct UnreadableSale {
     pub error: String,
 }
 
-/// What the operator view shows for a sale.
+/// A sale's figures, or why they cannot be read.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum SaleReport {
+pub enum SaleFigures {
     Readable(Box<SaleStatus>),
     Unreadable(UnreadableSale),
+}
+
+/// What the operator view shows for a sale: its figures and its audit trail, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaleReport {
+    #[serde(flatten)]
+    pub figures: SaleFigures,
+    pub audit: Vec<AuditEntry>,
 }
 
 impl UnreadableSale {
@@ -102,9 +110,23 @@ impl SaleRegistry {
         id: &SaleId,
         now: OffsetDateTime,
     ) -> Result<Option<SaleReport>, StoreError> {
+        let Some(figures) = self.figures(id, now).await? else {
+            return Ok(None);
+        };
+        let audit = self.audit_trail(id).await?;
+        Ok(Some(SaleReport { figures, audit }))
+    }
+
+    /// The figures of sale `id` read from Redis now, or why they cannot be read. `Err`
+    /// only when Redis itself failed; `None` if no such sale exists.
+    pub async fn figures(
+        &self,
+        id: &SaleId,
+        now: OffsetDateTime,
+    ) -> Result<Option<SaleFigures>, StoreError> {
         match self.status(id, now).await {
-            Ok(status) => Ok(status.map(|s| SaleReport::Readable(Box::new(s)))),
-            Err(error) if is_unreadable(&error) => Ok(Some(SaleReport::Unreadable(
+            Ok(status) => Ok(status.map(|s| SaleFigures::Readable(Box::new(s)))),
+            Err(error) if is_unreadable(&error) => Ok(Some(SaleFigures::Unreadable(
                 UnreadableSale::new(id, &error),
             ))),
             Err(error) => Err(error),

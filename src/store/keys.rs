@@ -115,6 +115,12 @@ impl Keys {
         format!("{}:sale:{{{}}}:change", self.prefix, sale)
     }
 
+    /// List of the sale's audit entries (JSON), newest first, capped
+    /// ([`super::audit::KEPT_ENTRIES`]).
+    pub fn sale_audit(&self, sale: &SaleId) -> String {
+        format!("{}:sale:{{{}}}:audit", self.prefix, sale)
+    }
+
     /// Set of all sale ids.
     pub fn sale_index(&self) -> String {
         format!("{}:sales", self.prefix)
@@ -169,6 +175,7 @@ mod tests {
         assert_eq!(hash_slot(&keys.issued_tokens(&sale)), slot);
         assert_eq!(hash_slot(&keys.sale_quota(&sale)), slot);
         assert_eq!(hash_slot(&keys.sale_quota_admitted(&sale)), slot);
+        assert_eq!(hash_slot(&keys.sale_audit(&sale)), slot);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! One module per concern: [`purchase`] (the purchase path's call), [`loans`] (moves of
 //! units between shards), [`shards`] (a shard's counters and buyer records), [`orders`]
 //! (order streams and acknowledgements), [`dead_letters`], [`recovery`] (the recovery
-//! worker's locks and scans), [`sales`] (sale definitions), [`tokens`] (purchase-token
-//! issuance) and [`limits`] (the shared per-sale limit).
+//! worker's locks and scans), [`sales`] (sale definitions), [`audit`] (operators' actions
+//! on a sale), [`tokens`] (purchase-token issuance) and [`limits`] (the shared per-sale
+//! limit).
 
+pub mod audit;
 pub mod buyer_record;
 pub mod conn;
 pub mod dead_letters;

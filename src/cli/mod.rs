@@ -1,4 +1,8 @@
-//! The command line: `flashgate serve`, `flashgate token` and `flashgate reconcile`.
+//! The command line: `flashgate serve`, `flashgate token`, `flashgate reconcile`, and
+//! `flashgate sale` (operator actions through a running gateway's admin API).
+
+mod admin_client;
+mod sale;
 
 use std::path::PathBuf;
 
@@ -67,6 +71,10 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Operate a running gateway's sales through its admin API: list, pause, resume, end,
+    /// topup, reshard. The token comes from --admin-token, FLASHGATE_ADMIN_TOKEN, or the
+    /// admin.token of --config.
+    Sale(sale::SaleArgs),
 }
 
 /// Why a command failed.
@@ -94,6 +102,12 @@ pub enum CliError {
     NotApplied(usize),
     #[error("cannot apply the declared sales")]
     Apply(#[source] crate::store::StoreError),
+    #[error(
+        "no admin token: pass --admin-token, set FLASHGATE_ADMIN_TOKEN, or give --config a file with admin.token"
+    )]
+    NoAdminToken,
+    #[error(transparent)]
+    Admin(#[from] admin_client::AdminClientError),
 }
 
 /// Runs a parsed command line.
@@ -128,6 +142,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(CliError::Id)?;
             reconcile(&settings, sale).await?;
         }
+        Command::Sale(args) => sale::run(args).await?,
     }
     Ok(())
 }
