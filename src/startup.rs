@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{DbError, OrderDb};
 use crate::domain::NewOrder;
-use crate::domain::{SaleId, SaleSpec};
+use crate::domain::{Operator, SaleId, SaleSpec};
 use crate::http::gate::IpLimit;
 use crate::http::in_flight::InFlight;
 use crate::http::server::{self, Connections};
@@ -259,14 +259,17 @@ async fn apply_configured_sales(state: &AppState) -> Result<(), StartupError> {
     let declared = declared_sales(&state.settings);
     state
         .sales
-        .apply(&declared, CONFIG_ACTOR, state.clock.now())
+        .apply(&declared, &config_actor(), state.clock.now())
         .await
         .map_err(|source| StartupError::ConfiguredSale { source })?;
     Ok(())
 }
 
-/// The operator named in the audit trail for changes made from the config file.
-pub const CONFIG_ACTOR: &str = "config";
+/// The operator named in the audit trail for changes made from the config file (at start-up
+/// and on SIGHUP).
+pub fn config_actor() -> Operator {
+    Operator::parse("config").expect("a valid operator name")
+}
 
 /// The `[[sales]]` of `settings`, validated.
 pub fn declared_sales(settings: &Settings) -> Vec<(SaleId, SaleSpec)> {
@@ -300,7 +303,7 @@ async fn apply_on_hangup(state: AppState, file: Option<PathBuf>) {
         let declared = declared_sales(&settings);
         match state
             .sales
-            .apply(&declared, CONFIG_ACTOR, state.clock.now())
+            .apply(&declared, &config_actor(), state.clock.now())
             .await
         {
             Ok(reports) => tracing::info!(sales = reports.len(), "SIGHUP: declared sales applied"),

@@ -12,7 +12,7 @@ use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::db::{DbError, OrderDb};
-use crate::domain::{SaleId, UserId};
+use crate::domain::{Operator, SaleId, UserId};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
 use crate::sales::SaleRegistry;
@@ -153,7 +153,7 @@ async fn apply(settings: &Settings) -> Result<(), CliError> {
     let registry = SaleRegistry::new(redis.clone(), StockEngine::new(redis));
     let declared = declared_sales(settings);
     let reports = registry
-        .apply(&declared, CLI_ACTOR, Clock::default().now())
+        .apply(&declared, &cli_actor(), Clock::default().now())
         .await
         .map_err(CliError::Apply)?;
     let mut refused = 0;
@@ -171,7 +171,9 @@ async fn apply(settings: &Settings) -> Result<(), CliError> {
 }
 
 /// The operator named in the audit trail for `flashgate apply`.
-const CLI_ACTOR: &str = "flashgate-apply";
+fn cli_actor() -> Operator {
+    Operator::parse("flashgate-apply").expect("a valid operator name")
+}
 
 /// Connects to the configured Redis, or to the embedded one a gateway runs over this data
 /// directory.

@@ -22,6 +22,12 @@ pub enum AuditAction {
     Resumed,
     /// The sale was ended now (or had already ended).
     Ended,
+    /// The sale's stock was moved to a new number of shards, live.
+    Resharded,
+    /// Units were added to the sale, or unsold ones removed.
+    StockChanged,
+    /// The finished sale's Redis keys were removed.
+    Deleted,
 }
 
 impl AuditAction {
@@ -34,6 +40,9 @@ impl AuditAction {
             Self::Paused => "paused",
             Self::Resumed => "resumed",
             Self::Ended => "ended",
+            Self::Resharded => "resharded",
+            Self::StockChanged => "stock-changed",
+            Self::Deleted => "deleted",
         }
     }
 }

@@ -105,14 +105,14 @@ struct Changed {
 
 async fn reshard_sale(
     State(state): State<AppState>,
-    admin: Admin,
+    Admin(actor): Admin,
     SalePath(id): SalePath,
     ApiJson(body): ApiJson<Reshard>,
 ) -> Result<Json<Changed>, ApiError> {
     let now = state.clock.now();
     let report = state
         .sales
-        .reshard(&id, body.shards, admin.name(), now)
+        .reshard(&id, body.shards, &actor, now)
         .await
         .map_err(change_error)?;
     changed(&state, &id, report).await
@@ -120,14 +120,14 @@ async fn reshard_sale(
 
 async fn change_stock(
     State(state): State<AppState>,
-    admin: Admin,
+    Admin(actor): Admin,
     SalePath(id): SalePath,
     ApiJson(body): ApiJson<StockChange>,
 ) -> Result<Json<Changed>, ApiError> {
     let now = state.clock.now();
     let report = state
         .sales
-        .change_stock(&id, body.add, admin.name(), now)
+        .change_stock(&id, body.add, &actor, now)
         .await
         .map_err(change_error)?;
     changed(&state, &id, report).await
@@ -163,17 +163,21 @@ fn change_error(e: ChangeError) -> ApiError {
 /// database row, its Redis keys go (the orders stay in the database).
 async fn delete_sale(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(actor): Admin,
     SalePath(id): SalePath,
 ) -> Result<StatusCode, ApiError> {
     let now = state.clock.now();
-    state.sales.delete(&id, now).await.map_err(|e| match e {
-        DeleteError::NotFound(_) => ApiError::NotFound("no such sale"),
-        DeleteError::NotEnded(_) => ApiError::SaleLive(e.to_string()),
-        DeleteError::Busy(..) => ApiError::ChangeInProgress(e.to_string()),
-        DeleteError::OrdersPending { .. } => ApiError::OrdersPending(e.to_string()),
-        DeleteError::Store(store) => ApiError::Store(store),
-    })?;
+    state
+        .sales
+        .delete(&id, &actor, now)
+        .await
+        .map_err(|e| match e {
+            DeleteError::NotFound(_) => ApiError::NotFound("no such sale"),
+            DeleteError::NotEnded(_) => ApiError::SaleLive(e.to_string()),
+            DeleteError::Busy(..) => ApiError::ChangeInProgress(e.to_string()),
+            DeleteError::OrdersPending { .. } => ApiError::OrdersPending(e.to_string()),
+            DeleteError::Store(store) => ApiError::Store(store),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -157,13 +157,6 @@ impl FromRequestParts<AppState> for IssuingBuyer {
 /// An authenticated operator, named by the credential they presented.
 pub struct Admin(pub Operator);
 
-impl Admin {
-    /// The operator's name, for the audit trail.
-    pub fn name(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{ChangeError, ChangeReport, PutOutcome, PutSaleError, SaleRegistry};
-use crate::domain::{SaleDefinition, SaleId, SaleSpec};
+use crate::domain::{AuditAction, AuditEntry, Operator, SaleDefinition, SaleId, SaleSpec};
 use crate::store::StoreError;
 
 /// What applying one declared sale did.
@@ -42,7 +42,7 @@ impl SaleRegistry {
     pub async fn apply(
         &self,
         declared: &[(SaleId, SaleSpec)],
-        actor: &str,
+        actor: &Operator,
         now: OffsetDateTime,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut reports = Vec::with_capacity(declared.len());
@@ -62,7 +62,7 @@ impl SaleRegistry {
         &self,
         id: &SaleId,
         spec: &SaleSpec,
-        actor: &str,
+        actor: &Operator,
         now: OffsetDateTime,
     ) -> Result<Applied, StoreError> {
         let mut report = Applied {
@@ -71,10 +71,27 @@ impl SaleRegistry {
             changes: Vec::new(),
             refused: Vec::new(),
         };
-        match self.put(id, spec.clone(), now).await {
-            Ok(PutOutcome::Created) => report.outcome = "created",
-            Ok(PutOutcome::Replaced) => report.outcome = "replaced",
-            Ok(PutOutcome::Unchanged) => {}
+        let before = self.audited_definition(id).await;
+        let put = self.put(id, spec.clone(), now).await;
+        let stored = match put {
+            Ok(PutOutcome::Created) => Some(("created", AuditAction::Created)),
+            Ok(PutOutcome::Replaced) => Some(("replaced", AuditAction::Replaced)),
+            _ => None,
+        };
+        if let Some((outcome, action)) = stored {
+            report.outcome = outcome;
+            let after = serde_json::json!(spec.definition());
+            let entry = AuditEntry {
+                at: now,
+                actor: actor.clone(),
+                action,
+                before,
+                after,
+            };
+            self.audit(id, entry).await;
+        }
+        match put {
+            Ok(_) => {}
             Err(PutSaleError::Live(_) | PutSaleError::HasOrders(_)) => {
                 self.apply_live(id, spec, actor, now, &mut report).await?;
             }
@@ -92,7 +109,7 @@ impl SaleRegistry {
         &self,
         id: &SaleId,
         spec: &SaleSpec,
-        actor: &str,
+        actor: &Operator,
         now: OffsetDateTime,
         report: &mut Applied,
     ) -> Result<(), StoreError> {

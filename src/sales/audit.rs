@@ -15,15 +15,7 @@ impl SaleRegistry {
     /// even if Redis fails the append (that is logged as a warning, and the action, which
     /// happened, still answers success).
     pub async fn audit(&self, sale: &SaleId, entry: AuditEntry) {
-        tracing::info!(
-            target: "flashgate::audit",
-            actor = %entry.actor,
-            %sale,
-            action = entry.action.as_str(),
-            before = %entry.before,
-            after = %entry.after,
-            "operator action"
-        );
+        log(sale, &entry);
         if let Err(error) = self.append_audit(sale, &entry).await {
             tracing::warn!(
                 target: "flashgate::audit",
@@ -55,4 +47,18 @@ impl SaleRegistry {
         let redis = &self.redis;
         audit::list(&mut redis.bulk().await?, redis.keys(), sale).await
     }
+}
+
+/// Logs an operator action on `target: flashgate::audit` (only: a deleted sale keeps no
+/// trail in Redis, so its deletion is in the log alone).
+pub(super) fn log(sale: &SaleId, entry: &AuditEntry) {
+    tracing::info!(
+        target: "flashgate::audit",
+        actor = %entry.actor,
+        %sale,
+        action = entry.action.as_str(),
+        before = %entry.before,
+        after = %entry.after,
+        "operator action"
+    );
 }

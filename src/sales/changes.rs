@@ -11,13 +11,15 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::SaleRegistry;
 use crate::clock::unix_ms;
 use crate::domain::sale::{MAX_SHARDS, MAX_STOCK};
 use crate::domain::{
-    Change, Layout, Operation, SaleDefinition, SaleId, SaleSpec, ShardRange, Window,
+    AuditAction, AuditEntry, Change, Layout, Operation, Operator, SaleDefinition, SaleId, SaleSpec,
+    ShardRange, Window,
 };
 use crate::stock::shard::split_stock;
 use crate::store::StoreError;
@@ -77,7 +79,7 @@ impl SaleRegistry {
         &self,
         id: &SaleId,
         shards: u32,
-        actor: &str,
+        actor: &Operator,
         now: OffsetDateTime,
     ) -> Result<ChangeReport, ChangeError> {
         if !(1..=MAX_SHARDS).contains(&shards) {
@@ -98,7 +100,7 @@ impl SaleRegistry {
         })?;
         sales::init_shards(&mut conn, keys, id, to, &vec![0; shards as usize]).await?;
         let from = stored.layout.current;
-        let op = Operation::new(Change::Reshard { from, to }, actor, unix_ms(now));
+        let op = Operation::new(Change::Reshard { from, to }, actor.as_str(), unix_ms(now));
         let spec = respecified(&stored.spec, |def| def.shards = shards)?;
         let layout = Layout {
             current: to,
@@ -117,7 +119,31 @@ impl SaleRegistry {
             return Err(ChangeError::Concurrent(id.clone()));
         }
         self.reload(id).await?;
-        self.drive_and_answer(id, op).await
+        let report = self.drive_and_answer(id, op).await?;
+        let before = json!({ "shards": from.count() });
+        let after = json!({ "shards": shards, "change": &report });
+        self.audit_change(id, actor, now, AuditAction::Resharded, before, after)
+            .await;
+        Ok(report)
+    }
+
+    async fn audit_change(
+        &self,
+        id: &SaleId,
+        actor: &Operator,
+        at: OffsetDateTime,
+        action: AuditAction,
+        before: Value,
+        after: Value,
+    ) {
+        let entry = AuditEntry {
+            at,
+            actor: actor.clone(),
+            action,
+            before,
+            after,
+        };
+        self.audit(id, entry).await;
     }
 
     /// Adds `add` units spread over the sale's shards, or removes up to `-add` units that
@@ -126,7 +152,7 @@ impl SaleRegistry {
         &self,
         id: &SaleId,
         add: i64,
-        actor: &str,
+        actor: &Operator,
         now: OffsetDateTime,
     ) -> Result<ChangeReport, ChangeError> {
         if add == 0 {
@@ -143,7 +169,7 @@ impl SaleRegistry {
             )));
         }
         let over = stored.layout.current;
-        let op = Operation::new(Change::Stock { add, over }, actor, unix_ms(now));
+        let op = Operation::new(Change::Stock { add, over }, actor.as_str(), unix_ms(now));
         let update = Update::default().begin(&op)?;
         let mut conn = self.redis.bulk().await?;
         let expect = Expect::Epoch(stored.epoch);
@@ -154,7 +180,12 @@ impl SaleRegistry {
             return Err(ChangeError::Concurrent(id.clone()));
         }
         self.reload(id).await?;
-        self.drive_and_answer(id, op).await
+        let report = self.drive_and_answer(id, op).await?;
+        let before = json!({ "stock": stored.spec.stock() });
+        let after = json!({ "add": add, "change": &report });
+        self.audit_change(id, actor, now, AuditAction::StockChanged, before, after)
+            .await;
+        Ok(report)
     }
 
     /// The sale's record, if it exists and no change is in progress.

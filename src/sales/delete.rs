@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::SaleRegistry;
-use crate::domain::{SaleId, Window};
+use crate::domain::{AuditAction, AuditEntry, Operator, SaleId, Window};
 use crate::store::{StoreError, sales, shards};
 
 /// How long after `ends_at` a sale may be deleted: an instance whose clock runs behind (NTP
@@ -34,7 +34,12 @@ pub enum DeleteError {
 
 impl SaleRegistry {
     /// Deletes sale `id` from Redis, if it ended and every order of it is persisted.
-    pub async fn delete(&self, id: &SaleId, now: OffsetDateTime) -> Result<(), DeleteError> {
+    pub async fn delete(
+        &self,
+        id: &SaleId,
+        actor: &Operator,
+        now: OffsetDateTime,
+    ) -> Result<(), DeleteError> {
         let stored = self
             .load(id)
             .await?
@@ -63,6 +68,15 @@ impl SaleRegistry {
         self.forget(id);
         sales::delete_shards(&mut conn, keys, id, stored.layout.every_shard()).await?;
         sales::delete_record(&mut conn, keys, id).await?;
+        // The trail in Redis went with the other keys: the deletion is in the log.
+        let entry = AuditEntry {
+            at: now,
+            actor: actor.clone(),
+            action: AuditAction::Deleted,
+            before: serde_json::json!(stored.spec.definition()),
+            after: serde_json::Value::Null,
+        };
+        super::audit::log(id, &entry);
         Ok(())
     }
 }

@@ -329,7 +329,8 @@ pub async fn unindex(
 }
 
 /// Deletes the sale's record and the sale-wide keys beside it (issued tokens, the shared
-/// limit's state, the change lock). Spent-challenge markers expire by themselves.
+/// limit's state, the change lock, the audit trail). Spent-challenge markers expire by
+/// themselves.
 pub async fn delete_record(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
@@ -341,6 +342,7 @@ pub async fn delete_record(
         .arg(keys.sale_quota(id))
         .arg(keys.sale_quota_admitted(id))
         .arg(keys.sale_change_lock(id))
+        .arg(keys.sale_audit(id))
         .query_async::<()>(conn)
         .await?;
     Ok(())

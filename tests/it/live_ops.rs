@@ -506,6 +506,18 @@ async fn a_top_up_after_sell_out_sells_again_on_every_instance() {
     let (status, body) = admin_post(&b, &b.base, "more", "stock", json!({ "add": -100 })).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["change"]["applied"], json!(-8), "{body}");
+    let trail = view(&b, "more").await["audit"].clone();
+    let actions: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["stock-changed", "stock-changed", "created"],
+        "{trail}"
+    );
     let body = view(&b, "more").await;
     assert_eq!(
         (&body["stock_total"], &body["sold"], &body["remaining"]),
@@ -587,6 +599,16 @@ async fn flashgate_apply_with_a_changed_shards_reshards_the_live_sale_mid_storm(
         "apply finished after the sell-out: not mid-storm"
     );
     assert_storm_invariants(&a, &b, "applied", 72, &bought).await;
+    let trail = view(&a, "applied").await["audit"].clone();
+    assert_eq!(
+        (&trail[0]["action"], &trail[0]["actor"], &trail[0]["before"]),
+        (
+            &json!("resharded"),
+            &json!("flashgate-apply"),
+            &json!({"shards": 8})
+        ),
+        "{trail}"
+    );
     // A renamed sale cannot be renamed live: reported, exit non-zero, nothing changes.
     write(64, STOCK, "Renamed");
     let (status, out) = apply(&env);
