@@ -2,11 +2,12 @@
 //! `bench-0`, `bench-1`, … so every request of a benchmark can be a different buyer.
 //! Tokens expire a day after minting.
 //!
-//! With SALE and EPOCH, each line also carries, after a space, a purchase token for that
-//! buyer and sale under that sale epoch, signed with the key the gateway derives from the
+//! With SALE and GENERATION, each line also carries, after a space, a purchase token for that
+//! buyer and sale under that generation of the sale's definition (the record's `generation`
+//! field), signed with the key the gateway derives from the
 //! same secret (as if the buyer had gone through challenge and tokens).
 //!
-//! Usage: `cargo run --release --example mint_tokens -- SECRET COUNT OUT_FILE [SALE EPOCH]`.
+//! Usage: `cargo run --release --example mint_tokens -- SECRET COUNT OUT_FILE [SALE GENERATION]`.
 //! The environment variable `MINT_USER_PREFIX` replaces the `bench-` of the user ids.
 
 use std::fs::File;
@@ -33,16 +34,17 @@ enum MintError {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
-        eprintln!("usage: mint_tokens SECRET COUNT OUT_FILE [SALE EPOCH]");
+        eprintln!("usage: mint_tokens SECRET COUNT OUT_FILE [SALE GENERATION]");
         ExitCode::from(2)
     };
     let (secret, count, out, purchase) = match args.as_slice() {
         [secret, count, out] => (secret, count, out, None),
-        [secret, count, out, sale, epoch] => {
-            let (Ok(sale), Ok(epoch)) = (SaleId::parse(sale), epoch.parse::<u64>()) else {
+        [secret, count, out, sale, generation] => {
+            let (Ok(sale), Ok(generation)) = (SaleId::parse(sale), generation.parse::<u64>())
+            else {
                 return usage();
             };
-            (secret, count, out, Some((sale, epoch)))
+            (secret, count, out, Some((sale, generation)))
         }
         _ => return usage(),
     };
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
 }
 
 /// Writes `count` tokens signed with `secret` to `out` (with purchase tokens for `sale` at
-/// its epoch, if given).
+/// its generation, if given).
 fn mint(
     secret: &[u8],
     count: u64,
@@ -78,9 +80,9 @@ fn mint(
         let jwt = keys.mint(&user, exp);
         match purchase {
             None => writeln!(file, "{jwt}")?,
-            Some((sale, epoch)) => {
+            Some((sale, generation)) => {
                 let to = Audience { sale, user: &user };
-                let (_, token) = signer.issue_token(to, *epoch, exp * 1000);
+                let (_, token) = signer.issue_token(to, *generation, exp * 1000);
                 writeln!(file, "{jwt} {token}")?;
             }
         }

@@ -89,9 +89,10 @@ buy_one() {
     [[ $code == 202 ]] || die "buying $2's only unit answered $code: $(cat "$tmp/body.json")"
 }
 
-# sale_epoch PREFIX SALE: the sale's epoch in Redis (purchase tokens are bound to it).
-sale_epoch() {
-    redis-cli -h 127.0.0.1 -p "$RPORT" HGET "$1:sale:{$2}" epoch
+# sale_generation PREFIX SALE: the sale's generation in Redis (purchase tokens are bound to
+# it; it changes only when the definition is replaced).
+sale_generation() {
+    redis-cli -h 127.0.0.1 -p "$RPORT" HGET "$1:sale:{$2}" generation
 }
 
 # "command calls" lines from INFO commandstats.
@@ -171,14 +172,14 @@ done
 seed=$(FLASHGATE_AUTH__JWT_SECRET=$JWT_SECRET FLASHGATE_ADMIN__TOKEN=$ADMIN_TOKEN \
     target/release/flashgate token --user bench-seed)
 buy_one "$GPORT" "$SOLD_OUT_SALE" "$seed" '{"quantity":1}'
-# The guarded runs' buyers carry purchase tokens bound to each sale's epoch; the guarded
+# The guarded runs' buyers carry purchase tokens bound to each sale's generation; the guarded
 # sold-out sale's unit goes to a buyer outside the wrk files.
 for sale in "$LIVE_SALE" "$SOLD_OUT_SALE"; do
     quietly "minting $BENCH_TOKENS purchase tokens for $sale" target/release/examples/mint_tokens \
-        "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens-$sale.txt" "$sale" "$(sale_epoch "$GUARDED_PREFIX" "$sale")"
+        "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens-$sale.txt" "$sale" "$(sale_generation "$GUARDED_PREFIX" "$sale")"
 done
 MINT_USER_PREFIX=seed- quietly "minting the seed buyer's purchase token" target/release/examples/mint_tokens \
-    "$JWT_SECRET" 1 "$tmp/seed.txt" "$SOLD_OUT_SALE" "$(sale_epoch "$GUARDED_PREFIX" "$SOLD_OUT_SALE")"
+    "$JWT_SECRET" 1 "$tmp/seed.txt" "$SOLD_OUT_SALE" "$(sale_generation "$GUARDED_PREFIX" "$SOLD_OUT_SALE")"
 read -r seed_jwt seed_token <"$tmp/seed.txt"
 buy_one "$G2PORT" "$SOLD_OUT_SALE" "$seed_jwt" "{\"quantity\":1,\"purchase_token\":\"$seed_token\"}"
 

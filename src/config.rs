@@ -308,7 +308,7 @@ pub struct StockSettings {
 impl Default for StockSettings {
     fn default() -> Self {
         Self {
-            refresh_interval_ms: 1000,
+            refresh_interval_ms: 500,
             recovery_interval_ms: 2000,
             loan_grace_ms: 5000,
             purchase_batch_max: 16,

@@ -52,9 +52,9 @@ pub enum SaleAction {
     /// Add units to a sale's stock, spread over its shards.
     Topup {
         sale: String,
-        /// Units to add.
-        #[arg(long)]
-        add: u64,
+        /// Units to add; a negative number removes up to that many unsold units.
+        #[arg(long, allow_negative_numbers = true)]
+        add: i64,
     },
     /// Split a sale's stock over a new number of shards, live.
     Reshard {

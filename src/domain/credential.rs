@@ -46,6 +46,6 @@ pub struct Challenge {
 pub struct PurchaseToken {
     pub id: TokenId,
     pub expires_ms: i64,
-    /// The sale epoch it was issued under.
-    pub epoch: u64,
+    /// The generation of the sale's definition it was issued under.
+    pub generation: u64,
 }

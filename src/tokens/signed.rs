@@ -9,7 +9,8 @@
 //!
 //! The buyer and sale are not carried, only signed over: a credential presented by another
 //! buyer or for another sale fails the tag check exactly like a forged one. `extra` is the
-//! sale epoch for a purchase token (an operator change to the sale voids its tokens) and the
+//! generation of the sale's definition for a purchase token (replacing the definition voids
+//! its tokens; pauses, top-ups and reshards do not) and the
 //! proof-of-work difficulty for a challenge. The tag is checked first, in constant time;
 //! nothing in the payload is trusted before it verifies.
 
@@ -149,18 +150,18 @@ impl TokenSigner {
         (challenge, text)
     }
 
-    /// A new purchase token for `to` under sale epoch `epoch`, and its wire form.
+    /// A new purchase token for `to` under the sale's `generation`, and its wire form.
     pub fn issue_token(
         &self,
         to: Audience<'_>,
-        epoch: u64,
+        generation: u64,
         expires_ms: i64,
     ) -> (PurchaseToken, String) {
-        let (id, text) = self.issue(Kind::PurchaseToken, epoch, to, expires_ms);
+        let (id, text) = self.issue(Kind::PurchaseToken, generation, to, expires_ms);
         let token = PurchaseToken {
             id,
             expires_ms,
-            epoch,
+            generation,
         };
         (token, text)
     }
@@ -200,22 +201,22 @@ impl TokenSigner {
     }
 
     /// The purchase token `text`, if this gateway issued it to `to` under the sale's current
-    /// `epoch` and it has not expired. (Whether it was used is Redis's to say.)
+    /// `generation` and it has not expired. (Whether it was used is Redis's to say.)
     pub fn verify_token(
         &self,
         text: &str,
         to: Audience<'_>,
-        epoch: u64,
+        generation: u64,
         now_ms: i64,
     ) -> Result<PurchaseToken, TokenError> {
         let payload = self.open(text, Kind::PurchaseToken, to, now_ms)?;
-        if payload.extra != epoch {
+        if payload.extra != generation {
             return Err(TokenError::Stale);
         }
         Ok(PurchaseToken {
             id: payload.id,
             expires_ms: payload.expires_ms,
-            epoch,
+            generation,
         })
     }
 

@@ -154,6 +154,8 @@ async fn the_sale_command_lists_pauses_resumes_and_ends_through_the_admin_api() 
         [
             ("alice", "ended"),
             ("admin", "resumed"),
+            ("admin", "resharded"),
+            ("admin", "stock-changed"),
             ("alice", "paused"),
             ("admin", "created"),
         ]
