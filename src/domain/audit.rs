@@ -59,6 +59,25 @@ pub struct AuditEntry {
     pub after: Value,
 }
 
+impl AuditEntry {
+    /// `actor`'s `action` at `at`, with the values it touched before and after.
+    pub fn new(
+        at: OffsetDateTime,
+        actor: Operator,
+        action: AuditAction,
+        before: Value,
+        after: Value,
+    ) -> Self {
+        Self {
+            at,
+            actor,
+            action,
+            before,
+            after,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,13 +52,7 @@ async fn put_sale(
         PutOutcome::Unchanged => (StatusCode::OK, AuditAction::Unchanged),
     };
     let after = json!(spec.definition());
-    let entry = AuditEntry {
-        at: now,
-        actor,
-        action,
-        before,
-        after,
-    };
+    let entry = AuditEntry::new(now, actor, action, before, after);
     state.sales.audit(&id, entry).await;
     let rt = state
         .sales

@@ -81,13 +81,7 @@ impl SaleRegistry {
         if let Some((outcome, action)) = stored {
             report.outcome = outcome;
             let after = serde_json::json!(spec.definition());
-            let entry = AuditEntry {
-                at: now,
-                actor: actor.clone(),
-                action,
-                before,
-                after,
-            };
+            let entry = AuditEntry::new(now, actor.clone(), action, before, after);
             self.audit(id, entry).await;
         }
         match put {

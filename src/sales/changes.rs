@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 
 use super::SaleRegistry;
@@ -122,28 +122,9 @@ impl SaleRegistry {
         let report = self.drive_and_answer(id, op).await?;
         let before = json!({ "shards": from.count() });
         let after = json!({ "shards": shards, "change": &report });
-        self.audit_change(id, actor, now, AuditAction::Resharded, before, after)
-            .await;
-        Ok(report)
-    }
-
-    async fn audit_change(
-        &self,
-        id: &SaleId,
-        actor: &Operator,
-        at: OffsetDateTime,
-        action: AuditAction,
-        before: Value,
-        after: Value,
-    ) {
-        let entry = AuditEntry {
-            at,
-            actor: actor.clone(),
-            action,
-            before,
-            after,
-        };
+        let entry = AuditEntry::new(now, actor.clone(), AuditAction::Resharded, before, after);
         self.audit(id, entry).await;
+        Ok(report)
     }
 
     /// Adds `add` units spread over the sale's shards, or removes up to `-add` units that
@@ -183,8 +164,8 @@ impl SaleRegistry {
         let report = self.drive_and_answer(id, op).await?;
         let before = json!({ "stock": stored.spec.stock() });
         let after = json!({ "add": add, "change": &report });
-        self.audit_change(id, actor, now, AuditAction::StockChanged, before, after)
-            .await;
+        let entry = AuditEntry::new(now, actor.clone(), AuditAction::StockChanged, before, after);
+        self.audit(id, entry).await;
         Ok(report)
     }
 

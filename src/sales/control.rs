@@ -113,14 +113,7 @@ impl SaleRegistry {
                 },
             };
             let after = switch.audited(&installed.sale.spec, installed.paused);
-            let (action, actor) = (switch.action(), actor.clone());
-            let entry = AuditEntry {
-                at: now,
-                actor,
-                action,
-                before,
-                after,
-            };
+            let entry = AuditEntry::new(now, actor.clone(), switch.action(), before, after);
             self.audit(id, entry).await;
             return Ok(installed);
         }

@@ -17,7 +17,6 @@ use crate::domain::{Layout, SaleId, SaleSpec, ShardRange, Window};
 use crate::stock::shard::split_stock;
 use crate::store::StoreError;
 use crate::store::sales::{self, Expect, StoredSale, Update};
-use crate::store::shards;
 
 /// How long before its opening a sale counts as live for a replacement: an instance whose
 /// clock runs ahead (NTP keeps them well within this) may already be selling it.
@@ -124,13 +123,9 @@ impl SaleRegistry {
         {
             return Err(PutSaleError::Live(id.clone()));
         }
-        let mut conn = self.redis.bulk().await?;
-        for shard in old.layout.every_shard() {
-            let counters =
-                shards::read_counters(&mut conn, &self.redis.keys().shard(id, shard)).await?;
-            if counters.sold > 0 || counters.lent > 0 {
-                return Err(PutSaleError::HasOrders(id.clone()));
-            }
+        let counters = self.counters_of(id, old.layout.every_shard()).await?;
+        if counters.iter().any(|c| c.sold > 0 || c.lent > 0) {
+            return Err(PutSaleError::HasOrders(id.clone()));
         }
         Ok(())
     }

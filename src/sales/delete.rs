@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::SaleRegistry;
 use crate::domain::{AuditAction, AuditEntry, Operator, SaleId, Window};
-use crate::store::{StoreError, sales, shards};
+use crate::store::{StoreError, sales};
 
 /// How long after `ends_at` a sale may be deleted: an instance whose clock runs behind (NTP
 /// keeps them well within this) may still be selling it until then.
@@ -50,32 +51,29 @@ impl SaleRegistry {
         if stored.spec.window(now - ENDED_MARGIN) != Window::After {
             return Err(DeleteError::NotEnded(id.clone()));
         }
-        let keys = self.redis.keys();
-        let mut conn = self.redis.bulk().await?;
-        let mut units = 0;
-        for shard in stored.layout.every_shard() {
-            units += shards::read_counters(&mut conn, &keys.shard(id, shard))
-                .await?
-                .pending_units;
-        }
+        let counters = self.counters_of(id, stored.layout.every_shard()).await?;
+        let units = counters.iter().map(|c| c.pending_units).sum();
         if units > 0 {
             return Err(DeleteError::OrdersPending {
                 sale: id.clone(),
                 units,
             });
         }
+        let keys = self.redis.keys();
+        let mut conn = self.redis.bulk().await?;
         sales::unindex(&mut conn, keys, id).await?;
         self.forget(id);
         sales::delete_shards(&mut conn, keys, id, stored.layout.every_shard()).await?;
         sales::delete_record(&mut conn, keys, id).await?;
         // The trail in Redis went with the other keys: the deletion is in the log.
-        let entry = AuditEntry {
-            at: now,
-            actor: actor.clone(),
-            action: AuditAction::Deleted,
-            before: serde_json::json!(stored.spec.definition()),
-            after: serde_json::Value::Null,
-        };
+        let before = serde_json::json!(stored.spec.definition());
+        let entry = AuditEntry::new(
+            now,
+            actor.clone(),
+            AuditAction::Deleted,
+            before,
+            Value::Null,
+        );
         super::audit::log(id, &entry);
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::domain::{RejectionStats, Sale, SaleId};
 use crate::stock::{RuntimeState, SaleRuntime, StockEngine};
 use crate::store::sales::{self, StoredSale};
+use crate::store::shards::{self, ShardCounters};
 use crate::store::{Redis, StoreError};
 
 /// A sale a refresh could not read, and why.
@@ -129,6 +130,21 @@ impl SaleRegistry {
 
     pub(super) async fn load(&self, id: &SaleId) -> Result<Option<StoredSale>, StoreError> {
         sales::load(&mut self.redis.conn(), self.redis.keys(), id).await
+    }
+
+    /// The counters of the shards `shards` of sale `id`, read on a bulk connection.
+    pub(super) async fn counters_of(
+        &self,
+        id: &SaleId,
+        shards: std::ops::Range<u32>,
+    ) -> Result<Vec<ShardCounters>, StoreError> {
+        let mut conn = self.redis.bulk().await?;
+        let mut all = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let keys = self.redis.keys().shard(id, shard);
+            all.push(shards::read_counters(&mut conn, &keys).await?);
+        }
+        Ok(all)
     }
 
     /// Every sale id stored in Redis.

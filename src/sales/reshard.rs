@@ -97,7 +97,7 @@ impl SaleRegistry {
     ) -> Result<(), StoreError> {
         let mut last: Option<Vec<ShardCounters>> = None;
         loop {
-            let counters = self.counters_of(id, from).await?;
+            let counters = self.counters_of(id, from.indices()).await?;
             let empty = counters.iter().all(|c| c.stock == 0 && c.lent == 0);
             let unmoved = last
                 .as_ref()
@@ -114,19 +114,6 @@ impl SaleRegistry {
             lease.renew().await?;
             tokio::time::sleep(DRAIN_PAUSE).await;
         }
-    }
-
-    async fn counters_of(
-        &self,
-        id: &SaleId,
-        range: ShardRange,
-    ) -> Result<Vec<ShardCounters>, StoreError> {
-        let mut conn = self.redis.bulk().await?;
-        let mut all = Vec::with_capacity(range.count() as usize);
-        for shard in range.indices() {
-            all.push(shards::read_counters(&mut conn, &self.redis.keys().shard(id, shard)).await?);
-        }
-        Ok(all)
     }
 
     /// Lends `units` of draining shard `shard` to its share of `to`'s shards (the shards of

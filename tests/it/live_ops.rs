@@ -191,9 +191,17 @@ async fn assert_storm_invariants(
     assert_eq!(orders as u64, STOCK, "{counts:?}");
     b.flush().await;
     assert_ledger(a, sale, shards_used, STOCK, &answers).await;
-    let ledger = a.reconcile(sale).await;
-    assert_eq!(ledger["difference"], 0, "{ledger}");
-    assert_eq!(ledger["findings"], json!([]), "{ledger}");
+    assert_reconciles(a, sale).await;
+}
+
+/// Reconciliation of `sale` through `app` finds no difference and nothing amiss.
+async fn assert_reconciles(app: &TestApp, sale: &str) {
+    let ledger = app.reconcile(sale).await;
+    assert_eq!(
+        (&ledger["difference"], &ledger["findings"]),
+        (&json!(0), &json!([])),
+        "{ledger}"
+    );
 }
 
 async fn reshard_mid_storm_on(target: RedisTarget) {
@@ -365,12 +373,7 @@ async fn a_buyers_keys_tokens_and_limit_follow_them_through_a_reshard() {
         .collect();
     assert_eq!(ids, HashSet::from([first.as_str(), second.as_str()]));
     app.flush().await;
-    let ledger = app.reconcile("follow").await;
-    assert_eq!(
-        (&ledger["difference"], &ledger["findings"]),
-        (&json!(0), &json!([])),
-        "{ledger}"
-    );
+    assert_reconciles(&app, "follow").await;
 }
 
 /// The gateway driving a reshard is SIGKILLed in the middle of it while two instances
@@ -526,12 +529,7 @@ async fn a_top_up_after_sell_out_sells_again_on_every_instance() {
     );
     b.flush().await;
     a.flush().await;
-    let ledger = a.reconcile("more").await;
-    assert_eq!(
-        (&ledger["difference"], &ledger["findings"]),
-        (&json!(0), &json!([])),
-        "{ledger}"
-    );
+    assert_reconciles(&a, "more").await;
 }
 
 /// `flashgate apply` with a changed `shards` (and a larger stock) during a storm reshards
