@@ -168,12 +168,13 @@ fn report(steps: &[Step], counts: &Counts) {
         let (Some(started), Some(took)) = (step.started, step.took) else {
             continue;
         };
-        let (first, last) = (bucket(started), bucket(started + took));
-        let window = last + 1 + bucket(Duration::from_secs(1));
+        let end = per_sec.len();
+        let first = bucket(started).min(end);
+        let window = (bucket(started + took) + 1 + bucket(Duration::from_secs(1))).min(end);
         let mut before: Vec<f64> = per_sec[first.saturating_sub(10)..first].to_vec();
         before.sort_by(f64::total_cmp);
         let baseline = before.get(before.len() / 2).copied().unwrap_or(0.0);
-        let during = &per_sec[first..window.min(per_sec.len())];
+        let during = &per_sec[first..window];
         let lowest = during.iter().copied().fold(f64::INFINITY, f64::min);
         let dip = during.iter().filter(|&&r| r < 0.9 * baseline).count() as u128;
         println!("buckets (req/s per 100 ms) from {started:?}: {during:?}");

@@ -12,6 +12,8 @@
 --                                           new layout (a live reshard), ">" and the record
 --                               "!"      -> present once the shard is sealed: it belongs to
 --                                           a layout being drained and sells nothing more
+--                               "?"      -> present once every record of the draining layout
+--                                           was handed over to its new home
 --                             (idempotency keys are visible ASCII, so neither a space nor a
 --                             newline ever occurs inside one, and "\n<key> " finds exactly
 --                             the line of that key; only a token follows " #")
@@ -39,8 +41,9 @@
 --   {"short", stock}               this shard holds fewer units than asked for
 --   {"moved"}                      this shard is sealed, or the buyer's record was handed
 --                                  over: the sale has a new layout
---   {"import"}                     import was "?" and the buyer has no record here: fetch
---                                  it from their previous home (export_buyer.lua) and retry
+--   {"import"}                     import was "?", the buyer has no record here, and not every
+--                                  record was handed over yet: fetch theirs from their
+--                                  previous home (export_buyer.lua) and retry
 --   {"error", message}             a Redis command of this purchase failed (e.g. out of
 --                                  memory); the other purchases of the call stand
 --
@@ -97,7 +100,9 @@ local function purchase(k, a)
     return {'moved'}
   end
   if not record and import ~= '' then
-    if import == '?' then
+    -- "?" on a home means every record of the draining layout was handed over: a buyer
+    -- with no record here has none anywhere.
+    if import == '?' and redis.call('HEXISTS', buyers, '?') == 0 then
       return {'import'}
     end
     record = string.sub(import, 2)

@@ -125,7 +125,7 @@ progress "redis-benchmark EVALSHA purchase.lua"
 sha=$(redis-cli -h 127.0.0.1 -p "$RPORT" SCRIPT LOAD "$(cat lua/purchase.lua)")
 redis-cli -h 127.0.0.1 -p "$RPORT" HSET 'rb:{s:0}:stock' stock 1000000000 lent 0 ver 1 allotted 1000000000 received 0 given 0 acked 0 >/dev/null
 redis_eval=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -n 200000 -c 50 -r 1000000000 -q \
-    EVALSHA "$sha" 4 'rb:{s:0}:stock' 'rb:{s:0}:buyers' 'rb:{s:0}:orders' 'rb:{s:0}:credited' 1 user__rand_int__ 1 1 'u:k__rand_int__' fp 1700000000000 s 0 '' 0 |
+    EVALSHA "$sha" 4 'rb:{s:0}:stock' 'rb:{s:0}:buyers' 'rb:{s:0}:orders' 'rb:{s:0}:credited' 1 user__rand_int__ 1 1 'u:k__rand_int__' fp 1700000000000 s 0 '' '' 0 |
     tr '\r' '\n' | awk '/requests per second/ { p50 = $0; sub(/.*p50=/, "", p50); print $(NF-5), "p50 " p50; exit }')
 redis-cli -h 127.0.0.1 -p "$RPORT" FLUSHALL >/dev/null
 

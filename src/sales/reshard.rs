@@ -5,8 +5,9 @@
 //! 1. **seal** every shard of `from`: `purchase.lua` answers `moved` there from now on, so an
 //!    instance still on the old layout reloads the sale instead of selling from it;
 //! 2. **hand over** every buyer record of `from` to the buyer's home in `to`
-//!    (`export_buyer.lua` leaves a tombstone; `HSETNX` at the new home, where a purchase may
-//!    have imported it first);
+//!    (`export_buyer.lua`, a page at a time, leaves tombstones; `import_buyers.lua` at the new
+//!    home writes each unless a purchase imported it first), then mark every new home ("?"):
+//!    a buyer with no record there has none anywhere, and purchases stop asking;
 //! 3. **drain** the units still on `from`'s shelves into `to` with the loans of the purchase
 //!    path (borrow, credit, settle), and wait until nothing is on `from`'s shelves or out on
 //!    loan from it (a borrower's loan settles at once; an abandoned one by loan recovery);
@@ -15,6 +16,7 @@
 //!
 //! Every step is idempotent, so a resumed reshard runs them all again.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::SaleRegistry;
@@ -23,7 +25,7 @@ use crate::clock::unix_ms;
 use crate::domain::{SaleId, ShardRange, UserId};
 use crate::stock::shard::split_stock;
 use crate::store::loans;
-use crate::store::migration::{self, TOMBSTONE};
+use crate::store::migration;
 use crate::store::shards::{self, ShardCounters};
 use crate::store::{BulkConn, StoreError};
 
@@ -50,11 +52,17 @@ impl SaleRegistry {
             self.hand_over_buyers(&mut conn, id, shard, to).await?;
             lease.renew().await?;
         }
+        // Every record is at its new home now: purchases there stop asking for hand-overs.
+        for shard in to.indices() {
+            migration::mark_handed_over(&mut conn, &keys.shard(id, shard)).await?;
+        }
         drop(conn);
         self.drain(id, from, to, lease).await
     }
 
-    /// Hands every buyer record of shard `shard` over to the buyer's home in `to`.
+    /// Hands every buyer record of shard `shard` over to the buyer's home in `to`: a page of
+    /// buyers per `export_buyer.lua` call, then one `import_buyers.lua` call per new home
+    /// for every [`PAGE`] records gathered for it.
     async fn hand_over_buyers(
         &self,
         conn: &mut BulkConn,
@@ -64,26 +72,37 @@ impl SaleRegistry {
     ) -> Result<(), StoreError> {
         let keys = self.redis.keys();
         let old = keys.shard(id, shard);
+        let mut homes: HashMap<u32, Vec<(UserId, String)>> = HashMap::new();
         let mut cursor = 0;
         loop {
             let (next, page) = shards::scan_buyer_records(conn, &old, cursor, PAGE).await?;
-            for (field, value) in page {
-                // The seal ("!") is no user id.
-                let Ok(user) = UserId::parse(&field) else {
-                    continue;
-                };
-                let record = match value.strip_prefix(TOMBSTONE) {
-                    Some(record) => record.to_owned(),
-                    None => migration::export_buyer(conn, &old, user.as_str()).await?,
-                };
-                let home = keys.shard(id, to.home_of(&user));
-                migration::import_buyer(conn, &home, &user, &record).await?;
+            // The seal and other markers are no user ids.
+            let users: Vec<UserId> = page
+                .iter()
+                .filter_map(|(field, _)| UserId::parse(field).ok())
+                .collect();
+            if !users.is_empty() {
+                let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+                let records = migration::export_buyers(conn, &old, &names).await?;
+                for (user, record) in users.into_iter().zip(records) {
+                    let home = to.home_of(&user);
+                    let batch = homes.entry(home).or_default();
+                    batch.push((user, record));
+                    if batch.len() >= PAGE {
+                        let batch = std::mem::take(batch);
+                        migration::import_buyers(conn, &keys.shard(id, home), &batch).await?;
+                    }
+                }
             }
             if next == 0 {
-                return Ok(());
+                break;
             }
             cursor = next;
         }
+        for (home, batch) in homes {
+            migration::import_buyers(conn, &keys.shard(id, home), &batch).await?;
+        }
+        Ok(())
     }
 
     /// Moves the units on `from`'s shelves into `to` until none is left there nor out on

@@ -1,6 +1,7 @@
-//! The calls of an operator's change to a live sale: sealing a draining shard, handing a
-//! buyer's record over to their new home (`export_buyer.lua`, then `HSETNX`), and adding
-//! or removing units once per change (`stock_change.lua`).
+//! The calls of an operator's change to a live sale: sealing a draining shard, handing
+//! buyers' records over to their new homes (`export_buyer.lua`, then `import_buyers.lua`),
+//! marking the new homes once every record is there, and adding or removing units once per
+//! change (`stock_change.lua`).
 
 use redis::aio::ConnectionLike;
 
@@ -9,6 +10,9 @@ use crate::domain::UserId;
 
 /// The field of a buyer hash whose presence seals the shard (`lua/purchase.lua`).
 pub const SEAL: &str = "!";
+/// The field of a buyer hash whose presence says every record of the draining layout was
+/// handed over: a buyer without a record there has none anywhere (`lua/purchase.lua`).
+pub const HANDED_OVER: &str = "?";
 /// The first byte of a record that was handed over.
 pub const TOMBSTONE: char = '>';
 
@@ -31,26 +35,56 @@ pub async fn export_buyer(
     old_home: &ShardKeys,
     user: &str,
 ) -> Result<String, StoreError> {
-    let mut cmd = scripts::evalsha(&scripts::EXPORT_BUYER, 1);
-    cmd.arg(&old_home.buyers).arg(user);
-    Ok(scripts::run(&scripts::EXPORT_BUYER, &cmd, conn).await?)
+    let mut records = export_buyers(conn, old_home, &[user]).await?;
+    records
+        .pop()
+        .ok_or_else(|| StoreError::unexpected("export_buyer.lua", &"no record"))
 }
 
-/// Writes a handed-over `record` at the buyer's new home unless one is there already (a
-/// purchase there imported it first, and may have added to it since).
-pub async fn import_buyer(
+/// [`export_buyer`] for a page of buyers of one shard, in one call: their records, in order.
+pub async fn export_buyers(
+    conn: &mut impl ConnectionLike,
+    old_home: &ShardKeys,
+    users: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let mut cmd = scripts::evalsha(&scripts::EXPORT_BUYER, 1);
+    cmd.arg(&old_home.buyers).arg(users);
+    let records: Vec<String> = scripts::run(&scripts::EXPORT_BUYER, &cmd, conn).await?;
+    if records.len() != users.len() {
+        return Err(StoreError::unexpected("export_buyer.lua", &records.len()));
+    }
+    Ok(records)
+}
+
+/// Writes handed-over `records` (user, record) at their new home, each unless a record is
+/// there already (a purchase there imported it first, and may have added to it since).
+pub async fn import_buyers(
     conn: &mut impl ConnectionLike,
     new_home: &ShardKeys,
-    user: &UserId,
-    record: &str,
+    records: &[(UserId, String)],
 ) -> Result<(), StoreError> {
-    if record.is_empty() {
-        return Ok(());
+    let mut cmd = scripts::evalsha(&scripts::IMPORT_BUYERS, 1);
+    cmd.arg(&new_home.buyers);
+    let mut any = false;
+    for (user, record) in records.iter().filter(|(_, r)| !r.is_empty()) {
+        cmd.arg(user.as_str()).arg(record);
+        any = true;
     }
-    redis::cmd("HSETNX")
+    if any {
+        scripts::run::<i64>(&scripts::IMPORT_BUYERS, &cmd, conn).await?;
+    }
+    Ok(())
+}
+
+/// Marks a new home: every record of the draining layout was handed over.
+pub async fn mark_handed_over(
+    conn: &mut impl ConnectionLike,
+    new_home: &ShardKeys,
+) -> Result<(), StoreError> {
+    redis::cmd("HSET")
         .arg(&new_home.buyers)
-        .arg(user.as_str())
-        .arg(record)
+        .arg(HANDED_OVER)
+        .arg(1)
         .query_async::<()>(conn)
         .await?;
     Ok(())

@@ -38,9 +38,12 @@ pub static SALE_UPDATE: LazyLock<Script> =
 /// Creates a shard with its first units unless it exists.
 pub static INIT_SHARD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/init_shard.lua")));
-/// Hands a buyer's record over from a draining shard, leaving a tombstone.
+/// Hands buyers' records over from a draining shard, leaving tombstones.
 pub static EXPORT_BUYER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/export_buyer.lua")));
+/// Takes handed-over buyer records at their new home, unless already there.
+pub static IMPORT_BUYERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/import_buyers.lua")));
 /// Adds units to a shard, or removes unsold ones, once per operator change.
 pub static STOCK_CHANGE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/stock_change.lua")));

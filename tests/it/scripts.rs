@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashgate::testing::config::LimitSettings;
-use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec, ShardRange};
+use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec, ShardRange, UserId};
 use flashgate::testing::limits::SharedSaleLimit;
 use flashgate::testing::sales::SaleRegistry;
 use flashgate::testing::stock::StockEngine;
@@ -601,4 +601,41 @@ async fn sale_update_run_twice_from_one_epoch_applies_once() {
         "a switch from an epoch that is gone is refused"
     );
     assert_eq!(bench.snapshot().await, after_first);
+}
+
+#[tokio::test]
+async fn import_buyers_run_twice_writes_each_record_once_and_never_over_a_newer_one() {
+    let bench = Bench::start().await;
+    let sale = bench.sale("import", 10, 1).await;
+    let home = bench.keys.shard(&sale, 0);
+    let mut conn = bench.conn.clone();
+    let ann = UserId::parse("ann").unwrap();
+    let bob = UserId::parse("bob").unwrap();
+    // Bob bought at his new home already: his record there is newer than the one handed over.
+    let _: () = redis::cmd("HSET")
+        .arg(&home.buyers)
+        .arg("bob")
+        .arg("2\nk1 import.0.1-0 1 ab\nk2 import.0.2-0 1 cd")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let records = [
+        (ann, "1\nk1 import.0.3-0 1 ef".to_owned()),
+        (bob, "1\nk1 import.0.1-0 1 ab".to_owned()),
+    ];
+    migration::import_buyers(&mut conn, &home, &records)
+        .await
+        .unwrap();
+    let after_first = bench.snapshot().await;
+    migration::import_buyers(&mut conn, &home, &records)
+        .await
+        .unwrap();
+    assert_eq!(bench.snapshot().await, after_first);
+    let bob_now: String = redis::cmd("HGET")
+        .arg(&home.buyers)
+        .arg("bob")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(bob_now.starts_with("2\n"), "{bob_now}");
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use super::{Finding, ReconcileError};
 use crate::store::buyer_record::BuyerRecord;
-use crate::store::migration::SEAL;
+use crate::store::migration::{HANDED_OVER, SEAL};
 use crate::store::{BulkConn, ShardKeys, shards};
 
 /// Fields read per `HSCAN`.
@@ -25,8 +25,9 @@ pub async fn scan(
     let mut cursor = 0u64;
     loop {
         let (next, fields) = shards::scan_buyer_records(conn, keys, cursor, PAGE).await?;
-        // `!` seals a shard of a draining layout; every other field is a buyer.
-        for (user, record) in fields.iter().filter(|(field, _)| field != SEAL) {
+        // `!` and `?` mark a reshard's shards (sealed, handed over); every other field is a
+        // buyer.
+        for (user, record) in fields.iter().filter(|(f, _)| f != SEAL && f != HANDED_OVER) {
             findings.extend(check(index, user, record, recorded));
         }
         if next == 0 {
