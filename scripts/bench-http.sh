@@ -261,6 +261,23 @@ median() {
     done
     echo "$(tr ' ' '\n' <<<"$ratios" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }') of rounds: $ratios"
 }
+# Figures as JSON and charts (SVG) next to the raw outputs, for docs/BENCHMARKS.md.
+{
+    printf '{"title": "Throughput per path (wrk -t%s -c%s, round 1)", "unit": "req/s",\n' "$WRK_THREADS" "$WRK_CONNS"
+    printf ' "labels": ["(a) hello (HTTP ceiling)", "(b) purchase, in stock", "(c) purchase, sold out", "(d) guarded, in stock", "(e) guarded, sold out", "redis EVALSHA purchase.lua"],\n'
+    printf ' "series": [{"name": "req/s", "values": [%s, %s, %s, %s, %s, %s]}]}\n' \
+        "$(wrk_rps a)" "$(wrk_rps b)" "$(wrk_rps c)" "$(wrk_rps d)" "$(wrk_rps e)" "${redis_eval%% *}"
+} >"$OUT/throughput.json"
+{
+    printf '{"title": "Latency per path (wrk, round 1)", "unit": "ms",\n'
+    printf ' "labels": ["(a) hello", "(b) in stock", "(c) sold out", "(d) guarded, in stock", "(e) guarded, sold out"],\n'
+    printf ' "series": [{"name": "p50", "values": [%s, %s, %s, %s, %s]}, {"name": "p99", "values": [%s, %s, %s, %s, %s]}]}\n' \
+        "$(wrk_pct a 50%)" "$(wrk_pct b 50%)" "$(wrk_pct c 50%)" "$(wrk_pct d 50%)" "$(wrk_pct e 50%)" \
+        "$(wrk_pct a 99%)" "$(wrk_pct b 99%)" "$(wrk_pct c 99%)" "$(wrk_pct d 99%)" "$(wrk_pct e 99%)"
+} >"$OUT/latency.json"
+python3 scripts/lib/chart.py bars "$OUT/throughput.json" "$OUT/throughput.svg"
+python3 scripts/lib/chart.py bars "$OUT/latency.json" "$OUT/latency.svg"
+echo "charts: $OUT/throughput.svg, $OUT/latency.svg (figures in the .json beside them)"
 echo "(b)/(a) in stock vs hello: median $(median b a)"
 echo "(c)/(a) sold out vs hello: median $(median c a)"
 echo "guards on vs off: in stock (d)/(b) $(ratio d b); sold out (e)/(c) median $(median e c)"
