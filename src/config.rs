@@ -13,6 +13,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
 use crate::domain::{Operator, SaleDefinition, SaleId, SaleSpec};
+use crate::logging::LogSettings;
+use crate::metrics::MetricsSettings;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -31,6 +33,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub limits: LimitsSettings,
     pub tokens: TokenSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
 }
