@@ -730,8 +730,8 @@ mod tests {
         let defaults = Settings::default();
         let sections = |s: &Settings| {
             format!(
-                "{:?} {:?} {:?} {:?} {:?} {:?}",
-                s.http, s.database, s.stock, s.queue, s.limits, s.tokens
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                s.http, s.database, s.stock, s.queue, s.limits, s.tokens, s.metrics, s.log
             )
         };
         assert_eq!(sections(&shipped), sections(&defaults));

@@ -147,3 +147,43 @@ where
         Poll::Ready(Ok(response))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn answers_are_counted_under_the_route_template_never_the_raw_path() {
+        let tallies = Arc::new(RouteTallies::default());
+        let app = Router::new()
+            .route("/sales/{id}", get(|| async { "a sale" }))
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .layer(CountAnswersLayer::new(tallies.clone()));
+        for path in [
+            "/sales/1",
+            "/sales/2",
+            "/sales/3",
+            "/elsewhere",
+            "/sales/1/x",
+        ] {
+            let request = axum::http::Request::get(path).body(Body::empty()).unwrap();
+            app.clone().oneshot(request).await.unwrap();
+        }
+        let mut counted: Vec<(String, Vec<(u16, u64)>)> = tallies
+            .all()
+            .iter()
+            .map(|t| (t.route().to_owned(), t.snapshot().collect()))
+            .collect();
+        counted.sort();
+        assert_eq!(
+            counted,
+            [
+                ("/sales/{id}".to_owned(), vec![(200, 3)]),
+                (UNMATCHED.to_owned(), vec![(404, 2)]),
+            ]
+        );
+    }
+}
