@@ -268,6 +268,46 @@ async fn the_stock_gauges_equal_the_admin_views_stock_per_shard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_gauge_counts_what_the_admin_api_lists() {
+    let redis = RedisServer::start();
+    let db = TestDb::sqlite();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    settings.queue.max_backoff_ms = 200;
+    settings.queue.poison_attempts = 2;
+    let app = spawn_app_with(settings).await;
+    db.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON orders WHEN NEW.user_id LIKE 'poison%'
+         BEGIN SELECT RAISE(ABORT, 'poison order refused'); END;",
+    )
+    .await;
+    app.create_sale("lettered", &live_sale(10, 2, 1, 1)).await;
+    for user in ["fine", "poison1", "poison2"] {
+        let response = app.purchase("lettered", user, "k", 1).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    app.flush().await;
+    let listed = eventually(Duration::from_secs(60), || async {
+        let (status, body) = app
+            .get_json("/admin/v1/dead-letters", Some(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let letters = body["dead_letters"].as_array().map_or(0, Vec::len);
+        (letters == 2).then_some(letters)
+    })
+    .await
+    .expect("both poison orders become dead letters");
+    let taken = scrape(&app).await;
+    assert_eq!(
+        taken.sum("flashgate_dead_letters", &[("sale", "lettered")]),
+        listed as f64,
+        "{}",
+        taken.text
+    );
+    assert_eq!(taken.sum("flashgate_orders_persisted_total", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_purchase_counts_as_replayed_not_accepted() {
     let (_redis, app) = spawn_single().await;
     app.create_sale("again", &live_sale(10, 2, 2, 1)).await;
