@@ -20,7 +20,7 @@ use crate::support::app::{
 };
 use crate::support::db::TestDb;
 use crate::support::process::GatewayProcess;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::scenarios::{self, tally};
 
 const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/purchase";
@@ -240,8 +240,21 @@ async fn a_scrape_mid_storm_passes_promtool_and_the_counts_agree_with_the_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stock_gauges_equal_the_admin_views_stock_per_shard() {
     let (_redis, app) = spawn_single().await;
+    stock_gauges_equal_the_admin_view(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_gauges_equal_the_admin_views_stock_per_shard_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let app = spawn_app_with(test_settings(&RedisTarget::Cluster(cluster.urls()))).await;
+    stock_gauges_equal_the_admin_view(&app).await;
+}
+
+/// 110 of a 300-unit sale over 4 shards sold: each shard's gauge is its stock in the
+/// admin view.
+async fn stock_gauges_equal_the_admin_view(app: &TestApp) {
     app.create_sale("gauged", &live_sale(300, 4, 1, 1)).await;
-    let answers = scenarios::storm(&app, "gauged", buyers("g", 110)).await;
+    let answers = scenarios::storm(app, "gauged", buyers("g", 110)).await;
     assert_eq!(tally(&answers).get("202"), Some(&110));
     // No loan between shards may be under way while the two views are read.
     app.settled_counters("gauged", 4).await;
@@ -255,7 +268,7 @@ async fn the_stock_gauges_equal_the_admin_views_stock_per_shard() {
         .iter()
         .map(|s| (s["shard"].to_string(), s["stock"].as_f64().unwrap()))
         .collect();
-    let taken = scrape(&app).await;
+    let taken = scrape(app).await;
     let gauges: BTreeMap<String, f64> = taken
         .samples
         .iter()
