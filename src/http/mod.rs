@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod buyer;
 pub mod client_ip;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
@@ -61,7 +62,8 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(admin::router())
         .merge(operator::router())
-        .merge(health::router());
+        .merge(health::router())
+        .merge(dashboard::router());
     let router = if metered {
         router.merge(metrics::router())
     } else {
