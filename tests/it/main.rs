@@ -21,6 +21,7 @@ mod embedded;
 mod hostile;
 mod live_ops;
 mod loans;
+mod metrics;
 mod operator;
 mod pause;
 mod persistence;
