@@ -14,11 +14,11 @@ use super::extract::{AdmittedBuyer, ApiJson, Buyer, IdemKey, OrderPath, SalePath
 use super::gate::IpLimit;
 use super::gate::{GateLayer, IpGate};
 use super::in_flight::{InFlight, InFlightLayer};
+use super::outcome::AnswerOutcome;
 use super::state::AppState;
 use super::tokens;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::domain::{OrderRecord, OrderStatus};
-use crate::metrics::AnswerOutcome;
 use crate::orders;
 use crate::purchase::{Accepted, Answer, Attempt, Purchased, Refusal};
 use crate::stock::SaleRuntime;
@@ -144,7 +144,7 @@ async fn purchase(
     if let Some(rt) = sale
         && state.metrics.is_enabled()
     {
-        rt.answers.record(outcome);
+        outcome.count_in(&rt.answers);
     }
     answer
 }

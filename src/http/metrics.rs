@@ -20,9 +20,9 @@ use tower::{Layer, Service};
 
 use super::error::ApiError;
 use super::gate::Answered;
+use super::scrape;
 use super::state::AppState;
 use crate::metrics::routes::{RouteTallies, RouteTally, UNMATCHED};
-use crate::metrics::scrape;
 
 /// The content type of the text exposition format.
 const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use super::buyer::{PURCHASE_ROUTE, refusal_error};
 use super::extract::bearer;
 use super::gate::Gate;
+use super::outcome::AnswerOutcome;
 use super::state::AppState;
 use crate::domain::SaleId;
-use crate::metrics::AnswerOutcome;
 use crate::metrics::routes::RouteTally;
 use crate::purchase::Refusal;
 
@@ -79,7 +79,7 @@ fn early_answer(state: &AppState, req: &Request) -> Option<Response> {
     };
     let error = refusal_error(state.purchases.counted(&rt, refusal));
     if state.metrics.is_enabled() {
-        rt.answers.record(AnswerOutcome::Refused(error.kind()));
+        AnswerOutcome::Refused(error.kind()).count_in(&rt.answers);
     }
     Some(error.into_response())
 }

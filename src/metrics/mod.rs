@@ -4,7 +4,7 @@
 //! The hot path never touches the registry. What purchases and requests count goes into
 //! plain atomic tallies ([`answers`], [`routes`]) that a scrape publishes; what only a
 //! scrape needs to know (stock per shard, dead letters, queue depth, in-flight handlers) is
-//! read at scrape time ([`scrape`]). Only the two histograms, whose samples cannot be
+//! read at scrape time (`http::scrape`, beside the state it reads). Only the two histograms, whose samples cannot be
 //! tallied in advance, record into the registry as they happen: one record per Redis
 //! purchase call and one per order row committed. With `metrics.enabled = false` every
 //! handle is a no-op and nothing is counted on the request path.
@@ -13,7 +13,6 @@ pub mod answers;
 mod handles;
 mod names;
 pub mod routes;
-pub mod scrape;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use metrics_exporter_prometheus::{
 use metrics_util::MetricKindMask;
 use serde::Deserialize;
 
-pub use answers::{AnswerOutcome, PurchaseAnswers};
+pub use answers::{MAX_OUTCOMES, PurchaseAnswers};
 pub use handles::{CallTimer, PersistMetrics};
 pub use names::{
     DEAD_LETTERS, HTTP_REQUESTS, IN_FLIGHT_PURCHASES, OPEN_CONNECTIONS, ORDER_QUEUE_DEPTH,

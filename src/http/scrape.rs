@@ -9,11 +9,12 @@
 
 use metrics::Label;
 
-use super::{
+use super::AppState;
+use super::outcome::AnswerOutcome;
+use crate::metrics::{
     DEAD_LETTERS, HTTP_REQUESTS, IN_FLIGHT_PURCHASES, Metrics, OPEN_CONNECTIONS, ORDER_QUEUE_DEPTH,
     PURCHASES, PURCHASES_SHED, REFUSALS, SCRAPE_ERRORS, STOCK_REMAINING,
 };
-use crate::http::AppState;
 use crate::persist::dead_letters;
 use crate::stock::SaleRuntime;
 use crate::store::StoreError;
@@ -65,7 +66,10 @@ fn publish_edge(state: &AppState) {
 /// The sale's answers by outcome and refusals by reason.
 fn publish_answers(metrics: &Metrics, rt: &SaleRuntime) {
     let sale = rt.sale.id.as_str();
-    for (outcome, count) in rt.answers.snapshot() {
+    for (slot, count) in rt.answers.snapshot() {
+        let Some(outcome) = AnswerOutcome::of_slot(slot) else {
+            continue;
+        };
         let labels = vec![
             Label::new("sale", sale.to_owned()),
             Label::from_static_parts("outcome", outcome.label()),
