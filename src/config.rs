@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
 use crate::domain::{Operator, SaleDefinition, SaleId, SaleSpec};
+use crate::http::cors::CorsOrigin;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -62,6 +63,9 @@ pub struct HttpSettings {
     /// Peers whose `X-Forwarded-For` names the client (load balancers, reverse proxies).
     #[serde(deserialize_with = "ips_list_or_csv")]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Origins of browser frontends allowed to call the API cross-origin (CORS); empty: none.
+    #[serde(deserialize_with = "origins_list_or_csv")]
+    pub cors_origins: Vec<CorsOrigin>,
 }
 
 /// Most connections `http.max_connections` may allow (the cap counts them in a `u32`).
@@ -109,6 +113,7 @@ impl Default for HttpSettings {
             max_header_bytes: 16 * 1024,
             body_read_timeout_ms: 1000,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -471,6 +476,13 @@ fn ips_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Er
     list_or_csv(d)?
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn origins_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CorsOrigin>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| CorsOrigin::parse(s).map_err(serde::de::Error::custom))
         .collect()
 }
 

@@ -47,7 +47,8 @@ pub mod testing {
         };
     }
     pub mod http {
-        pub use crate::http::{ApiError, AppState};
+        pub use crate::http::error::ProblemKind;
+        pub use crate::http::{ApiError, AppState, app, cors, openapi};
     }
     pub mod limits {
         pub use crate::limits::SharedSaleLimit;

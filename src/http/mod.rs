@@ -3,12 +3,14 @@
 pub mod admin;
 pub mod buyer;
 pub mod client_ip;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod gate;
 pub mod health;
 pub mod in_flight;
 pub mod middleware;
+pub mod openapi;
 pub mod operator;
 pub mod server;
 pub mod sold_out;
@@ -24,19 +26,26 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Response;
 use tower::Layer;
-use tower::util::{MapResponse, MapResponseLayer};
+use tower::util::{Either, MapResponse, MapResponseLayer, option_layer};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::Cors;
 use tower_http::trace::TraceLayer;
 
 use gate::Gated;
 use sold_out::SoldOutGate;
 
-/// What the server runs: the application behind the sold-out shortcut, with every failed
+/// What the server runs: the application behind the sold-out shortcut, behind CORS when
+/// origins are configured (so sold-out answers carry its headers too), with every failed
 /// request logged once on its way out ([`error::log_failure`]).
-pub fn service(state: AppState) -> MapResponse<Gated<Router, SoldOutGate>, LogFailure> {
+pub fn service(state: AppState) -> MapResponse<Edge, LogFailure> {
+    let cors = cors::layer(&state.settings.http.cors_origins);
     let gated = Gated::new(app(state.clone()), SoldOutGate(state));
-    MapResponseLayer::new(error::log_failure as LogFailure).layer(gated)
+    let edge = option_layer(cors).layer(gated);
+    MapResponseLayer::new(error::log_failure as LogFailure).layer(edge)
 }
+
+/// The application behind the sold-out shortcut, with or without CORS.
+pub type Edge = Either<Cors<Gated<Router, SoldOutGate>>, Gated<Router, SoldOutGate>>;
 
 /// The function [`service`] passes every response through.
 pub type LogFailure = fn(Response) -> Response;
@@ -54,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(operator::router())
         .merge(health::router())
+        .merge(openapi::router())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
