@@ -15,6 +15,7 @@ mod cluster;
 mod container;
 mod cors;
 mod crash;
+mod dashboard;
 mod dead_letters;
 mod edge;
 mod embedded;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use crate::support::app::{TestApp, spawn_single};
-use crate::support::chromium;
+use crate::support::browser;
 
 /// The methods the API uses.
 const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
@@ -199,7 +199,7 @@ async fn the_served_document_passes_the_openapi_spec_validator() {
 async fn docs_renders_the_reference_in_headless_chromium() {
     let (_redis, app) = spawn_single().await;
     let url = format!("{}{DOCS_PATH}/", app.base);
-    let dom = chromium::dump_dom(&url).await;
+    let dom = browser::dom_of(&url);
     for shown in [
         "flashgate",
         "/api/v1/sales/{sale_id}/purchase",
@@ -211,6 +211,6 @@ async fn docs_renders_the_reference_in_headless_chromium() {
             "the rendered reference lacks {shown:?}"
         );
     }
-    let shot = chromium::screenshot(&url, "docs").await;
+    let shot = browser::screenshot(&url, "docs");
     assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::support::app::{live_sale, spawn_app_with, test_settings};
-use crate::support::chromium;
+use crate::support::browser;
 use crate::support::redis::RedisServer;
 
 /// The snippet, as shipped.
@@ -81,7 +81,7 @@ async fn the_browser_snippet_solves_a_real_challenge_and_the_token_buys() {
     let html = page(&app.base, "drop", &app.token("browser-buyer"));
     let frontend = serve_frontend(&frontend_origin, html).await;
 
-    let dom = chromium::dump_dom(&format!("{frontend_origin}/")).await;
+    let dom = browser::dom_of(&format!("{frontend_origin}/"));
     frontend.abort();
     let answer: Value = serde_json::from_str(&html_unescape(outcome(&dom)))
         .unwrap_or_else(|e| panic!("the page shows no JSON ({e}): {dom}"));
@@ -111,7 +111,7 @@ async fn the_snippet_reports_the_gateways_problem_when_it_refuses() {
     let app = spawn_app_with(settings).await;
     let html = page(&app.base, "no-such-sale", &app.token("browser-buyer"));
     let frontend = serve_frontend(&frontend_origin, html).await;
-    let dom = chromium::dump_dom(&format!("{frontend_origin}/")).await;
+    let dom = browser::dom_of(&format!("{frontend_origin}/"));
     frontend.abort();
     let answer: Value = serde_json::from_str(&html_unescape(outcome(&dom))).unwrap();
     assert_eq!(answer["problem"]["type"], "/problems/not-found", "{answer}");

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::state::AppState;
-use super::{admin, buyer, health, operator, tokens};
+use super::{admin, buyer, dashboard, health, operator, tokens};
 
 /// The media type of every non-2xx answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -71,6 +71,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         admin::list_dead_letters,
         admin::retry_dead_letter,
         admin::drop_dead_letter,
+        dashboard::page,
         health::live,
         health::ready,
         openapi_json,

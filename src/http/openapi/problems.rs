@@ -58,7 +58,8 @@ fn answers(operation_id: &str) -> Option<&'static [ProblemKind]> {
         "delete_sale" => &[NotFound, SaleLive, ChangeInProgress, OrdersPending],
         "pause_sale" | "resume_sale" | "end_sale" => &[NotFound, ChangeInProgress],
         "retry_dead_letter" | "drop_dead_letter" => &[NotFound, DeadLetterRefused],
-        "list_sales" | "list_dead_letters" | "live" | "ready" | "openapi_json" | "docs" => &[],
+        "list_sales" | "list_dead_letters" | "live" | "ready" | "openapi_json" | "docs"
+        | "dashboard" => &[],
         _ => return None,
     };
     Some(kinds)
