@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
@@ -150,10 +151,38 @@ fn problem_response(description: &str, kinds: &[ProblemKind]) -> Response {
         .schema(Some(Ref::from_schema_name("Problem")))
         .examples_from_iter(examples)
         .build();
-    ResponseBuilder::new()
+    let mut response = ResponseBuilder::new()
         .description(description)
-        .content(PROBLEM_JSON, content)
-        .build()
+        .content(PROBLEM_JSON, content);
+    for (name, about) in headers(kinds) {
+        let text = ObjectBuilder::new().schema_type(Type::String);
+        let header = HeaderBuilder::new()
+            .schema(Some(text))
+            .description(Some(about))
+            .build();
+        response = response.header(name, header);
+    }
+    response.build()
+}
+
+/// The headers that come with problems of `kinds`: when to retry, and the rate limit.
+fn headers(kinds: &[ProblemKind]) -> Vec<(&'static str, &'static str)> {
+    let mut headers = Vec::new();
+    let status = |s: u16| kinds.iter().any(|k| k.status().as_u16() == s);
+    if status(503) || kinds.contains(&RateLimited) {
+        headers.push(("Retry-After", "Seconds to wait before retrying"));
+    }
+    if kinds.contains(&RateLimited) {
+        headers.push((
+            "RateLimit",
+            "The quota that refused: `limit=N, remaining=0, reset=S`",
+        ));
+        headers.push((
+            "RateLimit-Policy",
+            "The quota: `N;w=S` (N requests per S seconds)",
+        ));
+    }
+    headers
 }
 
 /// The body of a problem of `kind`, as the gateway writes it.
