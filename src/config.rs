@@ -747,6 +747,33 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_parse_from_a_list_or_a_comma_separated_string_and_bad_ones_are_refused() {
+        let list = r#"
+            [http]
+            cors_origins = ["https://shop.example", "http://localhost:3000"]
+        "#;
+        let csv = r#"
+            [http]
+            cors_origins = "https://shop.example, http://localhost:3000"
+        "#;
+        for toml in [list, csv] {
+            let s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+            let expected = ["https://shop.example", "http://localhost:3000"]
+                .map(|o| CorsOrigin::parse(o).unwrap());
+            assert_eq!(s.http.cors_origins, expected);
+        }
+        let bad = r#"
+            [http]
+            cors_origins = ["https://shop.example/checkout"]
+        "#;
+        assert!(
+            Figment::from(Toml::string(bad))
+                .extract::<Settings>()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn purchase_batches_are_between_one_and_the_most_a_call_may_carry() {
         for (max, ok) in [
             (0, false),
