@@ -34,7 +34,14 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
+    /// This is a demo: the demo secrets shipped in `config/flashgate.toml` may be used
+    /// (`FLASHGATE_DEMO=true`). Without it the gateway refuses to start with them, so that a
+    /// deployment never runs with secrets anyone can read in the repository.
+    pub demo: bool,
 }
+
+/// The prefix of every secret in the shipped `config/flashgate.toml`.
+const DEMO_SECRET: &str = "demo-only-";
 
 /// The HTTP listener and request limits.
 #[derive(Debug, Clone, Deserialize)]
@@ -515,6 +522,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Whether any secret is one of the demo secrets shipped in the repository.
+    fn uses_demo_secrets(&self) -> bool {
+        let demo = |secret: &str| secret.starts_with(DEMO_SECRET);
+        demo(&self.auth.jwt_secret)
+            || demo(&self.admin.token)
+            || self.admin.tokens.values().any(|t| demo(t))
+            || demo(&self.tokens.secret)
+    }
+
     /// Checks everything that types alone cannot, reporting every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -522,6 +538,11 @@ impl Settings {
             problems.push("auth.jwt_secret must be at least 16 bytes".to_owned());
         }
         problems.extend(self.admin.problems());
+        if !self.demo && self.uses_demo_secrets() {
+            problems.push(format!(
+                "the config uses the demo secrets ({DEMO_SECRET}...) shipped in the repository: set your own auth.jwt_secret and admin token(s), or FLASHGATE_DEMO=true for a demo"
+            ));
+        }
         if self.http.body_limit_bytes < 64 {
             problems.push("http.body_limit_bytes must be at least 64".to_owned());
         }
@@ -743,7 +764,13 @@ mod tests {
             )
         };
         assert_eq!(sections(&shipped), sections(&defaults));
-        assert!(shipped.validate().is_ok());
+        // Its secrets are the demo's: refused unless it is a demo.
+        assert!(shipped.validate().is_err());
+        let demo = Settings {
+            demo: true,
+            ..shipped
+        };
+        assert!(demo.validate().is_ok());
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub enum Command {
     /// topup, reshard. The token comes from --admin-token, FLASHGATE_ADMIN_TOKEN, or the
     /// admin.token of --config.
     Sale(sale::SaleArgs),
+    /// Exit 0 when the gateway answers ready (`GET /health/ready`), non-zero otherwise: the
+    /// container image's HEALTHCHECK.
+    Healthcheck {
+        /// The gateway; default: this host, on the port of FLASHGATE_HTTP__ADDR (else 8080).
+        #[arg(long)]
+        gateway: Option<String>,
+    },
 }
 
 /// Why a command failed.
@@ -143,8 +150,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             reconcile(&settings, sale).await?;
         }
         Command::Sale(args) => sale::run(args).await?,
+        Command::Healthcheck { gateway } => {
+            let gateway = gateway.unwrap_or_else(local_gateway);
+            admin_client::AdminClient::new(&gateway, String::new())?
+                .get("/health/ready")
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// This host's gateway, on the port `FLASHGATE_HTTP__ADDR` names (the container sets it), or
+/// the default 8080.
+fn local_gateway() -> String {
+    let port = std::env::var("FLASHGATE_HTTP__ADDR")
+        .ok()
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .map_or(8080, |addr| addr.port());
+    format!("http://127.0.0.1:{port}")
 }
 
 /// Applies the declared sales, printing one JSON report per sale.
