@@ -29,16 +29,32 @@ impl CorsOrigin {
             .strip_prefix("https://")
             .or_else(|| lower.strip_prefix("http://"))
             .ok_or_else(invalid)?;
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                (host, Some(port))
+        let (host_ok, port) = match authority.strip_prefix('[') {
+            // An IPv6 address: `[...]`, then an optional port.
+            Some(bracketed) => {
+                let (address, rest) = bracketed.split_once(']').ok_or_else(invalid)?;
+                let address_ok = !address.is_empty()
+                    && address
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b));
+                let port = match rest {
+                    "" => None,
+                    rest => Some(rest.strip_prefix(':').ok_or_else(invalid)?),
+                };
+                (address_ok, port)
             }
-            _ => (authority, None),
+            None => {
+                let (host, port) = match authority.split_once(':') {
+                    Some((host, port)) => (host, Some(port)),
+                    None => (authority, None),
+                };
+                let host_ok = !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+                (host_ok, port)
+            }
         };
-        let host_ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
         let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
         if !host_ok || !port_ok {
             return Err(invalid());
@@ -110,6 +126,7 @@ mod tests {
             "HTTPS://Shop.Example",
             "http://127.0.0.1:8080",
             "http://[::1]:8080",
+            "http://[::1]",
         ] {
             assert!(CorsOrigin::parse(ok).is_ok(), "{ok}");
         }
@@ -130,6 +147,9 @@ mod tests {
             "https://shop.example:99999",
             "ftp://shop.example",
             "https://shop example",
+            "http://a:b:80",
+            "http://[::1]x",
+            "http://[shop.example]",
         ] {
             assert!(CorsOrigin::parse(bad).is_err(), "{bad}");
         }
