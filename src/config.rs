@@ -12,8 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
-use crate::domain::{Operator, SaleDefinition, SaleId, SaleSpec};
-use crate::http::cors::CorsOrigin;
+use crate::domain::{Operator, Origin, SaleDefinition, SaleId, SaleSpec};
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -72,7 +71,7 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Origins of browser frontends allowed to call the API cross-origin (CORS); empty: none.
     #[serde(deserialize_with = "origins_list_or_csv")]
-    pub cors_origins: Vec<CorsOrigin>,
+    pub cors_origins: Vec<Origin>,
 }
 
 /// Most connections `http.max_connections` may allow (the cap counts them in a `u32`).
@@ -486,10 +485,10 @@ fn ips_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Er
         .collect()
 }
 
-fn origins_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CorsOrigin>, D::Error> {
+fn origins_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Origin>, D::Error> {
     list_or_csv(d)?
         .iter()
-        .map(|s| CorsOrigin::parse(s).map_err(serde::de::Error::custom))
+        .map(|s| Origin::parse(s).map_err(serde::de::Error::custom))
         .collect()
 }
 
@@ -786,7 +785,7 @@ mod tests {
         for toml in [list, csv] {
             let s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
             let expected = ["https://shop.example", "http://localhost:3000"]
-                .map(|o| CorsOrigin::parse(o).unwrap());
+                .map(|o| Origin::parse(o).unwrap());
             assert_eq!(s.http.cors_origins, expected);
         }
         let bad = r#"

@@ -1,7 +1,7 @@
 //! CORS for browser frontends on another origin (`http.cors_origins`): preflights answered
 //! for configured origins only, and nothing at all when none is configured.
 
-use flashgate::testing::http::cors::CorsOrigin;
+use flashgate::testing::domain::Origin;
 use reqwest::{Method, Response, StatusCode};
 
 use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
@@ -11,10 +11,7 @@ const SHOP: &str = "https://shop.example";
 
 async fn app_with_origins(redis: &RedisServer, origins: &[&str]) -> TestApp {
     let mut settings = test_settings(&flashgate::testing::store::RedisTarget::Single(redis.url()));
-    settings.http.cors_origins = origins
-        .iter()
-        .map(|o| CorsOrigin::parse(o).unwrap())
-        .collect();
+    settings.http.cors_origins = origins.iter().map(|o| Origin::parse(o).unwrap()).collect();
     spawn_app_with(settings).await
 }
 

@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use flashgate::testing::http::cors::CorsOrigin;
+use flashgate::testing::domain::Origin;
 use flashgate::testing::store::RedisTarget;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -73,7 +73,7 @@ async fn the_browser_snippet_solves_a_real_challenge_and_the_token_buys() {
     let frontend_origin = free_origin().await;
     let mut settings = test_settings(&RedisTarget::Single(redis.url()));
     settings.tokens.require_purchase_token = true;
-    settings.http.cors_origins = vec![CorsOrigin::parse(&frontend_origin).unwrap()];
+    settings.http.cors_origins = vec![Origin::parse(&frontend_origin).unwrap()];
     let app = spawn_app_with(settings).await;
     let mut sale = live_sale(5, 1, 1, 1);
     sale["pow_difficulty"] = 14.into();
@@ -107,7 +107,7 @@ async fn the_snippet_reports_the_gateways_problem_when_it_refuses() {
     let redis = RedisServer::start();
     let frontend_origin = free_origin().await;
     let mut settings = test_settings(&RedisTarget::Single(redis.url()));
-    settings.http.cors_origins = vec![CorsOrigin::parse(&frontend_origin).unwrap()];
+    settings.http.cors_origins = vec![Origin::parse(&frontend_origin).unwrap()];
     let app = spawn_app_with(settings).await;
     let html = page(&app.base, "no-such-sale", &app.token("browser-buyer"));
     let frontend = serve_frontend(&frontend_origin, html).await;
