@@ -4,7 +4,7 @@
 use flashgate::testing::domain::Origin;
 use reqwest::{Method, Response, StatusCode};
 
-use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
+use crate::support::app::{TestApp, live_sale, problem_slug, spawn_app_with, test_settings};
 use crate::support::redis::RedisServer;
 
 const SHOP: &str = "https://shop.example";
@@ -125,4 +125,31 @@ async fn without_configured_origins_there_are_no_cors_headers_and_no_preflight()
         .unwrap();
     assert_eq!(header(&response, "access-control-allow-origin"), None);
     assert_eq!(header(&response, "vary"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sold_out_answer_from_memory_carries_allow_origin_too() {
+    let redis = RedisServer::start();
+    let app = app_with_origins(&redis, &[SHOP]).await;
+    app.create_sale("drop", &live_sale(1, 1, 1, 1)).await;
+    let bought = app.purchase("drop", "first", "k1", 1).await;
+    assert_eq!(bought.status(), StatusCode::ACCEPTED);
+    let refused = app.purchase("drop", "second", "k2", 1).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    // From now on a buyer who holds nothing is answered by the sold-out shortcut, in front
+    // of the router.
+    app.await_sold_out_holders("drop").await;
+    let response = app
+        .client
+        .post(format!("{}/api/v1/sales/drop/purchase", app.base))
+        .bearer_auth(app.token("third"))
+        .header("Idempotency-Key", "k3")
+        .header("Origin", SHOP)
+        .json(&serde_json::json!({ "quantity": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "access-control-allow-origin"), Some(SHOP));
+    let (status, slug) = problem_slug(response).await;
+    assert_eq!((status, slug.as_str()), (StatusCode::CONFLICT, "sold-out"));
 }
