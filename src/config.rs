@@ -13,6 +13,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
 use crate::domain::{Operator, Origin, SaleDefinition, SaleId, SaleSpec};
+use crate::logging::LogSettings;
+use crate::metrics::MetricsSettings;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -31,6 +33,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub limits: LimitsSettings,
     pub tokens: TokenSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
     /// This is a demo: the demo secrets shipped in `config/flashgate.toml` may be used
@@ -758,8 +762,8 @@ mod tests {
         let defaults = Settings::default();
         let sections = |s: &Settings| {
             format!(
-                "{:?} {:?} {:?} {:?} {:?} {:?}",
-                s.http, s.database, s.stock, s.queue, s.limits, s.tokens
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                s.http, s.database, s.stock, s.queue, s.limits, s.tokens, s.metrics, s.log
             )
         };
         assert_eq!(sections(&shipped), sections(&defaults));

@@ -10,6 +10,8 @@ mod db;
 mod domain;
 mod http;
 mod limits;
+mod logging;
+mod metrics;
 mod orders;
 mod persist;
 mod purchase;
@@ -36,6 +38,8 @@ pub mod testing {
     }
     pub mod config {
         pub use crate::config::{LimitSettings, QueueSettings, Settings};
+        pub use crate::logging::{LogFormat, LogSettings};
+        pub use crate::metrics::MetricsSettings;
     }
     pub mod db {
         pub use crate::db::{DbError, OrderDb};

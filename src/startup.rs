@@ -27,6 +27,7 @@ use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::limits::RateLimits;
 use crate::limits::SharedSaleLimit;
+use crate::metrics::{CallTimer, Metrics, PersistMetrics};
 use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::persist::writer::{FlushRequests, Flusher, Writer};
@@ -61,6 +62,10 @@ pub enum StartupError {
     #[error("server failed")]
     Serve(#[source] std::io::Error),
 }
+
+/// How often the histograms' recent samples are folded into their buckets, keeping their
+/// memory bounded between scrapes.
+const METRICS_UPKEEP_MS: u64 = 5000;
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
@@ -99,7 +104,9 @@ impl Application {
         )
         .await
         .map_err(StartupError::Redis)?;
+        let metrics = Arc::new(Metrics::new(&settings.metrics));
         let stock = StockEngine::new(redis.clone())
+            .with_call_timer(CallTimer::new(&metrics, "purchase"))
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
             OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
@@ -117,7 +124,8 @@ impl Application {
         let answer_within = Duration::from_millis(settings.http.request_timeout_ms * 3 / 4);
         let sales =
             SaleRegistry::new(redis.clone(), stock.clone()).answer_changes_within(answer_within);
-        let persister = Persister::new(store, redis.clone(), clock.clone());
+        let persister = Persister::new(store, redis.clone(), clock.clone())
+            .with_metrics(PersistMetrics::new(&metrics));
         let purchases = Purchases {
             sales: sales.clone(),
             stock: stock.clone(),
@@ -148,6 +156,7 @@ impl Application {
                 trusted_proxies: settings.http.trusted_proxies.clone(),
             }),
             rate_limits,
+            metrics,
             settings: Arc::new(settings),
         });
         apply_configured_sales(&state).await?;
@@ -228,6 +237,13 @@ impl Application {
                 tracing::debug!(keys, "rate limiter keys after cleanup");
             }
         });
+        if self.state.metrics.is_enabled() {
+            let metrics = self.state.metrics.clone();
+            workers.spawn_every(METRICS_UPKEEP_MS, move || {
+                let metrics = metrics.clone();
+                async move { metrics.run_upkeep() }
+            });
+        }
         let hangups = tokio::spawn(apply_on_hangup(
             self.state.clone(),
             self.config_file.clone(),

@@ -4,7 +4,7 @@
 mod admin_client;
 mod sale;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::db::{DbError, OrderDb};
 use crate::domain::{Operator, SaleId, UserId};
+use crate::logging::{self, LogSettings};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
 use crate::sales::SaleRegistry;
@@ -121,7 +122,7 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve { config } => {
-            let settings = Settings::load(config.as_deref())?;
+            let settings = load(config.as_deref())?;
             Application::build(settings)
                 .await?
                 .reloading_from(config)
@@ -129,7 +130,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .await?;
         }
         Command::Token { user, ttl, config } => {
-            let settings = Settings::load(config.as_deref())?;
+            let settings = load(config.as_deref())?;
             let user = UserId::parse(&user).map_err(CliError::Id)?;
             let exp = Clock::default().now().unix_timestamp() + ttl;
             println!(
@@ -138,18 +139,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
         }
         Command::Apply { config } => {
-            let settings = Settings::load(Some(&config))?;
+            let settings = load(Some(&config))?;
             apply(&settings).await?;
         }
         Command::Reconcile { sale, config } => {
-            let settings = Settings::load(config.as_deref())?;
+            let settings = load(config.as_deref())?;
             let sale = sale
                 .map(|s| SaleId::parse(&s))
                 .transpose()
                 .map_err(CliError::Id)?;
             reconcile(&settings, sale).await?;
         }
-        Command::Sale(args) => sale::run(args).await?,
+        Command::Sale(args) => {
+            logging::init(&LogSettings::default());
+            sale::run(args).await?
+        }
         Command::Healthcheck { gateway } => {
             let gateway = gateway.unwrap_or_else(local_gateway);
             admin_client::AdminClient::new(&gateway, String::new())?
@@ -168,6 +172,13 @@ fn local_gateway() -> String {
         .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
         .map_or(8080, |addr| addr.port());
     format!("http://127.0.0.1:{port}")
+}
+
+/// The settings of `file` and the environment, with logging started as they say.
+fn load(file: Option<&Path>) -> Result<Settings, CliError> {
+    let settings = Settings::load(file)?;
+    logging::init(&settings.log);
+    Ok(settings)
 }
 
 /// Applies the declared sales, printing one JSON report per sale.

@@ -19,9 +19,15 @@ use super::state::AppState;
 use super::tokens;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::domain::{OrderRecord, OrderStatus};
+use crate::metrics::AnswerOutcome;
 use crate::orders;
-use crate::purchase::{Answer, Attempt, Refusal};
+use crate::purchase::{Accepted, Answer, Attempt, Purchased, Refusal};
 use crate::stock::SaleRuntime;
+use crate::store::StoreError;
+
+/// The purchase route's template (also the `route` label of its answers in
+/// `flashgate_http_requests_total`, those of the sold-out shortcut included).
+pub(crate) const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/purchase";
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the buyer's JWT, rate limit and in-flight slots before
@@ -43,7 +49,7 @@ pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppSta
         .route("/api/v1/sales/{sale_id}", get(get_sale))
         .route("/api/v1/sales/{sale_id}/challenge", challenge_route)
         .route("/api/v1/sales/{sale_id}/tokens", token_route)
-        .route("/api/v1/sales/{sale_id}/purchase", purchase_route)
+        .route(PURCHASE_ROUTE, purchase_route)
         .route("/api/v1/sales/{sale_id}/orders/mine", get(my_orders))
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
@@ -162,17 +168,39 @@ pub(super) async fn purchase(
         quantity: body.quantity,
         token: body.purchase_token,
     };
-    match state.purchases.purchase(&attempt).await? {
-        Answer::Accepted(accepted) => {
-            let view = AcceptedView {
-                order_id: accepted.order_id,
-                sale_id: accepted.sale_id,
-                quantity: accepted.quantity,
-                status: accepted.status,
-            };
-            Ok((StatusCode::ACCEPTED, Json(view)))
-        }
-        Answer::Refused(refusal) => Err(refusal_error(refusal)),
+    let Purchased { sale, answer } = state.purchases.purchase(&attempt).await;
+    let (outcome, answer) = purchase_answer(answer);
+    if let Some(rt) = sale
+        && state.metrics.is_enabled()
+    {
+        rt.answers.record(outcome);
+    }
+    answer
+}
+
+/// The HTTP answer to what the purchase chain decided, and what it counts as in
+/// `flashgate_purchases_total`.
+fn purchase_answer(
+    answer: Result<Answer, StoreError>,
+) -> (
+    AnswerOutcome,
+    Result<(StatusCode, Json<AcceptedView>), ApiError>,
+) {
+    let accepted = |a: Accepted| {
+        let view = AcceptedView {
+            order_id: a.order_id,
+            sale_id: a.sale_id,
+            quantity: a.quantity,
+            status: a.status,
+        };
+        Ok((StatusCode::ACCEPTED, Json(view)))
+    };
+    let refused = |error: ApiError| (AnswerOutcome::Refused(error.kind()), Err(error));
+    match answer {
+        Ok(Answer::Accepted(a)) => (AnswerOutcome::Accepted, accepted(a)),
+        Ok(Answer::Replayed(a)) => (AnswerOutcome::Replayed, accepted(a)),
+        Ok(Answer::Refused(refusal)) => refused(refusal_error(refusal)),
+        Err(error) => refused(ApiError::from(error)),
     }
 }
 

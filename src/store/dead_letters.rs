@@ -131,6 +131,17 @@ pub async fn list_shard(
     }
 }
 
+/// How many dead letters shard `shard` of `sale` holds (`XLEN`).
+pub async fn count_shard(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    sale: &SaleId,
+    shard: u32,
+) -> Result<u64, StoreError> {
+    let keys = keys.shard(sale, shard);
+    Ok(redis::cmd("XLEN").arg(&keys.dead).query_async(conn).await?)
+}
+
 /// The dead letter `id`, if it exists.
 pub async fn find(
     conn: &mut impl ConnectionLike,

@@ -22,6 +22,7 @@ mod embedded;
 mod hostile;
 mod live_ops;
 mod loans;
+mod metrics;
 mod openapi;
 mod operator;
 mod pause;

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::state::AppState;
-use super::{admin, buyer, dashboard, health, operator, tokens};
+use super::{admin, buyer, dashboard, health, metrics, operator, tokens};
 
 /// The media type of every non-2xx answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -74,6 +74,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         dashboard::page,
         health::live,
         health::ready,
+        metrics::render,
         openapi_json,
     ),
     modifiers(&Gateway),

@@ -61,6 +61,7 @@ fn answers(operation_id: &str) -> Option<&'static [ProblemKind]> {
         "retry_dead_letter" | "drop_dead_letter" => &[NotFound, DeadLetterRefused],
         "list_sales" | "list_dead_letters" | "live" | "ready" | "openapi_json" | "docs"
         | "dashboard" => &[],
+        "metrics" => &[NotFound],
         _ => return None,
     };
     Some(kinds)
