@@ -164,6 +164,9 @@ async fn every_problem_kind_is_a_documented_problem_json_response() {
         .unwrap();
     assert!(conflicts.contains_key("sold-out") && conflicts.contains_key("limit-reached"));
     assert_eq!(purchase["security"][0]["buyer_jwt"], Value::Array(vec![]));
+    let parameters = purchase["parameters"].to_string();
+    assert!(parameters.contains("#/components/parameters/RequestId"));
+    assert!(components["schemas"]["Problem"]["properties"]["instance"].is_object());
     let limited = &purchase["responses"]["429"]["headers"];
     assert!(limited["Retry-After"].is_object() && limited["RateLimit-Policy"].is_object());
     assert!(purchase["responses"]["503"]["headers"]["Retry-After"].is_object());

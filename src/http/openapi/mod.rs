@@ -18,10 +18,13 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{Components, ContentBuilder, OpenApi as Document};
+use utoipa::openapi::{Components, ContentBuilder, OpenApi as Document, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -112,7 +115,45 @@ impl Modify for Gateway {
         api.paths
             .paths
             .insert(DOCS_PATH.to_owned(), docs_path_item());
+        request_id(api);
         problems::document(api);
+    }
+}
+
+/// `X-Request-Id`, which every operation takes (optionally) and answers with.
+fn request_id(api: &mut Document) {
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(128));
+    let parameter = ParameterBuilder::new()
+        .name("X-Request-Id")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "The request's id (1 to 128 visible ASCII characters), generated when absent; \
+             answered in X-Request-Id, logged with the request, and the `instance` of a problem",
+        ))
+        .schema(Some(text))
+        .build();
+    let components = api.components.get_or_insert_with(Components::new);
+    components
+        .parameters
+        .insert("RequestId".to_owned(), parameter.into());
+    let reference = Ref::new("#/components/parameters/RequestId");
+    for item in api.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            parameters.push(RefOr::Ref(reference.clone()));
+        }
     }
 }
 

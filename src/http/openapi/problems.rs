@@ -225,6 +225,10 @@ fn problem_schema() -> Schema {
         .property("title", string("A fixed summary of the kind."))
         .property("status", status)
         .property("detail", string("What happened, for a person."))
+        .property(
+            "instance",
+            string("The request's id (its X-Request-Id), when request ids are on."),
+        )
         .required("type")
         .required("title")
         .required("status")
