@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
-use crate::domain::{Operator, SaleDefinition, SaleId, SaleSpec};
+use crate::domain::{Operator, Origin, SaleDefinition, SaleId, SaleSpec};
 use crate::logging::LogSettings;
 use crate::metrics::MetricsSettings;
 use crate::persist::queue::QueuePolicy;
@@ -73,6 +73,9 @@ pub struct HttpSettings {
     /// Peers whose `X-Forwarded-For` names the client (load balancers, reverse proxies).
     #[serde(deserialize_with = "ips_list_or_csv")]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Origins of browser frontends allowed to call the API cross-origin (CORS); empty: none.
+    #[serde(deserialize_with = "origins_list_or_csv")]
+    pub cors_origins: Vec<Origin>,
 }
 
 /// Most connections `http.max_connections` may allow (the cap counts them in a `u32`).
@@ -120,6 +123,7 @@ impl Default for HttpSettings {
             max_header_bytes: 16 * 1024,
             body_read_timeout_ms: 1000,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -485,6 +489,13 @@ fn ips_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Er
         .collect()
 }
 
+fn origins_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Origin>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| Origin::parse(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -763,6 +774,33 @@ mod tests {
             ..shipped
         };
         assert!(demo.validate().is_ok());
+    }
+
+    #[test]
+    fn cors_origins_parse_from_a_list_or_a_comma_separated_string_and_bad_ones_are_refused() {
+        let list = r#"
+            [http]
+            cors_origins = ["https://shop.example", "http://localhost:3000"]
+        "#;
+        let csv = r#"
+            [http]
+            cors_origins = "https://shop.example, http://localhost:3000"
+        "#;
+        for toml in [list, csv] {
+            let s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+            let expected = ["https://shop.example", "http://localhost:3000"]
+                .map(|o| Origin::parse(o).unwrap());
+            assert_eq!(s.http.cors_origins, expected);
+        }
+        let bad = r#"
+            [http]
+            cors_origins = ["https://shop.example/checkout"]
+        "#;
+        assert!(
+            Figment::from(Toml::string(bad))
+                .extract::<Settings>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -45,13 +45,15 @@ pub mod testing {
         pub use crate::db::{DbError, OrderDb};
     }
     pub mod domain {
+        pub use crate::domain::Origin;
         pub use crate::domain::{
             EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleDefinition, SaleId, SaleSpec,
             ShardRange, UserId,
         };
     }
     pub mod http {
-        pub use crate::http::{ApiError, AppState};
+        pub use crate::http::error::ProblemKind;
+        pub use crate::http::{ApiError, AppState, app, openapi};
     }
     pub mod limits {
         pub use crate::limits::SharedSaleLimit;

@@ -32,7 +32,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
 
-async fn render(State(state): State<AppState>) -> Response {
+/// The gateway's metrics, for Prometheus to scrape (no authentication: keep it off the public
+/// internet).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")),
+)]
+pub(super) async fn render(State(state): State<AppState>) -> Response {
     match scrape::scrape(&state).await {
         Some(text) => {
             let mut response = text.into_response();

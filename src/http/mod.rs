@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod buyer;
 pub mod client_ip;
+pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod in_flight;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod operator;
 mod outcome;
 pub mod request_id;
@@ -29,8 +31,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Response;
 use tower::Layer;
-use tower::util::{MapResponse, MapResponseLayer};
+use tower::util::{Either, MapResponse, MapResponseLayer, option_layer};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::Cors;
 use tower_http::trace::TraceLayer;
 
 use gate::Gated;
@@ -38,15 +41,21 @@ use metrics::CountAnswersLayer;
 use request_id::{RequestIdLayer, RequestIds};
 use sold_out::SoldOutGate;
 
-/// What the server runs: the application behind the sold-out shortcut, with every failed
+/// What the server runs: the application behind the sold-out shortcut, behind CORS when
+/// origins are configured (so sold-out answers carry its headers too), with every failed
 /// request logged once on its way out ([`error::log_failure`]), all of it inside the
 /// request's id ([`request_id`]).
-pub fn service(state: AppState) -> RequestIds<MapResponse<Gated<Router, SoldOutGate>, LogFailure>> {
+pub fn service(state: AppState) -> RequestIds<MapResponse<Edge, LogFailure>> {
+    let cors = cors::layer(&state.settings.http.cors_origins);
     let gated = Gated::new(app(state.clone()), SoldOutGate::new(state.clone()));
-    let logged = MapResponseLayer::new(error::log_failure as LogFailure).layer(gated);
+    let edge = option_layer(cors).layer(gated);
+    let logged = MapResponseLayer::new(error::log_failure as LogFailure).layer(edge);
     let log = &state.settings.log;
     RequestIdLayer::new(log.request_ids, log.access).layer(logged)
 }
+
+/// The application behind the sold-out shortcut, with or without CORS.
+pub type Edge = Either<Cors<Gated<Router, SoldOutGate>>, Gated<Router, SoldOutGate>>;
 
 /// The function [`service`] passes every response through.
 pub type LogFailure = fn(Response) -> Response;
@@ -65,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(operator::router())
         .merge(health::router())
+        .merge(openapi::router())
         .merge(dashboard::router());
     let router = if metered {
         router.merge(metrics::router())

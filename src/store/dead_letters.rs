@@ -55,7 +55,7 @@ impl Serialize for DeadLetterId {
 }
 
 /// An order that is neither a row nor pending: it waits for an operator.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: DeadLetterId,
     pub sale_id: SaleId,
