@@ -287,7 +287,10 @@ fn the_docker_compose_file_is_valid() {
         "deploy/grafana/provisioning/datasources/prometheus.yml",
         "deploy/grafana/provisioning/dashboards/flashgate.yml",
     ] {
-        assert!(Path::new(ROOT).join(mounted).is_file(), "{mounted} is missing");
+        assert!(
+            Path::new(ROOT).join(mounted).is_file(),
+            "{mounted} is missing"
+        );
     }
 }
 
