@@ -1,251 +1,436 @@
-//! Buyer identity: HS256 JSON Web Tokens, verified in constant time. The site's login
-//! service mints them; the gateway only verifies (and `flashgate token` mints test ones).
+//! A buyer's bearer token, whichever way it was signed: the token is split once, its
+//! header read once, and the header's `alg` picks the check. HS256 with the common header
+//! is recognised by comparing strings, so the purchase path's usual token costs no header
+//! decoding; RS256 and ES256 are checked with the key the header's `kid` names in the
+//! configured JWKS. Then the claims: `exp`, `nbf`, `iss`, `aud` and the `sub`, mapped to
+//! the buyer id.
+//!
+//! An algorithm is never taken from the key alone or the key from the algorithm alone:
+//! HS256 tokens are only ever checked with the HS256 secret, and a JWKS key only with the
+//! algorithm of its kind (RSA: RS256, P-256: ES256). So a token "signed" with HMAC under a
+//! published public key, or with `alg: none`, is refused.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
+use super::claims::{ClaimRules, Text};
+use super::hs256::{JwtKeys, STANDARD_HEADER};
+use super::jwks::{Jwks, SigningAlg};
 use crate::domain::UserId;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why a bearer token is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
     #[error("token is not three base64url segments")]
     Malformed,
-    #[error("token algorithm is not HS256")]
+    #[error("token algorithm is not one this gateway accepts")]
     Algorithm,
+    #[error("token names no key of the configured JWKS")]
+    UnknownKey,
     #[error("token signature does not verify")]
     Signature,
     #[error("token claims are invalid")]
     Claims,
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token was issued by another issuer")]
+    Issuer,
+    #[error("token is meant for another audience")]
+    Audience,
+    #[error("token subject is empty or too long")]
+    Subject,
 }
 
+/// Claims this long or shorter are decoded on the stack.
+const STACK_CLAIMS: usize = 512;
+
+/// The fields of a JOSE header the gateway reads.
 #[derive(Deserialize)]
 struct Header<'a> {
     #[serde(borrow)]
     alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Text<'a>>,
+    /// Extensions the signer says must be understood: none are, so their presence refuses.
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Claims<'a> {
-    #[serde(borrow)]
-    sub: Cow<'a, str>,
-    exp: i64,
+/// A token split into its segments.
+struct Segments<'t> {
+    /// `header.payload`, what the signature covers.
+    signing_input: &'t str,
+    header: &'t str,
+    payload: &'t str,
+    signature: &'t str,
 }
 
-/// The header every HS256 token minted by common libraries carries,
-/// `{"alg":"HS256","typ":"JWT"}`, base64url: recognised without decoding it.
-const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
-/// Bytes of an HMAC-SHA256 signature.
-const SIGNATURE_LEN: usize = 32;
-/// Claims this long or shorter are decoded on the stack.
-const STACK_CLAIMS: usize = 384;
-
-/// Verifies (and mints) HS256 tokens with one secret.
-#[derive(Clone)]
-pub struct JwtKeys {
-    mac: HmacSha256,
-}
-
-impl std::fmt::Debug for JwtKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JwtKeys(..)")
-    }
-}
-
-impl JwtKeys {
-    /// Keys for `secret`.
-    pub fn new(secret: &[u8]) -> Self {
-        Self {
-            mac: HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length"),
-        }
-    }
-
-    /// The buyer named by a valid, unexpired token.
-    pub fn verify(&self, token: &str, now_unix: i64) -> Result<UserId, JwtError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+impl<'t> Segments<'t> {
+    fn split(token: &'t str) -> Result<Self, JwtError> {
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
+        let (header, payload) = signing_input.split_once('.').ok_or(JwtError::Malformed)?;
+        if payload.contains('.') {
             return Err(JwtError::Malformed);
-        };
-        let mut tag = [0u8; SIGNATURE_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(signature, &mut tag) {
-            Ok(SIGNATURE_LEN) => {}
-            _ => return Err(JwtError::Malformed),
         }
-        let mut mac = self.mac.clone();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&tag).map_err(|_| JwtError::Signature)?;
-        if header != STANDARD_HEADER {
-            let bytes = decode_segment(header)?;
-            let header: Header = serde_json::from_slice(&bytes).map_err(|_| JwtError::Claims)?;
-            if header.alg != "HS256" {
-                return Err(JwtError::Algorithm);
-            }
-        }
-        let mut stack = [0u8; STACK_CLAIMS];
-        let heap;
-        let claims = match URL_SAFE_NO_PAD.decode_slice(payload, &mut stack) {
-            Ok(len) => &stack[..len],
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                heap = decode_segment(payload)?;
-                &heap[..]
-            }
-            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(JwtError::Malformed),
-        };
-        let claims: Claims = serde_json::from_slice(claims).map_err(|_| JwtError::Claims)?;
-        if claims.exp <= now_unix {
-            return Err(JwtError::Expired);
-        }
-        UserId::parse(&claims.sub).map_err(|_| JwtError::Claims)
-    }
-
-    /// A token for `user` expiring at `exp` (unix seconds).
-    pub fn mint(&self, user: &UserId, exp: i64) -> String {
-        let header = STANDARD_HEADER;
-        let claims = Claims {
-            sub: Cow::Borrowed(user.as_str()),
-            exp,
-        };
-        let payload =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"));
-        let mut mac = self.mac.clone();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{header}.{payload}.{signature}")
+        Ok(Self {
+            signing_input,
+            header,
+            payload,
+            signature,
+        })
     }
 }
 
-fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwtError::Malformed)
+/// Verifies buyers' tokens: HS256 with a shared secret and/or RS256/ES256 with a JWKS, under
+/// the configured claim rules.
+#[derive(Debug, Clone)]
+pub struct BuyerAuth {
+    hs256: Option<JwtKeys>,
+    jwks: Option<Arc<Jwks>>,
+    rules: ClaimRules,
+}
+
+impl BuyerAuth {
+    /// A verifier accepting HS256 tokens under `hs256` (if any) and RS256/ES256 tokens
+    /// under the keys of `jwks` (if any).
+    pub fn new(hs256: Option<JwtKeys>, jwks: Option<Arc<Jwks>>, rules: ClaimRules) -> Self {
+        Self { hs256, jwks, rules }
+    }
+
+    /// A verifier of HS256 tokens under `secret` alone, checking `exp` without leeway.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(Some(JwtKeys::new(secret)), None, ClaimRules::default())
+    }
+
+    /// The JWKS this verifier reads, if any (to refresh it).
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// The buyer named by a valid token, checked with the keys at hand: a `kid` not in the
+    /// JWKS is [`JwtError::UnknownKey`] (see [`Self::verify_refreshing`]).
+    pub fn verify(&self, token: &str, now_unix: i64) -> Result<UserId, JwtError> {
+        let token = Segments::split(token)?;
+        if token.header == STANDARD_HEADER {
+            self.check_hs256(&token)?;
+        } else {
+            self.check_signature(&token)?;
+        }
+        self.rules.buyer(&decode_claims(token.payload)?, now_unix)
+    }
+
+    /// As [`Self::verify`], but a `kid` the JWKS does not have triggers a refresh of the
+    /// JWKS (at most one per `auth.jwks_min_refresh_s`, shared by every request waiting for
+    /// it) before the token is refused: a key the login service has just started using
+    /// works from its first token.
+    pub async fn verify_refreshing(&self, token: &str, now_unix: i64) -> Result<UserId, JwtError> {
+        match (self.verify(token, now_unix), &self.jwks) {
+            (Err(JwtError::UnknownKey), Some(jwks)) => {
+                jwks.refresh_early(now_unix).await;
+                self.verify(token, now_unix)
+            }
+            (verdict, _) => verdict,
+        }
+    }
+
+    fn check_hs256(&self, token: &Segments) -> Result<(), JwtError> {
+        let keys = self.hs256.as_ref().ok_or(JwtError::Algorithm)?;
+        keys.check(token.signing_input, token.signature)
+    }
+
+    /// Reads the header and checks the signature with the algorithm it names.
+    fn check_signature(&self, token: &Segments) -> Result<(), JwtError> {
+        let header = URL_SAFE_NO_PAD
+            .decode(token.header)
+            .map_err(|_| JwtError::Malformed)?;
+        let header: Header = serde_json::from_slice(&header).map_err(|_| JwtError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(JwtError::Algorithm);
+        }
+        if header.alg == "HS256" {
+            return self.check_hs256(token);
+        }
+        let alg = SigningAlg::named(&header.alg).ok_or(JwtError::Algorithm)?;
+        let jwks = self.jwks.as_ref().ok_or(JwtError::Algorithm)?;
+        let kid = header.kid.ok_or(JwtError::UnknownKey)?;
+        let key = jwks.key(kid.as_str()).ok_or(JwtError::UnknownKey)?;
+        key.check(alg, token.signing_input, token.signature)
+    }
+}
+
+/// The payload's JSON, on the stack when short.
+fn decode_claims(payload: &str) -> Result<ClaimsBytes, JwtError> {
+    let mut stack = [0u8; STACK_CLAIMS];
+    match URL_SAFE_NO_PAD.decode_slice(payload, &mut stack) {
+        Ok(len) => Ok(ClaimsBytes::Stack(stack, len)),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => URL_SAFE_NO_PAD
+            .decode(payload)
+            .map(ClaimsBytes::Heap)
+            .map_err(|_| JwtError::Malformed),
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(JwtError::Malformed),
+    }
+}
+
+/// Decoded claims: short ones in a stack buffer.
+enum ClaimsBytes {
+    Stack([u8; STACK_CLAIMS], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for ClaimsBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ClaimsBytes::Stack(bytes, len) => &bytes[..*len],
+            ClaimsBytes::Heap(bytes) => bytes,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::auth::test_keys::{EC_A, RSA_A, RSA_A_PUBLIC, RSA_B, SigningKey, key_set};
 
     const NOW: i64 = 1_800_000_000;
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    fn keys() -> JwtKeys {
-        JwtKeys::new(b"0123456789abcdef0123456789abcdef")
+    fn rsa_a() -> SigningKey {
+        SigningKey::rsa("rsa-a", RSA_A)
     }
 
-    fn alice() -> UserId {
-        UserId::parse("alice").unwrap()
+    fn ec_a() -> SigningKey {
+        SigningKey::ec("ec-a", EC_A)
+    }
+
+    /// Accepts HS256 under `SECRET` and the JWKS of `rsa-a` and `ec-a`.
+    fn auth() -> BuyerAuth {
+        let jwks = Jwks::fixed(key_set(&[&rsa_a(), &ec_a()]));
+        let rules = ClaimRules {
+            issuer: Some("https://login.shop.example/".into()),
+            audience: Some("flashgate".into()),
+            leeway_s: 30,
+        };
+        BuyerAuth::new(Some(JwtKeys::new(SECRET)), Some(Arc::new(jwks)), rules)
+    }
+
+    fn claims(sub: &str) -> serde_json::Value {
+        json!({
+            "sub": sub,
+            "exp": NOW + 60,
+            "iss": "https://login.shop.example/",
+            "aud": ["account", "flashgate"],
+        })
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    /// Signs `header.payload` (both JSON) with HMAC under `secret`, however unusual.
+    fn hs_signed(secret: &[u8], header: &str, payload: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        format!("{input}.{}", JwtKeys::new(secret).sign(&input))
     }
 
     #[test]
-    fn minted_token_verifies_to_its_user() {
-        let token = keys().mint(&alice(), NOW + 60);
-        assert_eq!(keys().verify(&token, NOW), Ok(alice()));
+    fn rs256_and_es256_tokens_from_the_jwks_name_their_buyer() {
+        for key in [rsa_a(), ec_a()] {
+            let token = key.sign(&claims("alice"));
+            assert_eq!(auth().verify(&token, NOW), Ok(user("alice")), "{}", key.kid);
+        }
     }
 
     #[test]
-    fn expired_token_is_refused() {
-        let token = keys().mint(&alice(), NOW);
-        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Expired));
+    fn an_hs256_token_with_the_common_header_takes_the_fast_path_and_verifies() {
+        let token = hs_signed(
+            SECRET,
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &claims("alice").to_string(),
+        );
+        assert!(token.starts_with(STANDARD_HEADER));
+        assert_eq!(auth().verify(&token, NOW), Ok(user("alice")));
+        let other_header = hs_signed(
+            SECRET,
+            r#"{"typ":"JWT","alg":"HS256"}"#,
+            &claims("bob").to_string(),
+        );
+        assert_eq!(auth().verify(&other_header, NOW), Ok(user("bob")));
     }
 
     #[test]
-    fn token_signed_with_another_secret_is_refused() {
-        let token = JwtKeys::new(b"another secret, another site....").mint(&alice(), NOW + 60);
-        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Signature));
+    fn minted_tokens_verify_and_expire_without_leeway_under_the_hs256_only_verifier() {
+        let keys = JwtKeys::new(SECRET);
+        let hs = BuyerAuth::hs256(SECRET);
+        assert_eq!(
+            hs.verify(&keys.mint(&user("alice"), NOW + 1), NOW),
+            Ok(user("alice"))
+        );
+        assert_eq!(
+            hs.verify(&keys.mint(&user("alice"), NOW), NOW),
+            Err(JwtError::Expired)
+        );
     }
 
     #[test]
-    fn every_single_character_change_is_refused() {
-        let token = keys().mint(&alice(), NOW + 60);
-        for i in 0..token.len() {
-            let mut bytes = token.clone().into_bytes();
-            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let forged = String::from_utf8(bytes).unwrap();
-            if forged != token {
-                assert!(
-                    keys().verify(&forged, NOW).is_err(),
-                    "accepted change at {i}"
+    fn each_claim_rule_is_enforced_for_jwks_tokens() {
+        let key = rsa_a();
+        let with = |field: &str, value: serde_json::Value| {
+            let mut claims = claims("alice");
+            claims[field] = value;
+            key.sign(&claims)
+        };
+        let cases = [
+            (with("exp", json!(NOW - 31)), JwtError::Expired),
+            (with("nbf", json!(NOW + 31)), JwtError::NotYetValid),
+            (
+                with("iss", json!("https://evil.example/")),
+                JwtError::Issuer,
+            ),
+            (with("aud", json!("another-api")), JwtError::Audience),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(auth().verify(&token, NOW), Err(expected));
+        }
+    }
+
+    #[test]
+    fn a_kid_not_in_the_jwks_is_an_unknown_key_and_so_is_no_kid() {
+        let stranger = SigningKey::rsa("rsa-b", RSA_B);
+        assert_eq!(
+            auth().verify(&stranger.sign(&claims("alice")), NOW),
+            Err(JwtError::UnknownKey)
+        );
+        let no_kid = rsa_a().sign_as(None, &claims("alice"));
+        assert_eq!(auth().verify(&no_kid, NOW), Err(JwtError::UnknownKey));
+    }
+
+    #[test]
+    fn a_known_kid_on_a_token_signed_by_another_key_is_refused() {
+        let impostor = SigningKey::rsa("rsa-b", RSA_B);
+        let token = impostor.sign_as(Some("rsa-a"), &claims("alice"));
+        assert_eq!(auth().verify(&token, NOW), Err(JwtError::Signature));
+    }
+
+    #[test]
+    fn an_rsa_key_never_verifies_an_hs256_token_made_with_the_public_key_as_secret() {
+        let header = r#"{"alg":"HS256","typ":"JWT","kid":"rsa-a"}"#;
+        let token = hs_signed(
+            RSA_A_PUBLIC.as_bytes(),
+            header,
+            &claims("alice").to_string(),
+        );
+        assert_eq!(auth().verify(&token, NOW), Err(JwtError::Signature));
+        let jwks_only = BuyerAuth::new(
+            None,
+            Some(Arc::new(Jwks::fixed(key_set(&[&rsa_a()])))),
+            ClaimRules::default(),
+        );
+        assert_eq!(jwks_only.verify(&token, NOW), Err(JwtError::Algorithm));
+        let standard = hs_signed(
+            RSA_A_PUBLIC.as_bytes(),
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &claims("alice").to_string(),
+        );
+        assert_eq!(jwks_only.verify(&standard, NOW), Err(JwtError::Algorithm));
+    }
+
+    #[test]
+    fn a_key_verifies_only_the_algorithm_of_its_kind() {
+        // An ES256 header naming the RSA key, and the reverse.
+        let ec_signed_naming_rsa = ec_a().sign_as(Some("rsa-a"), &claims("alice"));
+        assert_eq!(
+            auth().verify(&ec_signed_naming_rsa, NOW),
+            Err(JwtError::Algorithm)
+        );
+        let rsa_signed_naming_ec = rsa_a().sign_as(Some("ec-a"), &claims("alice"));
+        assert_eq!(
+            auth().verify(&rsa_signed_naming_ec, NOW),
+            Err(JwtError::Algorithm)
+        );
+    }
+
+    #[test]
+    fn alg_none_and_unsupported_algorithms_are_refused() {
+        let payload = URL_SAFE_NO_PAD.encode(claims("alice").to_string());
+        for alg in ["none", "None", "HS512", "RS512", "PS256", "EdDSA"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"rsa-a"}}"#));
+            for signature in ["", "c2lnbmF0dXJl"] {
+                let token = format!("{header}.{payload}.{signature}");
+                assert_eq!(
+                    auth().verify(&token, NOW),
+                    Err(JwtError::Algorithm),
+                    "{alg}"
                 );
             }
         }
     }
 
-    /// Signs `header.payload` (both JSON) with `keys`, however unusual they are.
-    fn signed(keys: &JwtKeys, header: &str, payload: &str) -> String {
-        let header = URL_SAFE_NO_PAD.encode(header);
-        let payload = URL_SAFE_NO_PAD.encode(payload);
-        let mut mac = keys.mac.clone();
-        mac.update(format!("{header}.{payload}").as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{header}.{payload}.{signature}")
+    #[test]
+    fn a_header_with_critical_extensions_is_refused() {
+        let header = r#"{"alg":"HS256","crit":["exp"],"exp":1}"#;
+        let token = hs_signed(SECRET, header, &claims("alice").to_string());
+        assert_eq!(auth().verify(&token, NOW), Err(JwtError::Algorithm));
     }
 
     #[test]
-    fn the_standard_header_constant_is_what_it_says() {
-        let decoded = URL_SAFE_NO_PAD.decode(STANDARD_HEADER).unwrap();
-        assert_eq!(decoded, br#"{"alg":"HS256","typ":"JWT"}"#);
+    fn providers_subjects_map_to_one_buyer_each() {
+        let auth0 = rsa_a().sign(&claims("auth0|5f1e9a7c3b2d4e0012345678"));
+        let email = ec_a().sign(&claims("alice@example.com"));
+        let a = auth().verify(&auth0, NOW).unwrap();
+        let b = auth().verify(&email, NOW).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(b.as_str(), "h_42YGfwOEr8NJIkuRZh-JJoo3Og2qFytYOKOqqjG2XY");
     }
 
     #[test]
-    fn any_hs256_header_is_accepted_not_only_the_standard_one() {
-        for header in [r#"{"typ":"JWT","alg":"HS256"}"#, r#"{"alg":"HS256"}"#] {
-            let token = signed(&keys(), header, r#"{"sub":"alice","exp":9999999999}"#);
-            assert_eq!(keys().verify(&token, NOW), Ok(alice()), "{header}");
+    fn every_single_character_change_is_refused() {
+        for token in [
+            JwtKeys::new(SECRET).mint(&user("alice"), 9_999_999_999),
+            ec_a().sign(&claims("alice")),
+        ] {
+            for i in 0..token.len() {
+                let mut bytes = token.clone().into_bytes();
+                bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+                let forged = String::from_utf8(bytes).unwrap();
+                if forged != token {
+                    assert!(
+                        auth().verify(&forged, NOW).is_err(),
+                        "accepted change at {i}"
+                    );
+                }
+            }
         }
     }
 
     #[test]
-    fn a_signed_header_naming_another_algorithm_is_refused() {
-        let token = signed(
-            &keys(),
-            r#"{"alg":"HS512","typ":"JWT"}"#,
-            r#"{"sub":"alice","exp":9999999999}"#,
-        );
-        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Algorithm));
+    fn tokens_that_are_not_three_segments_are_malformed() {
+        for token in ["", "a", "a.b", "a.b.c.d", "..", "!!.??.**"] {
+            assert!(auth().verify(token, NOW).is_err(), "{token}");
+        }
+        assert_eq!(auth().verify("a.b.c.d", NOW), Err(JwtError::Malformed));
     }
 
     #[test]
-    fn long_claims_and_escaped_subjects_verify() {
-        let roles = "r".repeat(2 * STACK_CLAIMS);
-        let long = format!(r#"{{"sub":"alice","exp":9999999999,"roles":"{roles}"}}"#);
-        let token = signed(&keys(), r#"{"alg":"HS256","typ":"JWT"}"#, &long);
-        assert_eq!(keys().verify(&token, NOW), Ok(alice()));
-        let escaped = signed(
-            &keys(),
-            r#"{"alg":"HS256","typ":"JWT"}"#,
-            r#"{"sub":"\u0061lice","exp":9999999999}"#,
-        );
-        assert_eq!(keys().verify(&escaped, NOW), Ok(alice()));
-    }
-
-    #[test]
-    fn a_signature_of_the_wrong_length_is_malformed() {
-        let token = keys().mint(&alice(), NOW + 60);
-        let short = &token[..token.len() - 4];
-        assert_eq!(keys().verify(short, NOW), Err(JwtError::Malformed));
-        assert_eq!(
-            keys().verify(&format!("{token}AAAA"), NOW),
-            Err(JwtError::Malformed)
-        );
-    }
-
-    #[test]
-    fn alg_none_is_refused() {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","exp":9999999999}"#);
-        assert!(keys().verify(&format!("{header}.{payload}."), NOW).is_err());
+    fn long_claims_verify_from_the_heap() {
+        let mut long = claims("alice");
+        long["roles"] = json!("r".repeat(2 * STACK_CLAIMS));
+        assert_eq!(auth().verify(&rsa_a().sign(&long), NOW), Ok(user("alice")));
+        let hs = hs_signed(SECRET, r#"{"alg":"HS256","typ":"JWT"}"#, &long.to_string());
+        assert_eq!(auth().verify(&hs, NOW), Ok(user("alice")));
     }
 }

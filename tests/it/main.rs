@@ -18,6 +18,7 @@ mod dead_letters;
 mod edge;
 mod embedded;
 mod hostile;
+mod identity;
 mod live_ops;
 mod loans;
 mod operator;
