@@ -123,7 +123,7 @@ impl BuyerAuth {
         } else {
             self.check_signature(&token)?;
         }
-        self.rules.buyer(&decode_claims(token.payload)?, now_unix)
+        with_claims(token.payload, |claims| self.rules.buyer(claims, now_unix))
     }
 
     /// As [`Self::verify`], but a `kid` the JWKS does not have triggers a refresh of the
@@ -165,33 +165,21 @@ impl BuyerAuth {
     }
 }
 
-/// The payload's JSON, on the stack when short.
-fn decode_claims(payload: &str) -> Result<ClaimsBytes, JwtError> {
+/// `check` of the payload's JSON, decoded on the stack when short.
+fn with_claims<T>(
+    payload: &str,
+    check: impl FnOnce(&[u8]) -> Result<T, JwtError>,
+) -> Result<T, JwtError> {
     let mut stack = [0u8; STACK_CLAIMS];
     match URL_SAFE_NO_PAD.decode_slice(payload, &mut stack) {
-        Ok(len) => Ok(ClaimsBytes::Stack(stack, len)),
-        Err(base64::DecodeSliceError::OutputSliceTooSmall) => URL_SAFE_NO_PAD
-            .decode(payload)
-            .map(ClaimsBytes::Heap)
-            .map_err(|_| JwtError::Malformed),
-        Err(base64::DecodeSliceError::DecodeError(_)) => Err(JwtError::Malformed),
-    }
-}
-
-/// Decoded claims: short ones in a stack buffer.
-enum ClaimsBytes {
-    Stack([u8; STACK_CLAIMS], usize),
-    Heap(Vec<u8>),
-}
-
-impl std::ops::Deref for ClaimsBytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            ClaimsBytes::Stack(bytes, len) => &bytes[..*len],
-            ClaimsBytes::Heap(bytes) => bytes,
+        Ok(len) => check(&stack[..len]),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            let heap = URL_SAFE_NO_PAD
+                .decode(payload)
+                .map_err(|_| JwtError::Malformed)?;
+            check(&heap)
         }
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(JwtError::Malformed),
     }
 }
 
@@ -200,17 +188,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::test_keys::{EC_A, RSA_A, RSA_A_PUBLIC, RSA_B, SigningKey, key_set};
+    use crate::auth::test_keys::{SigningKey, fixture, key_set};
 
     const NOW: i64 = 1_800_000_000;
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn rsa_a() -> SigningKey {
-        SigningKey::rsa("rsa-a", RSA_A)
+        SigningKey::rsa("rsa-a", "rsa-a.pem")
     }
 
     fn ec_a() -> SigningKey {
-        SigningKey::ec("ec-a", EC_A)
+        SigningKey::ec("ec-a", "ec-a.pem")
     }
 
     /// Accepts HS256 under `SECRET` and the JWKS of `rsa-a` and `ec-a`.
@@ -310,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_kid_not_in_the_jwks_is_an_unknown_key_and_so_is_no_kid() {
-        let stranger = SigningKey::rsa("rsa-b", RSA_B);
+        let stranger = SigningKey::rsa("rsa-b", "rsa-b.pem");
         assert_eq!(
             auth().verify(&stranger.sign(&claims("alice")), NOW),
             Err(JwtError::UnknownKey)
@@ -321,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_known_kid_on_a_token_signed_by_another_key_is_refused() {
-        let impostor = SigningKey::rsa("rsa-b", RSA_B);
+        let impostor = SigningKey::rsa("rsa-b", "rsa-b.pem");
         let token = impostor.sign_as(Some("rsa-a"), &claims("alice"));
         assert_eq!(auth().verify(&token, NOW), Err(JwtError::Signature));
     }
@@ -330,7 +318,7 @@ mod tests {
     fn an_rsa_key_never_verifies_an_hs256_token_made_with_the_public_key_as_secret() {
         let header = r#"{"alg":"HS256","typ":"JWT","kid":"rsa-a"}"#;
         let token = hs_signed(
-            RSA_A_PUBLIC.as_bytes(),
+            &fixture("rsa-a.pub.pem"),
             header,
             &claims("alice").to_string(),
         );
@@ -342,7 +330,7 @@ mod tests {
         );
         assert_eq!(jwks_only.verify(&token, NOW), Err(JwtError::Algorithm));
         let standard = hs_signed(
-            RSA_A_PUBLIC.as_bytes(),
+            &fixture("rsa-a.pub.pem"),
             r#"{"alg":"HS256","typ":"JWT"}"#,
             &claims("alice").to_string(),
         );

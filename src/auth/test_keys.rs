@@ -7,10 +7,11 @@ use serde_json::Value;
 
 use super::jwks::KeySet;
 
-pub const RSA_A: &str = include_str!("../../tests/fixtures/jwt/rsa-a.pem");
-pub const RSA_A_PUBLIC: &str = include_str!("../../tests/fixtures/jwt/rsa-a.pub.pem");
-pub const RSA_B: &str = include_str!("../../tests/fixtures/jwt/rsa-b.pem");
-pub const EC_A: &str = include_str!("../../tests/fixtures/jwt/ec-a.pem");
+/// The fixture key file `name` (read at run time: the build itself reads no test file).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
+    std::fs::read(format!("{dir}{name}")).unwrap()
+}
 
 /// A private key of the login service, with its `kid`.
 pub struct SigningKey {
@@ -20,8 +21,9 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    pub fn rsa(kid: &'static str, pem: &str) -> Self {
-        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+    /// The RSA key of fixture file `name`.
+    pub fn rsa(kid: &'static str, name: &str) -> Self {
+        let key = EncodingKey::from_rsa_pem(&fixture(name)).unwrap();
         Self {
             kid,
             alg: Algorithm::RS256,
@@ -29,8 +31,9 @@ impl SigningKey {
         }
     }
 
-    pub fn ec(kid: &'static str, pem: &str) -> Self {
-        let key = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    /// The P-256 key of fixture file `name`.
+    pub fn ec(kid: &'static str, name: &str) -> Self {
+        let key = EncodingKey::from_ec_pem(&fixture(name)).unwrap();
         Self {
             kid,
             alg: Algorithm::ES256,

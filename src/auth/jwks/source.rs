@@ -30,17 +30,17 @@ pub enum JwksError {
     Url { url: String },
     #[error("cannot fetch the JWKS from {url}")]
     Fetch {
-        url: Uri,
+        url: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<hyper_util::client::legacy::Error>,
     },
     #[error("the JWKS at {url} did not answer within {FETCH_TIMEOUT:?}")]
-    Timeout { url: Uri },
+    Timeout { url: String },
     #[error("the JWKS at {url} answered {status}")]
-    Status { url: Uri, status: StatusCode },
+    Status { url: String, status: StatusCode },
     #[error("cannot read the JWKS answer from {url}")]
     Body {
-        url: Uri,
+        url: String,
         #[source]
         source: axum::Error,
     },
@@ -108,23 +108,27 @@ async fn fetch(client: &Client<HttpConnector, Body>, url: &Uri) -> Result<Vec<u8
         .expect("a GET of a parsed URI is a valid request");
     let response = tokio::time::timeout(FETCH_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| JwksError::Timeout { url: url.clone() })?
+        .map_err(|_| JwksError::Timeout {
+            url: url.to_string(),
+        })?
         .map_err(|source| JwksError::Fetch {
-            url: url.clone(),
-            source,
+            url: url.to_string(),
+            source: Box::new(source),
         })?;
     if response.status() != StatusCode::OK {
         return Err(JwksError::Status {
-            url: url.clone(),
+            url: url.to_string(),
             status: response.status(),
         });
     }
     let body = axum::body::to_bytes(Body::new(response.into_body()), MAX_JWKS_BYTES);
     let bytes = tokio::time::timeout(FETCH_TIMEOUT, body)
         .await
-        .map_err(|_| JwksError::Timeout { url: url.clone() })?
+        .map_err(|_| JwksError::Timeout {
+            url: url.to_string(),
+        })?
         .map_err(|source| JwksError::Body {
-            url: url.clone(),
+            url: url.to_string(),
             source,
         })?;
     Ok(bytes.to_vec())
