@@ -12,8 +12,9 @@
 //!
 //! Usage: `cargo run --release --example reshard_under_load -- BASE SALE TOKEN_FILE
 //! ADMIN_TOKEN SECONDS CONNECTIONS PLAN`. Prints the buckets around each reshard, then one
-//! line per reshard `reshard to=.. took_ms=.. state=.. before=.. lowest=.. dip_ms=..` and a
-//! line `answers s202=.. other=..`.
+//! line per reshard `reshard to=.. took_ms=.. state=.. before=.. lowest=.. dip_ms=..`, a
+//! line `answers s202=.. other=..`, the whole run as `timeline bucket_ms=100 r0,r1,...`
+//! (req/s per bucket) and one `reshard_window to=.. start_s=.. end_s=..` per reshard.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -188,6 +189,19 @@ fn report(steps: &[Step], counts: &Counts) {
     }
     for b in &counts.accepted {
         total += b.load(Relaxed);
+    }
+    let timeline: Vec<String> = per_sec.iter().map(|r| format!("{r:.0}")).collect();
+    println!("timeline bucket_ms={} {}", BUCKET.as_millis(), timeline.join(","));
+    for step in steps {
+        if let (Some(started), Some(took)) = (step.started, step.took) {
+            let end = started + took;
+            println!(
+                "reshard_window to={} start_s={:.1} end_s={:.1}",
+                step.shards,
+                started.as_secs_f64(),
+                end.as_secs_f64()
+            );
+        }
     }
     println!("answers s202={total} other={}", counts.other.load(Relaxed));
 }

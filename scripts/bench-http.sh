@@ -20,6 +20,9 @@
 # equals the 202 answers and counts Redis commands per accepted purchase (INFO commandstats),
 # then names the script of every top-level EVALSHA during a short MONITOR sample of purchases.
 #
+# COMPARE_ENV="NAME=value ...": also run (f), the in-stock purchase on a third gateway with
+# those settings on top of (b)'s, in every round right after (b), and report (f)/(a) and
+# (b)/(f) (e.g. COMPARE_ENV="FLASHGATE_METRICS__ENABLED=false" for the cost of metrics).
 # Usage: scripts/bench-http.sh
 # Environment: WRK_THREADS (2), WRK_CONNS (64), WRK_DURATION (10s), ROUNDS (3),
 # BENCH_TOKENS (1000000:
@@ -165,7 +168,18 @@ start_gateway guarded "$GUARDED_PREFIX" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN
     FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000
 G2PORT=$REPLY
 
-for port in "$GPORT" "$G2PORT"; do
+# (f), when COMPARE_ENV is set: the (b) gateway once more with those settings on top (e.g.
+# observability off), its own key prefix, so the same buyers buy again there.
+ports=("$GPORT" "$G2PORT")
+if [[ -n ${COMPARE_ENV:-} ]]; then
+    # shellcheck disable=SC2086 # COMPARE_ENV is a list of NAME=value words
+    start_gateway compare compare FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
+        FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
+        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 $COMPARE_ENV
+    G3PORT=$REPLY
+    ports+=("$G3PORT")
+fi
+for port in "${ports[@]}"; do
     put_live_sale "$port" "$LIVE_SALE" 10000000 64
     put_live_sale "$port" "$SOLD_OUT_SALE" 1 1
 done
@@ -200,6 +214,8 @@ sold=$(sed 's/"shards":\[[^]]*\]//' "$tmp/body.json" | grep -o '"sold":[0-9]*' |
 [[ -n $sold ]] || die "no sold count in $(cat "$tmp/body.json")"
 accepted=$(wrk_answers b 202)
 ((accepted > 0)) || die "(b) got no 202 answer; statuses: $(wrk_status b)"
+[[ -z ${COMPARE_ENV:-} ]] ||
+    run_wrk f "http://127.0.0.1:$G3PORT/api/v1/sales/$LIVE_SALE/purchase" "${lua[@]}"
 run_wrk c "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase" "${lua[@]}"
 run_wrk d "http://127.0.0.1:$G2PORT/api/v1/sales/$LIVE_SALE/purchase" \
     benches/wrk/purchase.lua "$tmp/tokens-$LIVE_SALE.txt" "$WRK_THREADS"
@@ -208,6 +224,8 @@ run_wrk e "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
 for ((round = 2; round <= ROUNDS; round++)); do
     run_wrk "a$round" "http://127.0.0.1:$HPORT/api/v1/sales/$LIVE_SALE/purchase" "${lua[@]}"
     run_wrk "b$round" "http://127.0.0.1:$GPORT/api/v1/sales/$LIVE_SALE/purchase" \
+        benches/wrk/purchase.lua "$tmp/tokens-r$round.txt" "$WRK_THREADS"
+    [[ -z ${COMPARE_ENV:-} ]] || run_wrk "f$round" "http://127.0.0.1:$G3PORT/api/v1/sales/$LIVE_SALE/purchase" \
         benches/wrk/purchase.lua "$tmp/tokens-r$round.txt" "$WRK_THREADS"
     run_wrk "c$round" "http://127.0.0.1:$GPORT/api/v1/sales/$SOLD_OUT_SALE/purchase" "${lua[@]}"
     run_wrk "e$round" "http://127.0.0.1:$G2PORT/api/v1/sales/$SOLD_OUT_SALE/purchase" \
@@ -261,8 +279,29 @@ median() {
     done
     echo "$(tr ' ' '\n' <<<"$ratios" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }') of rounds: $ratios"
 }
+# Figures as JSON and charts (SVG) next to the raw outputs, for docs/BENCHMARKS.md.
+{
+    printf '{"title": "Throughput per path (wrk -t%s -c%s, round 1)", "unit": "req/s",\n' "$WRK_THREADS" "$WRK_CONNS"
+    printf ' "labels": ["(a) hello (HTTP ceiling)", "(b) purchase, in stock", "(c) purchase, sold out", "(d) guarded, in stock", "(e) guarded, sold out", "redis EVALSHA purchase.lua"],\n'
+    printf ' "series": [{"name": "req/s", "values": [%s, %s, %s, %s, %s, %s]}]}\n' \
+        "$(wrk_rps a)" "$(wrk_rps b)" "$(wrk_rps c)" "$(wrk_rps d)" "$(wrk_rps e)" "${redis_eval%% *}"
+} >"$OUT/throughput.json"
+{
+    printf '{"title": "Latency per path (wrk, round 1)", "unit": "ms",\n'
+    printf ' "labels": ["(a) hello", "(b) in stock", "(c) sold out", "(d) guarded, in stock", "(e) guarded, sold out"],\n'
+    printf ' "series": [{"name": "p50", "values": [%s, %s, %s, %s, %s]}, {"name": "p99", "values": [%s, %s, %s, %s, %s]}]}\n' \
+        "$(wrk_pct a 50%)" "$(wrk_pct b 50%)" "$(wrk_pct c 50%)" "$(wrk_pct d 50%)" "$(wrk_pct e 50%)" \
+        "$(wrk_pct a 99%)" "$(wrk_pct b 99%)" "$(wrk_pct c 99%)" "$(wrk_pct d 99%)" "$(wrk_pct e 99%)"
+} >"$OUT/latency.json"
+python3 scripts/lib/chart.py bars "$OUT/throughput.json" "$OUT/throughput.svg"
+python3 scripts/lib/chart.py bars "$OUT/latency.json" "$OUT/latency.svg"
+echo "charts: $OUT/throughput.svg, $OUT/latency.svg (figures in the .json beside them)"
 echo "(b)/(a) in stock vs hello: median $(median b a)"
 echo "(c)/(a) sold out vs hello: median $(median c a)"
+if [[ -n ${COMPARE_ENV:-} ]]; then
+    echo "(f) = (b) with $COMPARE_ENV: (f)/(a) median $(median f a)"
+    echo "(b)/(f): median $(median b f)"
+fi
 echo "guards on vs off: in stock (d)/(b) $(ratio d b); sold out (e)/(c) median $(median e c)"
 for name in b c d e $(for ((r = 2; r <= ROUNDS; r++)); do echo "b$r"; done); do
     echo "($name) statuses: $(wrk_status "$name")"

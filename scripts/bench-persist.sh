@@ -222,6 +222,15 @@ sql "$LAG_DB" -At -F ' ' -c "
     FROM orders WHERE sale_id = '$LAG_SALE' GROUP BY created_at_ms / 1000 ORDER BY 1" \
     >"$OUT/lag-per-second.txt"
 worst_second=$(sort -k3,3n "$OUT/lag-per-second.txt" | tail -n 1)
+# Persistence lag over the run as a chart (p99 of the orders accepted in each second).
+python3 - "$OUT/lag-per-second.txt" "$OUT/lag.json" <<'PY'
+import json, sys
+rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+json.dump({"title": "Persistence lag p99 per second of acceptance (ms)", "x_unit": "seconds",
+           "y_unit": "ms", "series": [{"name": "p99 lag", "points": [[int(r[0]), float(r[2])] for r in rows]}]},
+          open(sys.argv[2], "w"))
+PY
+python3 scripts/lib/chart.py lines "$OUT/lag.json" "$OUT/lag.svg"
 
 # Report.
 [[ ! -t 2 ]] || printf '\r\033[K' >&2
@@ -290,5 +299,5 @@ rows_ok="MISMATCH: $((lag_rows - accepted)) rows more than 202 answers (e.g. a p
 echo "    rows $lag_rows, 202 answers $accepted, sale sold $sold: $rows_ok; pending 0 after ${drain_secs}s"
 echo "    lag persisted_at - created_at: p50 $lag_p50 ms, p99 $lag_p99 ms, p99.9 $lag_p999 ms," \
     "max $lag_max ms, mean $lag_avg ms   (target p99 < 1000: $(verdict "$lag_p99" "<" 1000))"
-echo "    worst second (offset, rows, p99 ms): $worst_second; per second in $OUT/lag-per-second.txt"
+echo "    worst second (offset, rows, p99 ms): $worst_second; per second in $OUT/lag-per-second.txt, chart $OUT/lag.svg"
 echo "gateway log: $(grep -c -E ' (WARN|ERROR) ' "$tmp/gateway.log" || true) warnings/errors"

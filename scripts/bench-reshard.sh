@@ -69,5 +69,23 @@ target/release/examples/reshard_under_load "http://127.0.0.1:$GPORT" "$SALE" "$t
 other=$(sed -n 's/^answers s202=[0-9]* other=\([0-9]*\)$/\1/p' "$OUT/run.txt")
 echo "machine: $(nproc) cores, $(uname -r); $(date -u +%F); connections=$CONNECTIONS plan=$PLAN"
 grep -E '^(reshard|answers)' "$OUT/run.txt"
+# The run as a chart: accepted purchases per second over time, the reshards marked.
+python3 - "$OUT/run.txt" "$OUT/timeline.json" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+bucket, rates = re.search(r"^timeline bucket_ms=(\d+) (\S+)$", text, re.M).groups()
+step = int(bucket) / 1000
+points = [[round(i * step, 1), float(r)] for i, r in enumerate(rates.split(","))]
+markers = []
+for to, start, end in re.findall(r"^reshard_window to=(\d+) start_s=(\S+) end_s=(\S+)$", text, re.M):
+    markers.append({"x": float(start), "label": f"reshard to {to}"})
+    markers.append({"x": float(end), "label": "done"})
+json.dump({"title": "Accepted purchases per second during live reshards (100-ms buckets)",
+           "x_unit": "seconds", "y_unit": "req/s",
+           "series": [{"name": "202 answers/s", "points": points}], "markers": markers},
+          open(sys.argv[2], "w"))
+PY
+python3 scripts/lib/chart.py lines "$OUT/timeline.json" "$OUT/timeline.svg"
+echo "chart: $OUT/timeline.svg"
 [[ $other == 0 ]] || die "$other answers were not 202 (see $OUT/run.txt)"
 echo "every answer was 202: PASS"

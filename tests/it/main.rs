@@ -14,6 +14,7 @@ mod cli_sale;
 mod cluster;
 mod container;
 mod crash;
+mod dashboard;
 mod dead_letters;
 mod edge;
 mod embedded;

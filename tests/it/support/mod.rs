@@ -3,6 +3,7 @@
 //! shared storm scenarios ([`scenarios`]).
 
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod postgres;
 pub mod process;
