@@ -191,7 +191,11 @@ fn report(steps: &[Step], counts: &Counts) {
         total += b.load(Relaxed);
     }
     let timeline: Vec<String> = per_sec.iter().map(|r| format!("{r:.0}")).collect();
-    println!("timeline bucket_ms={} {}", BUCKET.as_millis(), timeline.join(","));
+    println!(
+        "timeline bucket_ms={} {}",
+        BUCKET.as_millis(),
+        timeline.join(",")
+    );
     for step in steps {
         if let (Some(started), Some(took)) = (step.started, step.took) {
             let end = started + took;
