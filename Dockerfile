@@ -37,5 +37,8 @@ USER flashgate
 # Inside a container the listener must accept connections from outside it.
 ENV FLASHGATE_HTTP__ADDR=0.0.0.0:8080
 EXPOSE 8080
+# Healthy once the gateway answers ready (Redis and the database reachable, writer not
+# stalled); the binary itself asks, so the slim image needs no curl.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 CMD ["flashgate", "healthcheck"]
 ENTRYPOINT ["flashgate"]
 CMD ["serve", "--config", "/etc/flashgate/flashgate.toml"]

@@ -19,6 +19,9 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+step "module dependencies run one way (scripts/module-graph.py)"
+python3 scripts/module-graph.py >/dev/null
+
 step "cargo test --all-targets"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -12,7 +12,9 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::db::DbTimeouts;
-use crate::domain::{Operator, SaleDefinition, SaleId, SaleSpec};
+use crate::domain::{Operator, Origin, SaleDefinition, SaleId, SaleSpec};
+use crate::logging::LogSettings;
+use crate::metrics::MetricsSettings;
 use crate::persist::queue::QueuePolicy;
 use crate::persist::writer::WriterSettings;
 use crate::stock::batch::MAX_BATCH;
@@ -31,9 +33,18 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub limits: LimitsSettings,
     pub tokens: TokenSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
+    /// This is a demo: the demo secrets shipped in `config/flashgate.toml` may be used
+    /// (`FLASHGATE_DEMO=true`). Without it the gateway refuses to start with them, so that a
+    /// deployment never runs with secrets anyone can read in the repository.
+    pub demo: bool,
 }
+
+/// The prefix of every secret in the shipped `config/flashgate.toml`.
+const DEMO_SECRET: &str = "demo-only-";
 
 /// The HTTP listener and request limits.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +73,9 @@ pub struct HttpSettings {
     /// Peers whose `X-Forwarded-For` names the client (load balancers, reverse proxies).
     #[serde(deserialize_with = "ips_list_or_csv")]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Origins of browser frontends allowed to call the API cross-origin (CORS); empty: none.
+    #[serde(deserialize_with = "origins_list_or_csv")]
+    pub cors_origins: Vec<Origin>,
 }
 
 /// Most connections `http.max_connections` may allow (the cap counts them in a `u32`).
@@ -109,6 +123,7 @@ impl Default for HttpSettings {
             max_header_bytes: 16 * 1024,
             body_read_timeout_ms: 1000,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -542,6 +557,13 @@ fn ips_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Er
         .collect()
 }
 
+fn origins_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Origin>, D::Error> {
+    list_or_csv(d)?
+        .iter()
+        .map(|s| Origin::parse(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -571,6 +593,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Whether any secret is one of the demo secrets shipped in the repository.
+    fn uses_demo_secrets(&self) -> bool {
+        let demo = |secret: &str| secret.starts_with(DEMO_SECRET);
+        demo(&self.auth.jwt_secret)
+            || demo(&self.admin.token)
+            || self.admin.tokens.values().any(|t| demo(t))
+            || demo(&self.tokens.secret)
+    }
+
     /// Checks everything that types alone cannot, reporting every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -583,6 +614,11 @@ impl Settings {
             );
         }
         problems.extend(self.admin.problems());
+        if !self.demo && self.uses_demo_secrets() {
+            problems.push(format!(
+                "the config uses the demo secrets ({DEMO_SECRET}...) shipped in the repository: set your own auth.jwt_secret and admin token(s), or FLASHGATE_DEMO=true for a demo"
+            ));
+        }
         if self.http.body_limit_bytes < 64 {
             problems.push("http.body_limit_bytes must be at least 64".to_owned());
         }
@@ -799,12 +835,45 @@ mod tests {
         let defaults = Settings::default();
         let sections = |s: &Settings| {
             format!(
-                "{:?} {:?} {:?} {:?} {:?} {:?}",
-                s.http, s.database, s.stock, s.queue, s.limits, s.tokens
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                s.http, s.database, s.stock, s.queue, s.limits, s.tokens, s.metrics, s.log
             )
         };
         assert_eq!(sections(&shipped), sections(&defaults));
-        assert!(shipped.validate().is_ok());
+        // Its secrets are the demo's: refused unless it is a demo.
+        assert!(shipped.validate().is_err());
+        let demo = Settings {
+            demo: true,
+            ..shipped
+        };
+        assert!(demo.validate().is_ok());
+    }
+
+    #[test]
+    fn cors_origins_parse_from_a_list_or_a_comma_separated_string_and_bad_ones_are_refused() {
+        let list = r#"
+            [http]
+            cors_origins = ["https://shop.example", "http://localhost:3000"]
+        "#;
+        let csv = r#"
+            [http]
+            cors_origins = "https://shop.example, http://localhost:3000"
+        "#;
+        for toml in [list, csv] {
+            let s: Settings = Figment::from(Toml::string(toml)).extract().unwrap();
+            let expected = ["https://shop.example", "http://localhost:3000"]
+                .map(|o| Origin::parse(o).unwrap());
+            assert_eq!(s.http.cors_origins, expected);
+        }
+        let bad = r#"
+            [http]
+            cors_origins = ["https://shop.example/checkout"]
+        "#;
+        assert!(
+            Figment::from(Toml::string(bad))
+                .extract::<Settings>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod db;
 mod domain;
 mod http;
 mod limits;
+mod logging;
+mod metrics;
 mod orders;
 mod persist;
 mod purchase;
@@ -38,18 +40,22 @@ pub mod testing {
     }
     pub mod config {
         pub use crate::config::{LimitSettings, QueueSettings, Settings};
+        pub use crate::logging::{LogFormat, LogSettings};
+        pub use crate::metrics::MetricsSettings;
     }
     pub mod db {
         pub use crate::db::{DbError, OrderDb};
     }
     pub mod domain {
+        pub use crate::domain::Origin;
         pub use crate::domain::{
             EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleDefinition, SaleId, SaleSpec,
             ShardRange, UserId,
         };
     }
     pub mod http {
-        pub use crate::http::{ApiError, AppState};
+        pub use crate::http::error::ProblemKind;
+        pub use crate::http::{ApiError, AppState, app, openapi};
     }
     pub mod limits {
         pub use crate::limits::SharedSaleLimit;

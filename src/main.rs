@@ -1,11 +1,10 @@
-//! The `flashgate` binary: parse the command line, set up logging, run.
+//! The `flashgate` binary: parse the command line, run.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use flashgate::Cli;
-use tracing_subscriber::EnvFilter;
 
 // mimalloc: the gateway allocates and frees many small, short-lived buffers per request
 // across threads, where glibc's allocator spent about a fifth of the gateway's CPU.
@@ -14,12 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logging starts once the configuration is read: `log.format` chooses its shape.
     match flashgate::run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -27,6 +27,7 @@ use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::limits::RateLimits;
 use crate::limits::SharedSaleLimit;
+use crate::metrics::{CallTimer, Metrics, PersistMetrics};
 use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::persist::writer::{FlushRequests, Flusher, Writer};
@@ -63,6 +64,10 @@ pub enum StartupError {
     #[error("server failed")]
     Serve(#[source] std::io::Error),
 }
+
+/// How often the histograms' recent samples are folded into their buckets, keeping their
+/// memory bounded between scrapes.
+const METRICS_UPKEEP_MS: u64 = 5000;
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
@@ -101,7 +106,9 @@ impl Application {
         )
         .await
         .map_err(StartupError::Redis)?;
+        let metrics = Arc::new(Metrics::new(&settings.metrics));
         let stock = StockEngine::new(redis.clone())
+            .with_call_timer(CallTimer::new(&metrics, "purchase"))
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
             OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
@@ -120,7 +127,8 @@ impl Application {
         let answer_within = Duration::from_millis(settings.http.request_timeout_ms * 3 / 4);
         let sales =
             SaleRegistry::new(redis.clone(), stock.clone()).answer_changes_within(answer_within);
-        let persister = Persister::new(store, redis.clone(), clock.clone());
+        let persister = Persister::new(store, redis.clone(), clock.clone())
+            .with_metrics(PersistMetrics::new(&metrics));
         let purchases = Purchases {
             sales: sales.clone(),
             stock: stock.clone(),
@@ -151,6 +159,7 @@ impl Application {
                 trusted_proxies: settings.http.trusted_proxies.clone(),
             }),
             rate_limits,
+            metrics,
             settings: Arc::new(settings),
         });
         apply_configured_sales(&state).await?;
@@ -237,6 +246,13 @@ impl Application {
             workers.spawn_every(every_s.saturating_mul(1000), move || {
                 let (jwks, now) = (jwks.clone(), clock.now().unix_timestamp());
                 async move { jwks.refresh_if_older_than(interval_s, now).await }
+            });
+        }
+        if self.state.metrics.is_enabled() {
+            let metrics = self.state.metrics.clone();
+            workers.spawn_every(METRICS_UPKEEP_MS, move || {
+                let metrics = metrics.clone();
+                async move { metrics.run_upkeep() }
             });
         }
         let hangups = tokio::spawn(apply_on_hangup(

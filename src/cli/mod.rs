@@ -4,7 +4,7 @@
 mod admin_client;
 mod sale;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::db::{DbError, OrderDb};
 use crate::domain::{Operator, SaleId};
+use crate::logging::{self, LogSettings};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
 use crate::sales::SaleRegistry;
@@ -77,6 +78,13 @@ pub enum Command {
     /// topup, reshard. The token comes from --admin-token, FLASHGATE_ADMIN_TOKEN, or the
     /// admin.token of --config.
     Sale(sale::SaleArgs),
+    /// Exit 0 when the gateway answers ready (`GET /health/ready`), non-zero otherwise: the
+    /// container image's HEALTHCHECK.
+    Healthcheck {
+        /// The gateway; default: this host, on the port of FLASHGATE_HTTP__ADDR (else 8080).
+        #[arg(long)]
+        gateway: Option<String>,
+    },
 }
 
 /// Why a command failed.
@@ -120,7 +128,7 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve { config } => {
-            let settings = Settings::load(config.as_deref())?;
+            let settings = load(config.as_deref())?;
             Application::build(settings)
                 .await?
                 .reloading_from(config)
@@ -128,7 +136,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .await?;
         }
         Command::Token { user, ttl, config } => {
-            let settings = Settings::load(config.as_deref())?;
+            let settings = load(config.as_deref())?;
             if settings.auth.jwt_secret.is_empty() {
                 return Err(CliError::NoHs256Secret);
             }
@@ -138,20 +146,46 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", keys.mint_subject(&user, exp));
         }
         Command::Apply { config } => {
-            let settings = Settings::load(Some(&config))?;
+            let settings = load(Some(&config))?;
             apply(&settings).await?;
         }
         Command::Reconcile { sale, config } => {
-            let settings = Settings::load(config.as_deref())?;
+            let settings = load(config.as_deref())?;
             let sale = sale
                 .map(|s| SaleId::parse(&s))
                 .transpose()
                 .map_err(CliError::Id)?;
             reconcile(&settings, sale).await?;
         }
-        Command::Sale(args) => sale::run(args).await?,
+        Command::Sale(args) => {
+            logging::init(&LogSettings::default());
+            sale::run(args).await?
+        }
+        Command::Healthcheck { gateway } => {
+            let gateway = gateway.unwrap_or_else(local_gateway);
+            admin_client::AdminClient::new(&gateway, String::new())?
+                .get("/health/ready")
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// This host's gateway, on the port `FLASHGATE_HTTP__ADDR` names (the container sets it), or
+/// the default 8080.
+fn local_gateway() -> String {
+    let port = std::env::var("FLASHGATE_HTTP__ADDR")
+        .ok()
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .map_or(8080, |addr| addr.port());
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The settings of `file` and the environment, with logging started as they say.
+fn load(file: Option<&Path>) -> Result<Settings, CliError> {
+    let settings = Settings::load(file)?;
+    logging::init(&settings.log);
+    Ok(settings)
 }
 
 /// Applies the declared sales, printing one JSON report per sale.

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::operator::Operator;
 
 /// What an operator did to a sale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditAction {
     /// `PUT` stored a sale that did not exist.
@@ -49,10 +49,12 @@ impl AuditAction {
 
 /// One operator action: when, by whom, what, and the part of the sale it touched before and
 /// after. An action that changed nothing has `before == after`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// The operator's name.
+    #[schema(value_type = String)]
     pub actor: Operator,
     pub action: AuditAction,
     pub before: Value,

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod operation;
 pub mod operator;
 pub mod order;
+pub mod origin;
 pub mod rejection;
 pub mod sale;
 
@@ -19,5 +20,6 @@ pub use layout::{Layout, ShardRange};
 pub use operation::{Change, Operation};
 pub use operator::Operator;
 pub use order::{NewOrder, OrderRecord, OrderStatus};
+pub use origin::Origin;
 pub use rejection::{Rejection, RejectionStats};
 pub use sale::{Sale, SaleDefinition, SaleSpec, SaleState, Window};

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{OrderId, Quantity, UserId};
 
 /// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Accepted and durably recorded in Redis; not yet a database row.

@@ -24,7 +24,7 @@ pub const MAX_PER_USER_LIMIT: u32 = 1000;
 pub const MAX_POW_DIFFICULTY: u8 = 32;
 
 /// A sale definition as operators write it (admin API body or a `[[sales]]` config table).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaleDefinition {
     /// Display name.
@@ -195,7 +195,7 @@ pub enum Window {
 }
 
 /// The state a buyer sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleState {
     Upcoming,

@@ -6,6 +6,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::buyer::SaleView;
 use super::error::ApiError;
@@ -32,7 +33,20 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/dead-letters/{id}/retry", post(retry_dead_letter))
 }
 
-async fn put_sale(
+/// Creates or replaces a sale (a live sale cannot be replaced).
+#[utoipa::path(
+    put,
+    path = "/admin/v1/sales/{sale_id}",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    request_body = SaleDefinition,
+    responses(
+        (status = 201, description = "Created", body = SaleView),
+        (status = 200, description = "Replaced, or unchanged", body = SaleView),
+    ),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn put_sale(
     State(state): State<AppState>,
     Admin(actor): Admin,
     SalePath(id): SalePath,
@@ -76,28 +90,40 @@ fn put_error(e: PutSaleError) -> ApiError {
 }
 
 /// `POST /admin/v1/sales/{id}/reshard`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Reshard {
+pub(super) struct Reshard {
+    /// The number of shards to sell from.
     shards: u32,
 }
 
 /// `POST /admin/v1/sales/{id}/stock`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StockChange {
+pub(super) struct StockChange {
+    /// Units to add (negative: to remove), spread over the shards.
     add: i64,
 }
 
 /// The answer to an operator's change: the sale as it is now, and where the change stands.
-#[derive(Debug, Serialize)]
-struct Changed {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Changed {
     #[serde(flatten)]
     sale: SaleView,
     change: ChangeReport,
 }
 
-async fn reshard_sale(
+/// Moves the sale to a new number of shards while it sells; no unit is lost or duplicated.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{sale_id}/reshard",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    request_body = Reshard,
+    responses((status = 200, description = "The sale, and where the reshard stands", body = Changed)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn reshard_sale(
     State(state): State<AppState>,
     Admin(actor): Admin,
     SalePath(id): SalePath,
@@ -112,7 +138,17 @@ async fn reshard_sale(
     changed(&state, &id, report).await
 }
 
-async fn change_stock(
+/// Tops up (or takes back) stock, spread over the shards.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{sale_id}/stock",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    request_body = StockChange,
+    responses((status = 200, description = "The sale, and where the change stands", body = Changed)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn change_stock(
     State(state): State<AppState>,
     Admin(actor): Admin,
     SalePath(id): SalePath,
@@ -155,7 +191,16 @@ fn change_error(e: ChangeError) -> ApiError {
 
 /// `DELETE /admin/v1/sales/{id}`: once the sale has ended and every order it accepted is a
 /// database row, its Redis keys go (the orders stay in the database).
-async fn delete_sale(
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/sales/{sale_id}",
+    summary = "Deletes an ended sale whose orders are all in the database",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 204, description = "Deleted: its Redis keys are gone, its orders stay")),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn delete_sale(
     State(state): State<AppState>,
     Admin(actor): Admin,
     SalePath(id): SalePath,
@@ -177,7 +222,16 @@ async fn delete_sale(
 
 /// The sale's figures; a sale whose stored record cannot be read answers 200 with
 /// `{sale_id, state: "unreadable", error}` instead, so an operator sees which and why.
-async fn sale_status(
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{sale_id}",
+    summary = "A sale's figures per shard, its counters and its audit trail",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "Figures per shard, counters and the audit trail", body = SaleReport)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn sale_status(
     State(state): State<AppState>,
     _: Admin,
     SalePath(id): SalePath,
@@ -186,7 +240,16 @@ async fn sale_status(
     report.map(Json).ok_or(ApiError::NotFound("no such sale"))
 }
 
-async fn reconcile_sale(
+/// Checks Redis against the database for the sale.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{sale_id}/reconcile",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The ledger and its findings", body = Reconciliation)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn reconcile_sale(
     State(state): State<AppState>,
     _: Admin,
     SalePath(id): SalePath,
@@ -201,12 +264,20 @@ async fn reconcile_sale(
 }
 
 /// `GET /admin/v1/dead-letters`.
-#[derive(Debug, Serialize)]
-struct DeadLetters {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeadLetters {
     dead_letters: Vec<DeadLetter>,
 }
 
-async fn list_dead_letters(
+/// Orders the database refused repeatedly, waiting for an operator.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/dead-letters",
+    tag = "operator",
+    responses((status = 200, description = "Every dead letter", body = DeadLetters)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn list_dead_letters(
     State(state): State<AppState>,
     _: Admin,
 ) -> Result<Json<DeadLetters>, ApiError> {
@@ -215,14 +286,23 @@ async fn list_dead_letters(
 }
 
 /// A dead letter that is now a row.
-#[derive(Debug, Serialize)]
-struct Retried {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Retried {
     id: DeadLetterId,
     order_id: OrderId,
     status: &'static str,
 }
 
-async fn retry_dead_letter(
+/// Writes the dead letter's order to the database again.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/dead-letters/{id}/retry",
+    tag = "operator",
+    params(("id" = DeadLetterId, Path, description = "The dead letter")),
+    responses((status = 200, description = "The order is now a row", body = Retried)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn retry_dead_letter(
     State(state): State<AppState>,
     _: Admin,
     Path(raw): Path<String>,
@@ -239,7 +319,16 @@ async fn retry_dead_letter(
 }
 
 /// Drops the dead letter: an operator's decision that the order will never be a row.
-async fn drop_dead_letter(
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/dead-letters/{id}",
+    summary = "Drops a dead letter: its order will never be a row",
+    tag = "operator",
+    params(("id" = DeadLetterId, Path, description = "The dead letter")),
+    responses((status = 204, description = "Dropped (or it had become a row meanwhile)")),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn drop_dead_letter(
     State(state): State<AppState>,
     _: Admin,
     Path(raw): Path<String>,

@@ -8,19 +8,26 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{AdmittedBuyer, ApiJson, Buyer, IdemKey, OrderPath, SalePath};
 use super::gate::IpLimit;
 use super::gate::{GateLayer, IpGate};
 use super::in_flight::{InFlight, InFlightLayer};
+use super::outcome::AnswerOutcome;
 use super::state::AppState;
 use super::tokens;
 use crate::domain::{OrderId, Quantity, SaleId, SaleState};
 use crate::domain::{OrderRecord, OrderStatus};
 use crate::orders;
-use crate::purchase::{Answer, Attempt, Refusal};
+use crate::purchase::{Accepted, Answer, Attempt, Purchased, Refusal};
 use crate::stock::SaleRuntime;
+use crate::store::StoreError;
+
+/// The purchase route's template (also the `route` label of its answers in
+/// `flashgate_http_requests_total`, those of the sold-out shortcut included).
+pub(crate) const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/purchase";
 
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the buyer's JWT, rate limit and in-flight slots before
@@ -42,13 +49,13 @@ pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppSta
         .route("/api/v1/sales/{sale_id}", get(get_sale))
         .route("/api/v1/sales/{sale_id}/challenge", challenge_route)
         .route("/api/v1/sales/{sale_id}/tokens", token_route)
-        .route("/api/v1/sales/{sale_id}/purchase", purchase_route)
+        .route(PURCHASE_ROUTE, purchase_route)
         .route("/api/v1/sales/{sale_id}/orders/mine", get(my_orders))
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
 
 /// A sale as buyers see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SaleView {
     sale_id: SaleId,
     name: String,
@@ -87,7 +94,15 @@ impl SaleView {
     }
 }
 
-async fn get_sale(
+/// A sale: its window, state and stock, and the server's clock.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sales/{sale_id}",
+    tag = "buyer",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The sale", body = SaleView)),
+)]
+pub(super) async fn get_sale(
     State(state): State<AppState>,
     SalePath(id): SalePath,
 ) -> Result<Json<SaleView>, ApiError> {
@@ -100,16 +115,20 @@ async fn get_sale(
 }
 
 /// The purchase body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseBody {
+    /// Units to buy: 1..=`max_per_order`.
+    #[schema(minimum = 1)]
     quantity: u32,
+    /// The token `POST .../tokens` issued (required unless the gateway runs without
+    /// purchase tokens).
     #[serde(default)]
     purchase_token: Option<String>,
 }
 
 /// The answer to an accepted purchase.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AcceptedView {
     order_id: OrderId,
     sale_id: SaleId,
@@ -119,7 +138,23 @@ pub struct AcceptedView {
 
 /// Extracts the attempt (the buyer's JWT, rate limit and in-flight slot come first, before
 /// the body), runs the purchase chain, and maps its answer.
-async fn purchase(
+#[utoipa::path(
+    post,
+    path = "/api/v1/sales/{sale_id}/purchase",
+    tag = "buyer",
+    summary = "Buy units: 202 once stock is taken and the order durably recorded",
+    description = "A retry with the same Idempotency-Key and body returns the same order and \
+        takes no more stock, whatever happened since.",
+    params(
+        ("sale_id" = SaleId, Path, description = "The sale"),
+        ("Idempotency-Key" = String, Header, description = "1..=64 visible ASCII characters, \
+            unique per purchase attempt; reuse it for retries"),
+    ),
+    request_body = PurchaseBody,
+    responses((status = 202, description = "Accepted; the order is pending", body = AcceptedView)),
+    security(("buyer_jwt" = [])),
+)]
+pub(super) async fn purchase(
     State(state): State<AppState>,
     AdmittedBuyer(user, _slot): AdmittedBuyer,
     SalePath(sale): SalePath,
@@ -133,17 +168,39 @@ async fn purchase(
         quantity: body.quantity,
         token: body.purchase_token,
     };
-    match state.purchases.purchase(&attempt).await? {
-        Answer::Accepted(accepted) => {
-            let view = AcceptedView {
-                order_id: accepted.order_id,
-                sale_id: accepted.sale_id,
-                quantity: accepted.quantity,
-                status: accepted.status,
-            };
-            Ok((StatusCode::ACCEPTED, Json(view)))
-        }
-        Answer::Refused(refusal) => Err(refusal_error(refusal)),
+    let Purchased { sale, answer } = state.purchases.purchase(&attempt).await;
+    let (outcome, answer) = purchase_answer(answer);
+    if let Some(rt) = sale
+        && state.metrics.is_enabled()
+    {
+        outcome.count_in(&rt.answers);
+    }
+    answer
+}
+
+/// The HTTP answer to what the purchase chain decided, and what it counts as in
+/// `flashgate_purchases_total`.
+fn purchase_answer(
+    answer: Result<Answer, StoreError>,
+) -> (
+    AnswerOutcome,
+    Result<(StatusCode, Json<AcceptedView>), ApiError>,
+) {
+    let accepted = |a: Accepted| {
+        let view = AcceptedView {
+            order_id: a.order_id,
+            sale_id: a.sale_id,
+            quantity: a.quantity,
+            status: a.status,
+        };
+        Ok((StatusCode::ACCEPTED, Json(view)))
+    };
+    let refused = |error: ApiError| (AnswerOutcome::Refused(error.kind()), Err(error));
+    match answer {
+        Ok(Answer::Accepted(a)) => (AnswerOutcome::Accepted, accepted(a)),
+        Ok(Answer::Replayed(a)) => (AnswerOutcome::Replayed, accepted(a)),
+        Ok(Answer::Refused(refusal)) => refused(refusal_error(refusal)),
+        Err(error) => refused(ApiError::from(error)),
     }
 }
 
@@ -172,7 +229,7 @@ pub(super) fn refusal_error(refusal: Refusal) -> ApiError {
 }
 
 /// An order as its buyer sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderView {
     order_id: OrderId,
     sale_id: SaleId,
@@ -198,7 +255,16 @@ impl OrderView {
     }
 }
 
-async fn get_order(
+/// One of the buyer's orders.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{order_id}",
+    tag = "buyer",
+    params(("order_id" = OrderId, Path, description = "The order, as the purchase answered it")),
+    responses((status = 200, description = "The order", body = OrderView)),
+    security(("buyer_jwt" = [])),
+)]
+pub(super) async fn get_order(
     State(state): State<AppState>,
     Buyer(user): Buyer,
     OrderPath(order_id): OrderPath,
@@ -212,7 +278,7 @@ async fn get_order(
 }
 
 /// A buyer's orders in a sale.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MyOrders {
     orders: Vec<OrderView>,
 }
@@ -220,7 +286,16 @@ pub struct MyOrders {
 /// The buyer's orders in a sale, oldest first: how a buyer whose answer was lost finds their
 /// order without its id. The buyer's record on their home shard lists every order they were
 /// accepted; each is then looked up where it stands now (its stream, or the database).
-async fn my_orders(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sales/{sale_id}/orders/mine",
+    tag = "buyer",
+    summary = "The buyer's orders in the sale, oldest first",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The buyer's orders, oldest first", body = MyOrders)),
+    security(("buyer_jwt" = [])),
+)]
+pub(super) async fn my_orders(
     State(state): State<AppState>,
     Buyer(user): Buyer,
     SalePath(sale_id): SalePath,

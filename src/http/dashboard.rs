@@ -21,7 +21,15 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/admin/dashboard", get(page))
 }
 
-async fn page() -> impl IntoResponse {
+/// The operator dashboard: an HTML page that asks for the admin token.
+#[utoipa::path(
+    get,
+    path = "/admin/dashboard",
+    tag = "operator",
+    operation_id = "dashboard",
+    responses((status = 200, description = "The page", content_type = "text/html")),
+)]
+pub(super) async fn page() -> impl IntoResponse {
     (
         [
             (CONTENT_TYPE, "text/html; charset=utf-8"),

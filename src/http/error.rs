@@ -428,6 +428,12 @@ pub fn log_failure(mut response: Response) -> Response {
     response
 }
 
+/// The JSON of a problem answer, carried on its response beside the body so that the edge
+/// can add the request's id as `instance` without parsing the body again
+/// (`super::request_id`).
+#[derive(Debug, Clone)]
+pub struct ProblemJson(pub Bytes);
+
 /// The answer after sell-out, the refusal a flash sale sends most: its body is serialised
 /// once and shared by every response.
 fn sold_out_response() -> Response {
@@ -441,6 +447,7 @@ fn sold_out_response() -> Response {
         Bytes::from(serde_json::to_vec(&problem).expect("problems serialize"))
     });
     let mut response = Response::new(Body::from(BODY.clone()));
+    response.extensions_mut().insert(ProblemJson(BODY.clone()));
     *response.status_mut() = ProblemKind::SoldOut.status();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -481,9 +488,10 @@ impl Serialize for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self).expect("problems serialize");
+        let body = Bytes::from(serde_json::to_vec(&self).expect("problems serialize"));
         let status = self.kind.status();
-        let mut response = (status, body).into_response();
+        let mut response = (status, body.clone()).into_response();
+        response.extensions_mut().insert(ProblemJson(body));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

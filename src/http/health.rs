@@ -26,12 +26,26 @@ pub fn router() -> Router<AppState> {
         .route("/health/ready", get(ready))
 }
 
-async fn live() -> Json<Value> {
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "service",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)),
+)]
+pub(super) async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when every check passes; otherwise 503 with the reasons.
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "service",
+    summary = "Readiness: Redis and the database answer, the order writer is not stalled",
+    responses((status = 200, description = "Every check passed", body = Object)),
+)]
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let (redis, database) = tokio::join!(redis_reason(&state), database_reason(&state));
     let reasons: Vec<String> = [writer_reason(&state), redis, database]
         .into_iter()

@@ -3,14 +3,20 @@
 pub mod admin;
 pub mod buyer;
 pub mod client_ip;
+pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
 pub mod health;
 pub mod in_flight;
+pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod operator;
+mod outcome;
+pub mod request_id;
+mod scrape;
 pub mod server;
 pub mod sold_out;
 pub mod state;
@@ -25,19 +31,31 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Response;
 use tower::Layer;
-use tower::util::{MapResponse, MapResponseLayer};
+use tower::util::{Either, MapResponse, MapResponseLayer, option_layer};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::Cors;
 use tower_http::trace::TraceLayer;
 
 use gate::Gated;
+use metrics::CountAnswersLayer;
+use request_id::{RequestIdLayer, RequestIds};
 use sold_out::SoldOutGate;
 
-/// What the server runs: the application behind the sold-out shortcut, with every failed
-/// request logged once on its way out ([`error::log_failure`]).
-pub fn service(state: AppState) -> MapResponse<Gated<Router, SoldOutGate>, LogFailure> {
-    let gated = Gated::new(app(state.clone()), SoldOutGate(state));
-    MapResponseLayer::new(error::log_failure as LogFailure).layer(gated)
+/// What the server runs: the application behind the sold-out shortcut, behind CORS when
+/// origins are configured (so sold-out answers carry its headers too), with every failed
+/// request logged once on its way out ([`error::log_failure`]), all of it inside the
+/// request's id ([`request_id`]).
+pub fn service(state: AppState) -> RequestIds<MapResponse<Edge, LogFailure>> {
+    let cors = cors::layer(&state.settings.http.cors_origins);
+    let gated = Gated::new(app(state.clone()), SoldOutGate::new(state.clone()));
+    let edge = option_layer(cors).layer(gated);
+    let logged = MapResponseLayer::new(error::log_failure as LogFailure).layer(edge);
+    let log = &state.settings.log;
+    RequestIdLayer::new(log.request_ids, log.access).layer(logged)
 }
+
+/// The application behind the sold-out shortcut, with or without CORS.
+pub type Edge = Either<Cors<Gated<Router, SoldOutGate>>, Gated<Router, SoldOutGate>>;
 
 /// The function [`service`] passes every response through.
 pub type LogFailure = fn(Response) -> Response;
@@ -47,6 +65,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
     let timeout = Duration::from_millis(state.settings.http.request_timeout_ms);
     let trace = state.settings.http.trace_requests;
+    let metered = state.metrics.is_enabled();
     let router = Router::new()
         .merge(buyer::router(
             state.in_flight.clone(),
@@ -55,12 +74,25 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(operator::router())
         .merge(health::router())
-        .merge(dashboard::router())
+        .merge(openapi::router())
+        .merge(dashboard::router());
+    let router = if metered {
+        router.merge(metrics::router())
+    } else {
+        router
+    };
+    let router = router
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::RequestTimeoutLayer::new(timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response));
+    // Outside the timeout and the panic catcher, so that their answers are counted too.
+    let router = if metered {
+        router.layer(CountAnswersLayer::new(state.metrics.routes().clone()))
+    } else {
+        router
+    };
     // A span per request is worth its few per cent of throughput only when someone reads it.
     let router = if trace {
         router.layer(TraceLayer::new_for_http().on_failure(()))

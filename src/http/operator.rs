@@ -5,11 +5,13 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::buyer::SaleView;
 use super::error::ApiError;
 use super::extract::{Admin, SalePath};
 use super::state::AppState;
+use crate::domain::SaleId;
 use crate::sales::{SaleListing, Switch, SwitchError};
 
 /// Operator control routes.
@@ -22,17 +24,37 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /admin/v1/sales`.
-#[derive(Debug, Serialize)]
-struct SaleList {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SaleList {
     sales: Vec<SaleListing>,
 }
 
-async fn list_sales(State(state): State<AppState>, _: Admin) -> Result<Json<SaleList>, ApiError> {
+/// Every sale, sorted by id.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales",
+    tag = "operator",
+    responses((status = 200, description = "Every sale's summary", body = SaleList)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn list_sales(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<SaleList>, ApiError> {
     let sales = state.sales.list(state.clock.now()).await?;
     Ok(Json(SaleList { sales }))
 }
 
-async fn pause_sale(
+/// Pauses the sale (kill switch): buyers are answered 409 `sale-paused` within a second.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{sale_id}/pause",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The sale as served now", body = SaleView)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn pause_sale(
     State(state): State<AppState>,
     admin: Admin,
     sale: SalePath,
@@ -40,7 +62,16 @@ async fn pause_sale(
     switch(&state, admin, sale, Switch::Pause).await
 }
 
-async fn resume_sale(
+/// Makes a paused sale live again.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{sale_id}/resume",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The sale as served now", body = SaleView)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn resume_sale(
     State(state): State<AppState>,
     admin: Admin,
     sale: SalePath,
@@ -48,7 +79,16 @@ async fn resume_sale(
     switch(&state, admin, sale, Switch::Resume).await
 }
 
-async fn end_sale(
+/// Ends the sale now.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{sale_id}/end",
+    tag = "operator",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The sale as served now", body = SaleView)),
+    security(("admin_token" = [])),
+)]
+pub(super) async fn end_sale(
     State(state): State<AppState>,
     admin: Admin,
     sale: SalePath,

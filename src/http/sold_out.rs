@@ -13,24 +13,48 @@
 //! the body (quantity, purchase token), the Idempotency-Key and the per-buyer and per-sale
 //! rate limits; a malformed request for a sold-out sale is told "sold out".
 
+use std::sync::Arc;
+
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use super::buyer::refusal_error;
+use super::buyer::{PURCHASE_ROUTE, refusal_error};
 use super::extract::bearer;
 use super::gate::Gate;
+use super::outcome::AnswerOutcome;
 use super::state::AppState;
 use crate::domain::SaleId;
+use crate::metrics::routes::RouteTally;
 use crate::purchase::Refusal;
 
 /// The shortcut, as a gate in front of the router.
 #[derive(Clone)]
-pub struct SoldOutGate(pub AppState);
+pub struct SoldOutGate {
+    state: AppState,
+    /// Where its answers are counted in `flashgate_http_requests_total` (under the purchase
+    /// route, whose answers they are); `None` when metrics are off.
+    route: Option<Arc<RouteTally>>,
+}
+
+impl SoldOutGate {
+    /// The shortcut over `state`'s sales.
+    pub fn new(state: AppState) -> Self {
+        let route = state
+            .metrics
+            .is_enabled()
+            .then(|| state.metrics.routes().tally(PURCHASE_ROUTE));
+        Self { state, route }
+    }
+}
 
 impl Gate for SoldOutGate {
     fn answer(&self, req: &Request) -> Option<Response> {
-        early_answer(&self.0, req)
+        let response = early_answer(&self.state, req)?;
+        if let Some(route) = &self.route {
+            route.count(response.status().as_u16());
+        }
+        Some(response)
     }
 }
 
@@ -53,8 +77,11 @@ fn early_answer(state: &AppState, req: &Request) -> Option<Response> {
         Err(limited) => Refusal::RateLimited(limited),
         Ok(()) => settled,
     };
-    let refusal = state.purchases.counted(&rt, refusal);
-    Some(refusal_error(refusal).into_response())
+    let error = refusal_error(state.purchases.counted(&rt, refusal));
+    if state.metrics.is_enabled() {
+        AnswerOutcome::Refused(error.kind()).count_in(&rt.answers);
+    }
+    Some(error.into_response())
 }
 
 /// The sale id of a purchase path, `/api/v1/sales/{sale_id}/purchase`.

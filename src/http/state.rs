@@ -11,6 +11,7 @@ use crate::auth::BuyerAuth;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::limits::RateLimits;
+use crate::metrics::Metrics;
 use crate::persist::Persister;
 use crate::purchase::Purchases;
 use crate::sales::SaleRegistry;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub tokens: TokenSigner,
     /// The purchase use case: the chain every purchase answer comes from.
     pub purchases: Purchases,
+    /// The metrics registry and the tallies `/metrics` publishes.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A cheap handle on [`Shared`].

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, IssuingBuyer, SalePath};
@@ -21,24 +22,30 @@ use crate::store::tokens::{self as store, Issue, IssueCall};
 use crate::tokens::{Audience, CLOCK_SKEW_MARGIN_MS, InvalidToken, pow};
 
 /// A challenge as the buyer receives it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChallengeView {
+    /// The puzzle: find a decimal `nonce` such that `sha256(challenge + ":" + nonce)` has at
+    /// least `difficulty` leading zero bits (`docs/pow.js` does it in a browser).
     challenge: String,
+    /// Leading zero bits required; 0 accepts any nonce.
     difficulty: u8,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
 }
 
 /// The answer to a challenge.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The challenge, as received.
     challenge: String,
+    /// The solution: 1..=20 decimal digits.
+    #[schema(pattern = "^[0-9]{1,20}$", examples("4711"))]
     nonce: String,
 }
 
 /// A purchase token as the buyer receives it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenView {
     purchase_token: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -74,6 +81,15 @@ async fn live_sale(
 }
 
 /// `POST /api/v1/sales/{sale_id}/challenge`: a puzzle at the sale's difficulty.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sales/{sale_id}/challenge",
+    tag = "buyer",
+    summary = "A proof-of-work challenge, while the sale is live",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    responses((status = 200, description = "The challenge", body = ChallengeView)),
+    security(("buyer_jwt" = [])),
+)]
 pub async fn challenge(
     State(state): State<AppState>,
     IssuingBuyer(user): IssuingBuyer,
@@ -97,6 +113,16 @@ pub async fn challenge(
 }
 
 /// `POST /api/v1/sales/{sale_id}/tokens`: a purchase token for a solved challenge, once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sales/{sale_id}/tokens",
+    tag = "buyer",
+    summary = "Exchange a solved challenge for a single-use purchase token",
+    params(("sale_id" = SaleId, Path, description = "The sale")),
+    request_body = TokenRequest,
+    responses((status = 201, description = "The purchase token", body = TokenView)),
+    security(("buyer_jwt" = [])),
+)]
 pub async fn issue_token(
     State(state): State<AppState>,
     IssuingBuyer(user): IssuingBuyer,

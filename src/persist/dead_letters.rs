@@ -14,6 +14,7 @@ use super::Persister;
 use crate::db::DbError;
 use crate::domain::{OrderId, OrderRecord, OrderStatus, SaleId};
 use crate::sales::SaleRegistry;
+use crate::stock::SaleRuntime;
 use crate::store::StoreError;
 use crate::store::dead_letters as stored;
 pub use crate::store::dead_letters::{DeadLetter, DeadLetterId};
@@ -77,6 +78,18 @@ pub async fn list(
         }
     }
     Ok(letters)
+}
+
+/// How many dead letters the sale of `rt` holds over every shard it ever used, read on a
+/// connection of the bulk pool.
+pub async fn count(persister: &Persister, rt: &SaleRuntime) -> Result<u64, StoreError> {
+    let redis = persister.redis();
+    let mut conn = redis.bulk().await?;
+    let mut total = 0;
+    for shard in rt.layout.every_shard() {
+        total += stored::count_shard(&mut conn, redis.keys(), &rt.sale.id, shard).await?;
+    }
+    Ok(total)
 }
 
 /// Every dead letter of shard `shard` of `sale`, oldest first.

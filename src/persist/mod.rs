@@ -3,7 +3,8 @@
 //! were spilled, from the streams' pending lists by the recovery worker.
 //!
 //! Every path ends in [`Persister::persist`]: insert the rows (idempotent), *then* delete
-//! the orders' stream entries (`ack.lua`). An order is therefore always a row, or an entry
+//! the orders' stream entries (`ack.lua`); it also counts the rows and their lag from
+//! acceptance (`flashgate_orders_persisted_total`, `flashgate_persist_lag_seconds`). An order is therefore always a row, or an entry
 //! in its shard's stream, or both for a moment — never neither — unless the database keeps
 //! refusing it: then it moves, atomically, from its stream to its shard's dead letters
 //! ([`isolate`], [`dead_letters`]), where an operator retries or drops it.
@@ -23,6 +24,7 @@ use futures_util::future::try_join_all;
 use crate::clock::Clock;
 use crate::db::{DbError, OrderDb};
 use crate::domain::{NewOrder, SaleId};
+use crate::metrics::PersistMetrics;
 use crate::store::orders::{self, ShardAcks};
 use crate::store::{Redis, StoreError};
 use health::WriterHealth;
@@ -47,6 +49,7 @@ pub struct Persister {
     redis: Redis,
     clock: Clock,
     health: WriterHealth,
+    metrics: PersistMetrics,
 }
 
 impl Persister {
@@ -57,7 +60,14 @@ impl Persister {
             redis,
             clock,
             health: WriterHealth::default(),
+            metrics: PersistMetrics::default(),
         }
+    }
+
+    /// Counts rows and their persistence lag in `metrics`.
+    pub fn with_metrics(mut self, metrics: PersistMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The batch writer's progress (what readiness reads).
@@ -83,6 +93,11 @@ impl Persister {
             return Ok(0);
         }
         let inserted = self.db.insert(orders, self.clock.now_ms()).await?;
+        // The lag is an order's acceptance to its row's commit; a batch with rows that
+        // existed before (a re-sent order) has no such moment for those, so counts no lag.
+        let lags = (inserted == orders.len() as u64).then(|| orders.iter().map(|o| o.created_ms));
+        self.metrics
+            .committed(inserted, lags.into_iter().flatten(), self.clock.now_ms());
         let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(String, u32)>> = BTreeMap::new();
         for order in orders {
             let shard = (order.order_id.sale(), order.order_id.shard());

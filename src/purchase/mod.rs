@@ -74,7 +74,7 @@ impl Attempt {
     }
 }
 
-/// An accepted purchase (new, or the replay of an earlier one).
+/// An accepted purchase: a new order, or the earlier order a retry is answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub order_id: OrderId,
@@ -88,8 +88,19 @@ pub struct Accepted {
 /// [`Purchases::purchase`], business outcomes are these.
 #[derive(Debug)]
 pub enum Answer {
+    /// Stock taken for a new order.
     Accepted(Accepted),
+    /// A retry of an accepted purchase: its order, nothing taken.
+    Replayed(Accepted),
     Refused(Refusal),
+}
+
+/// A purchase's answer, with the sale it was for when that sale exists (whose counters the
+/// caller counts the answer in).
+#[derive(Debug)]
+pub struct Purchased {
+    pub sale: Option<Arc<SaleRuntime>>,
+    pub answer: Result<Answer, StoreError>,
 }
 
 /// How often one purchase follows a sale that changed under it (a reshard's new layout, a
@@ -134,20 +145,48 @@ impl Purchases {
     }
 
     /// Runs the whole chain for `attempt` (the module's header lists its steps).
-    pub async fn purchase(&self, attempt: &Attempt) -> Result<Answer, StoreError> {
-        let Some(mut rt) = self.sales.get(&attempt.sale).await? else {
-            return Ok(Answer::Refused(Refusal::NoSuchSale));
+    pub async fn purchase(&self, attempt: &Attempt) -> Purchased {
+        let rt = match self.sales.get(&attempt.sale).await {
+            Ok(Some(rt)) => rt,
+            Ok(None) => {
+                let answer = Ok(Answer::Refused(Refusal::NoSuchSale));
+                return Purchased { sale: None, answer };
+            }
+            Err(error) => {
+                return Purchased {
+                    sale: None,
+                    answer: Err(error),
+                };
+            }
         };
+        let answer = self.purchase_of(&rt, attempt).await;
+        Purchased {
+            sale: Some(rt),
+            answer,
+        }
+    }
+
+    /// The chain on sale `rt`, following the sale through as many changes under the
+    /// purchase as [`STALE_RETRIES`] allows.
+    async fn purchase_of(
+        &self,
+        rt: &Arc<SaleRuntime>,
+        attempt: &Attempt,
+    ) -> Result<Answer, StoreError> {
+        let mut fresh: Option<Arc<SaleRuntime>> = None;
         for _ in 0..STALE_RETRIES {
-            match self.purchase_on(&rt, attempt).await? {
+            match self
+                .purchase_on(fresh.as_ref().unwrap_or(rt), attempt)
+                .await?
+            {
                 Step::Answered(answer) => return Ok(answer),
                 Step::Stale => match self.sales.reload(&attempt.sale).await? {
-                    Some(fresh) => rt = fresh,
+                    Some(reloaded) => fresh = Some(reloaded),
                     None => return Ok(Answer::Refused(Refusal::NoSuchSale)),
                 },
             }
         }
-        Ok(self.refuse(&rt, Refusal::Contended))
+        Ok(self.refuse(fresh.as_ref().unwrap_or(rt), Refusal::Contended))
     }
 
     /// The chain on the sale as `rt` sees it; `Stale` if Redis says the sale changed since.
@@ -196,7 +235,7 @@ impl Purchases {
                 Answer::Accepted(accepted)
             }
             PurchaseOutcome::Replayed { order_id, quantity } => {
-                Answer::Accepted(self.replayed(order_id, quantity).await?)
+                Answer::Replayed(self.replayed(order_id, quantity).await?)
             }
             PurchaseOutcome::Refused(refused) => {
                 let limit = rt.sale.spec.per_user_limit();
@@ -284,7 +323,7 @@ impl Purchases {
         })?;
         Ok(Step::Answered(match lookup {
             ReplayLookup::Replayed { order_id, quantity } => {
-                Answer::Accepted(self.replayed(order_id, quantity).await?)
+                Answer::Replayed(self.replayed(order_id, quantity).await?)
             }
             ReplayLookup::Conflict => self.refuse(rt, Refusal::IdempotencyConflict),
             ReplayLookup::NotRecorded => self.refuse(rt, refusal),

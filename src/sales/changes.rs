@@ -52,7 +52,7 @@ pub enum ChangeError {
 }
 
 /// Where a change stands when its request is answered.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ChangeReport {
     /// The change's id (`None`: nothing to change).
     pub id: Option<String>,

@@ -9,7 +9,7 @@ use crate::domain::{SaleId, SaleState};
 use crate::store::StoreError;
 
 /// One sale's line in the list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SaleSummary {
     pub sale_id: SaleId,
     pub state: SaleState,
@@ -20,7 +20,7 @@ pub struct SaleSummary {
 }
 
 /// A sale's line: its summary, or (state `unreadable`) why its record cannot be read.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SaleListing {
     Readable(SaleSummary),

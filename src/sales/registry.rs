@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::domain::{RejectionStats, Sale, SaleId};
-use crate::stock::{RuntimeState, SaleRuntime, StockEngine};
+use crate::domain::{Sale, SaleId};
+use crate::stock::{RuntimeState, SaleCounts, SaleRuntime, StockEngine};
 use crate::store::sales::{self, StoredSale};
 use crate::store::shards::{self, ShardCounters};
 use crate::store::{Redis, StoreError};
@@ -24,7 +24,7 @@ pub struct SaleRegistry {
     pub(super) redis: Redis,
     engine: StockEngine,
     cache: Arc<RwLock<HashMap<SaleId, Arc<SaleRuntime>>>>,
-    stats: Arc<RwLock<HashMap<SaleId, Arc<RejectionStats>>>>,
+    counts: Arc<RwLock<HashMap<SaleId, SaleCounts>>>,
     /// How long an operator's request waits for its change (a reshard, a change of stock)
     /// to finish before answering that it goes on in the background.
     pub(super) answer_within: Duration,
@@ -39,7 +39,7 @@ impl SaleRegistry {
             redis,
             engine,
             cache: Arc::default(),
-            stats: Arc::default(),
+            counts: Arc::default(),
             answer_within: Duration::from_secs(10),
         }
     }
@@ -81,9 +81,9 @@ impl SaleRegistry {
         self.cache.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stats_for(&self, id: &SaleId) -> Arc<RejectionStats> {
-        let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
-        stats.entry(id.clone()).or_default().clone()
+    fn counts_for(&self, id: &SaleId) -> SaleCounts {
+        let mut counts = self.counts.write().unwrap_or_else(|e| e.into_inner());
+        counts.entry(id.clone()).or_default().clone()
     }
 
     /// The sale as Redis has it now, replacing the cached runtime if its record changed
@@ -121,7 +121,7 @@ impl SaleRegistry {
         let rt = Arc::new(SaleRuntime::new(
             sale,
             state,
-            self.stats_for(id),
+            self.counts_for(id),
             self.redis.keys(),
         ));
         cache.insert(id.clone(), rt.clone());

@@ -11,7 +11,7 @@ use crate::domain::{AuditEntry, Layout, Operation, SaleId, SaleState};
 use crate::store::StoreError;
 
 /// One shard's figures for operators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ShardStatus {
     pub shard: u32,
     pub stock: u64,
@@ -20,7 +20,7 @@ pub struct ShardStatus {
 }
 
 /// A sale's figures for operators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SaleStatus {
     pub sale_id: SaleId,
     pub state: SaleState,
@@ -28,9 +28,11 @@ pub struct SaleStatus {
     pub stock_total: u64,
     pub remaining: u64,
     /// The shards it sells from, and those a reshard is draining.
+    #[schema(value_type = Object)]
     pub layout: Layout,
     /// An operator's change in progress (a reshard, a change of stock), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub change: Option<Operation>,
     pub shards: Vec<ShardStatus>,
     /// Units sold (taken by accepted orders).
@@ -45,7 +47,7 @@ pub struct SaleStatus {
 
 /// A sale whose stored definition or counters cannot be read: the gateway skips it (its
 /// buyers are answered 500, and nothing is taken) and every other sale goes on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UnreadableSale {
     pub sale_id: SaleId,
     /// Always `unreadable`: the field operators switch on, as for a readable sale.
@@ -55,7 +57,7 @@ pub struct UnreadableSale {
 }
 
 /// A sale's figures, or why they cannot be read.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SaleFigures {
     Readable(Box<SaleStatus>),
@@ -63,7 +65,7 @@ pub enum SaleFigures {
 }
 
 /// What the operator view shows for a sale: its figures and its audit trail, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SaleReport {
     #[serde(flatten)]
     pub figures: SaleFigures,

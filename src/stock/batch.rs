@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::CallTimer;
 use crate::store::purchase::{self, PurchaseCall, PurchaseReply};
 use crate::store::{RedisConn, StoreError};
 
@@ -43,8 +44,13 @@ impl PurchaseBatcher {
     /// Spawns the batching task over `conn` (a single node), sending at most `max_batch`
     /// purchases (1 ..= [`MAX_BATCH`]) per call.
     pub fn spawn(conn: RedisConn, max_batch: usize) -> Self {
+        Self::spawn_timed(conn, max_batch, CallTimer::noop())
+    }
+
+    /// As [`Self::spawn`], timing each call with `timer`.
+    pub fn spawn_timed(conn: RedisConn, max_batch: usize, timer: CallTimer) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, conn, max_batch.clamp(1, MAX_BATCH)));
+        tokio::spawn(run(rx, conn, max_batch.clamp(1, MAX_BATCH), timer));
         Self { queue }
     }
 
@@ -64,7 +70,7 @@ fn unanswered() -> StoreError {
     StoreError::unexpected("purchase batch", &"the batch ended without an answer")
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize) {
+async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize, timer: CallTimer) {
     let mut in_flight = FuturesUnordered::new();
     // Purchases taken from the queue and not yet sent: never more than `max_batch`, since
     // a full batch goes out at once.
@@ -75,7 +81,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize) {
             let batch = std::mem::replace(&mut pending, Vec::with_capacity(max_batch));
             // Each call in a task of its own: a panic there loses that batch's answers
             // (its purchases get an error), never the batching task.
-            in_flight.push(tokio::spawn(send(conn.clone(), batch)));
+            in_flight.push(tokio::spawn(send(conn.clone(), batch, timer.clone())));
             continue;
         }
         if !open && pending.is_empty() && in_flight.is_empty() {
@@ -112,9 +118,9 @@ fn may_send(in_flight: usize, pending: usize, max_batch: usize) -> bool {
 }
 
 /// Sends one call for `batch` and answers each of its purchases.
-async fn send(mut conn: RedisConn, batch: Vec<Job>) {
+async fn send(mut conn: RedisConn, batch: Vec<Job>, timer: CallTimer) {
     let (calls, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match purchase::purchase_many(&mut conn, &calls).await {
+    match timer.time(purchase::purchase_many(&mut conn, &calls)).await {
         Ok(replies) => {
             for (answer, reply) in answers.into_iter().zip(replies) {
                 // The buyer may have gone (request timed out): its order, if any, is in its

@@ -11,10 +11,11 @@ pub mod shard;
 pub mod verdict;
 
 pub use purchase::{PurchaseOutcome, PurchaseRequest, Refusal, ReplayLookup};
-pub use runtime::{RuntimeState, SaleRuntime};
+pub use runtime::{RuntimeState, SaleCounts, SaleRuntime};
 
 use batch::PurchaseBatcher;
 
+use crate::metrics::CallTimer;
 use crate::store::{Keys, Redis, RedisConn};
 
 /// Takes stock: runs the purchase path's Redis calls, and the loans and snapshots it needs.
@@ -28,6 +29,8 @@ pub struct StockEngine {
     /// Batches purchases, on a single node with batching configured; otherwise each
     /// purchase is its own call.
     batcher: Option<PurchaseBatcher>,
+    /// Times each `purchase.lua` call.
+    timer: CallTimer,
 }
 
 impl StockEngine {
@@ -37,15 +40,24 @@ impl StockEngine {
             conn: redis.conn(),
             redis,
             batcher: None,
+            timer: CallTimer::noop(),
         }
+    }
+
+    /// Times every `purchase.lua` call with `timer` (set it before
+    /// [`Self::with_purchase_batches`], whose batches it times too).
+    pub fn with_call_timer(mut self, timer: CallTimer) -> Self {
+        self.timer = timer;
+        self
     }
 
     /// Sends up to `max_batch` purchases per `purchase.lua` call when Redis is a single node
     /// and `max_batch` > 1 ([`batch`]); a cluster keeps one purchase per call (a call keeps
     /// to one slot). Spawns the batching task, so it must run inside the Tokio runtime.
     pub fn with_purchase_batches(mut self, max_batch: usize) -> Self {
-        self.batcher = (max_batch > 1 && !self.conn.is_cluster())
-            .then(|| PurchaseBatcher::spawn(self.conn.clone(), max_batch));
+        self.batcher = (max_batch > 1 && !self.conn.is_cluster()).then(|| {
+            PurchaseBatcher::spawn_timed(self.conn.clone(), max_batch, self.timer.clone())
+        });
         self
     }
 

@@ -299,7 +299,10 @@ impl StockEngine {
     async fn send(&self, call: PurchaseCall) -> Result<PurchaseReply, StoreError> {
         match &self.batcher {
             Some(batcher) => batcher.purchase(call).await,
-            None => purchase::purchase(&mut self.conn.clone(), &call).await,
+            None => {
+                let mut conn = self.conn.clone();
+                self.timer.time(purchase::purchase(&mut conn, &call)).await
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::holders::Holders;
 use super::verdict::VerdictCache;
 use crate::domain::{Layout, RejectionStats, Sale, UserId};
+use crate::metrics::PurchaseAnswers;
 use crate::store::{Keys, ShardKeys};
 
 /// What a sale's record says besides its definition.
@@ -20,6 +21,16 @@ pub struct RuntimeState {
     pub epoch: u64,
     pub generation: u64,
     pub layout: Layout,
+}
+
+/// A sale's counters on this instance, shared by every runtime of the same sale id (a new
+/// epoch keeps counting where the last left off).
+#[derive(Debug, Clone, Default)]
+pub struct SaleCounts {
+    /// Refusals by reason (the admin view's `rejected_by_reason`).
+    pub stats: Arc<RejectionStats>,
+    /// Purchase answers by outcome (`flashgate_purchases_total`).
+    pub answers: Arc<PurchaseAnswers>,
 }
 
 /// A sale as this gateway instance sees it.
@@ -37,6 +48,8 @@ pub struct SaleRuntime {
     pub layout: Layout,
     /// Refusal counters; shared by every runtime of the same sale id.
     pub stats: Arc<RejectionStats>,
+    /// Purchase answers by outcome; shared by every runtime of the same sale id.
+    pub answers: Arc<PurchaseAnswers>,
     /// The keys of shards `first..layout.current.end()`: both ranges of the layout.
     first: u32,
     shard_keys: Box<[Arc<ShardKeys>]>,
@@ -49,7 +62,7 @@ pub struct SaleRuntime {
 
 impl SaleRuntime {
     /// A runtime with no hints yet.
-    pub fn new(sale: Sale, state: RuntimeState, stats: Arc<RejectionStats>, keys: &Keys) -> Self {
+    pub fn new(sale: Sale, state: RuntimeState, counts: SaleCounts, keys: &Keys) -> Self {
         let layout = state.layout;
         let first = layout.draining.map_or(layout.current.base(), |d| {
             d.base().min(layout.current.base())
@@ -64,7 +77,8 @@ impl SaleRuntime {
             epoch: state.epoch,
             generation: state.generation,
             layout,
-            stats,
+            stats: counts.stats,
+            answers: counts.answers,
             first,
             empty: shard_keys.iter().map(|_| AtomicBool::new(false)).collect(),
             shard_keys,

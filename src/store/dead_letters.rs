@@ -55,7 +55,7 @@ impl Serialize for DeadLetterId {
 }
 
 /// An order that is neither a row nor pending: it waits for an operator.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: DeadLetterId,
     pub sale_id: SaleId,
@@ -129,6 +129,17 @@ pub async fn list_shard(
             _ => return Ok(letters),
         }
     }
+}
+
+/// How many dead letters shard `shard` of `sale` holds (`XLEN`).
+pub async fn count_shard(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    sale: &SaleId,
+    shard: u32,
+) -> Result<u64, StoreError> {
+    let keys = keys.shard(sale, shard);
+    Ok(redis::cmd("XLEN").arg(&keys.dead).query_async(conn).await?)
 }
 
 /// The dead letter `id`, if it exists.

@@ -273,3 +273,55 @@ fn the_docker_compose_file_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The image runs as a non-root user, and its HEALTHCHECK asks the binary itself.
+#[test]
+fn the_image_runs_unprivileged_with_a_healthcheck() {
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        runtime.contains("\nUSER flashgate"),
+        "the runtime stage runs as root"
+    );
+    assert!(
+        runtime.contains(r#"HEALTHCHECK"#)
+            && runtime.contains(r#"CMD ["flashgate", "healthcheck"]"#),
+        "no HEALTHCHECK through `flashgate healthcheck`"
+    );
+}
+
+/// `flashgate healthcheck` (the image's HEALTHCHECK) succeeds against a ready gateway and
+/// fails where none answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_passes_for_a_ready_gateway_and_fails_without_one() {
+    let (_redis, app) = crate::support::app::spawn_single().await;
+    let check = |gateway: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_flashgate"))
+                .args(["healthcheck", "--gateway", &gateway])
+                .status()
+                .unwrap()
+        })
+    };
+    assert!(check(app.base.clone()).await.unwrap().success());
+    let nobody = format!("http://127.0.0.1:{}", crate::support::redis::free_port());
+    assert!(!check(nobody).await.unwrap().success());
+}
+
+/// The shipped config's secrets are in the repository: a gateway started with them refuses
+/// to run unless it is told it is a demo.
+#[test]
+fn the_gateway_refuses_the_demo_secrets_unless_it_is_a_demo() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args([
+            "serve",
+            "--config",
+            &format!("{ROOT}/config/flashgate.toml"),
+        ])
+        .env_remove("FLASHGATE_DEMO")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("demo secrets"), "{said}");
+}

@@ -41,7 +41,7 @@ pub enum ReconcileError {
 }
 
 /// A sale's ledger and findings.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Reconciliation {
     pub sale_id: SaleId,
     /// Units taken by accepted orders (Redis).
@@ -59,6 +59,7 @@ pub struct Reconciliation {
     /// `deducted - units_in_db - pending_units - dead_letter_units - dropped_units`.
     pub difference: i64,
     /// Everything that does not hold; empty when Redis and the database agree.
+    #[schema(value_type = Vec<Object>)]
     pub findings: Vec<Finding>,
     pub shards: Vec<ShardLedger>,
 }

@@ -14,7 +14,7 @@ use crate::store::{BulkConn, ShardKeys, dead_letters, loans, orders, shards};
 const PAGE: usize = 1000;
 
 /// One shard's ledger.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ShardLedger {
     pub shard: u32,
     /// Units taken by accepted orders (Redis).

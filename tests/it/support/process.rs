@@ -13,6 +13,8 @@ pub struct GatewayProcess {
     env: Vec<(String, String)>,
     /// Arguments after `serve` (e.g. `--config FILE`).
     args: Vec<String>,
+    /// Where its stderr (the log) goes; discarded when `None`.
+    log: Option<std::path::PathBuf>,
 }
 
 impl GatewayProcess {
@@ -22,8 +24,21 @@ impl GatewayProcess {
         Self::start_with_args(env, &[]).await
     }
 
+    /// As [`Self::start`], with the log (stderr) appended to `log`.
+    pub async fn start_logging_to(env: &[(&str, String)], log: &std::path::Path) -> Self {
+        Self::start_inner(env, &[], Some(log.to_owned())).await
+    }
+
     /// As [`Self::start`], passing `args` to `flashgate serve`.
     pub async fn start_with_args(env: &[(&str, String)], args: &[&str]) -> Self {
+        Self::start_inner(env, args, None).await
+    }
+
+    async fn start_inner(
+        env: &[(&str, String)],
+        args: &[&str],
+        log: Option<std::path::PathBuf>,
+    ) -> Self {
         let port = free_port();
         let mut all = vec![
             (
@@ -52,6 +67,7 @@ impl GatewayProcess {
             port,
             env: all,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            log,
         };
         process.spawn().await;
         process
@@ -63,13 +79,24 @@ impl GatewayProcess {
     }
 
     async fn spawn(&mut self) {
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("the log file opens"),
+            ),
+            None => Stdio::null(),
+        };
+        // RUST_LOG=warn unless the caller's env says otherwise.
         let child = Command::new(env!("CARGO_BIN_EXE_flashgate"))
             .arg("serve")
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("flashgate binary starts");
         self.child = Some(child);
