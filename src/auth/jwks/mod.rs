@@ -164,6 +164,41 @@ impl EarlyRefreshes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::test_keys::{SigningKey, jwks_json};
+
+    #[tokio::test]
+    async fn a_refresh_picks_up_rotated_keys_and_keeps_the_last_good_ones_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        let (old, new) = (
+            SigningKey::rsa("old", "rsa-a.pem"),
+            SigningKey::ec("new", "ec-a.pem"),
+        );
+        std::fs::write(&file, jwks_json(&[&old])).unwrap();
+        let jwks = Jwks::load(vec![JwksSource::file(&file)], 30, 1000)
+            .await
+            .unwrap();
+        assert!(jwks.key("old").is_some());
+
+        std::fs::write(&file, "<html>maintenance</html>").unwrap();
+        jwks.refresh(1010).await;
+        assert!(jwks.key("old").is_some(), "a failed read keeps the keys");
+
+        std::fs::write(&file, jwks_json(&[&new])).unwrap();
+        jwks.refresh_if_older_than(300, 1100).await;
+        assert!(jwks.key("new").is_none(), "not due yet");
+        jwks.refresh_early(1100).await;
+        assert!(jwks.key("new").is_some() && jwks.key("old").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_source_that_does_not_load_at_start_is_an_error() {
+        let missing = JwksSource::file("/nonexistent/jwks.json");
+        assert!(matches!(
+            Jwks::load(vec![missing], 30, 0).await,
+            Err(JwksError::Read { .. })
+        ));
+    }
 
     #[test]
     fn early_refreshes_are_at_most_one_per_interval() {
