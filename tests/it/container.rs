@@ -260,18 +260,35 @@ fn the_build_path_check_finds_what_a_dockerfile_leaves_out() {
 
 #[test]
 fn the_docker_compose_file_is_valid() {
-    let output = Command::new("docker-compose")
-        .args(["-f", "docker-compose.yml", "config", "-q"])
-        .current_dir(ROOT)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run docker-compose ({e}): install it with scripts/install-deps.sh")
-        });
-    assert!(
-        output.status.success(),
-        "docker-compose.yml is invalid: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // The default services, and with the observability profile (Prometheus and Grafana,
+    // whose mounted files must exist).
+    for profile in [None, Some("observability")] {
+        let mut args = vec!["-f", "docker-compose.yml"];
+        if let Some(profile) = profile {
+            args.extend(["--profile", profile]);
+        }
+        args.extend(["config", "-q"]);
+        let output = Command::new("docker-compose")
+            .args(&args)
+            .current_dir(ROOT)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run docker-compose ({e}): install it with scripts/install-deps.sh")
+            });
+        assert!(
+            output.status.success(),
+            "docker-compose.yml is invalid with profile {profile:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for mounted in [
+        "deploy/prometheus/prometheus.yml",
+        "deploy/grafana/flashgate-dashboard.json",
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+        "deploy/grafana/provisioning/dashboards/flashgate.yml",
+    ] {
+        assert!(Path::new(ROOT).join(mounted).is_file(), "{mounted} is missing");
+    }
 }
 
 /// The image runs as a non-root user, and its HEALTHCHECK asks the binary itself.
