@@ -1,15 +1,18 @@
 //! Micro-benchmarks of the per-request work at the edge: what every purchase pays before it
 //! reaches Redis. Targets: token verification and the proof-of-work check each
-//! under 5 µs. Run: `cargo bench --bench edge` (figures in docs/BENCHMARKS.md).
+//! under 5 µs (HS256 buyer tokens; RS256 and ES256 cost what their public-key check costs). Run: `cargo bench --bench edge` (figures in docs/BENCHMARKS.md).
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use axum::response::IntoResponse;
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashgate::testing::auth::JwtKeys;
+use flashgate::testing::auth::{BuyerAuth, ClaimRules, Jwks, JwtKeys, KeySet};
 use flashgate::testing::domain::{SaleId, ShardRange, UserId};
 use flashgate::testing::http::ApiError;
 use flashgate::testing::tokens::{Audience, TokenSigner, pow};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 fn tokens(c: &mut Criterion) {
     let signer = TokenSigner::derived_from(b"bench-secret-0123456789abcdef");
@@ -52,13 +55,67 @@ fn tokens(c: &mut Criterion) {
     });
 }
 
-fn request_path(c: &mut Criterion) {
-    let jwt = JwtKeys::new(b"bench-secret-0123456789abcdef");
+/// Buyer token checks, one per way a login service may sign: HS256 (the shared secret, the
+/// fast path), RS256 and ES256 (keys from a JWKS). `cargo bench --bench edge -- jwt`.
+fn buyer_jwt(c: &mut Criterion) {
+    let secret = b"bench-secret-0123456789abcdef";
     let user = UserId::parse("buyer-000123456").unwrap();
-    let bearer = jwt.mint(&user, i64::MAX / 2);
-    c.bench_function("buyer JWT: verify", |b| {
-        b.iter(|| jwt.verify(black_box(&bearer), 0).unwrap())
-    });
+    let hs256 = JwtKeys::new(secret).mint(&user, i64::MAX / 2);
+    let (rsa, ec) = (
+        login_key("rsa-a", Algorithm::RS256),
+        login_key("ec-a", Algorithm::ES256),
+    );
+    let jwks = JwkSet {
+        keys: vec![
+            jwk(&rsa, "rsa-a", Algorithm::RS256),
+            jwk(&ec, "ec-a", Algorithm::ES256),
+        ],
+    };
+    let keys = KeySet::parse(serde_json::to_string(&jwks).unwrap().as_bytes()).unwrap();
+    let jwks = Some(Arc::new(Jwks::fixed(keys)));
+    let auth = BuyerAuth::new(Some(JwtKeys::new(secret)), jwks, ClaimRules::default());
+    let claims = serde_json::json!({ "sub": "buyer-000123456", "exp": i64::MAX / 2 });
+    let signed = |key: &EncodingKey, kid: &str, alg| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    };
+    let rs256 = signed(&rsa, "rsa-a", Algorithm::RS256);
+    let es256 = signed(&ec, "ec-a", Algorithm::ES256);
+    let mut group = c.benchmark_group("buyer jwt");
+    for (name, token) in [
+        ("verify HS256", &hs256),
+        ("verify RS256", &rs256),
+        ("verify ES256", &es256),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| auth.verify(black_box(token), 0).unwrap())
+        });
+    }
+    group.finish();
+}
+
+/// A fixed test key of the "login service" (tests/fixtures/jwt/).
+fn login_key(name: &str, alg: Algorithm) -> EncodingKey {
+    let pem = std::fs::read(format!(
+        "{}/tests/fixtures/jwt/{name}.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    }
+}
+
+fn jwk(key: &EncodingKey, kid: &str, alg: Algorithm) -> Jwk {
+    let mut jwk = Jwk::from_encoding_key(key, alg).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    jwk
+}
+
+fn request_path(c: &mut Criterion) {
+    let user = UserId::parse("buyer-000123456").unwrap();
     c.bench_function("home shard of a buyer (64 shards)", |b| {
         let range = ShardRange::new(0, 64).unwrap();
         b.iter(|| black_box(range).home_of(black_box(&user)))
@@ -68,5 +125,5 @@ fn request_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tokens, request_path);
+criterion_group!(benches, tokens, buyer_jwt, request_path);
 criterion_main!(benches);

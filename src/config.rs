@@ -182,12 +182,80 @@ impl RedisSettings {
     }
 }
 
-/// Buyer authentication.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Buyer authentication: HS256 with a shared secret and/or RS256/ES256 with a JWKS.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HS256 secret shared with the site's login service.
+    /// HS256 secret shared with the site's login service (empty: HS256 tokens refused).
     pub jwt_secret: String,
+    /// A JWKS file with the login service's public keys (empty: none).
+    pub jwks_file: String,
+    /// An `http://` URL serving the login service's JWKS (empty: none).
+    pub jwks_url: String,
+    /// Seconds between two scheduled re-reads of the JWKS.
+    pub jwks_refresh_s: u64,
+    /// Least seconds between two re-reads triggered by tokens naming an unknown `kid`.
+    pub jwks_min_refresh_s: u64,
+    /// The `iss` every buyer token must carry (empty: not checked).
+    pub issuer: String,
+    /// A value every buyer token's `aud` must be or contain (empty: not checked).
+    pub audience: String,
+    /// Seconds a token is still accepted after its `exp` and before its `nbf`.
+    pub leeway_s: u64,
+}
+
+/// Most seconds `auth.leeway_s` may allow.
+pub const MAX_LEEWAY_S: u64 = 600;
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwks_file: String::new(),
+            jwks_url: String::new(),
+            jwks_refresh_s: 300,
+            jwks_min_refresh_s: 30,
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_s: 30,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether a JWKS (file or URL) is configured.
+    pub fn has_jwks(&self) -> bool {
+        !self.jwks_file.is_empty() || !self.jwks_url.is_empty()
+    }
+
+    /// What is wrong with buyer authentication, if anything.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.jwt_secret.is_empty() && !self.has_jwks() {
+            problems.push(
+                "auth.jwt_secret (HS256) or auth.jwks_file / auth.jwks_url (RS256, ES256) must be set"
+                    .to_owned(),
+            );
+        }
+        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 16 {
+            problems.push("auth.jwt_secret must be empty or at least 16 bytes".to_owned());
+        }
+        if !self.jwks_url.is_empty() && !self.jwks_url.starts_with("http://") {
+            problems.push(
+                "auth.jwks_url must be an http:// URL (serve an https JWKS through a local mirror or auth.jwks_file)"
+                    .to_owned(),
+            );
+        }
+        if self.jwks_refresh_s == 0 || self.jwks_min_refresh_s == 0 {
+            problems.push(
+                "auth.jwks_refresh_s and auth.jwks_min_refresh_s must be positive".to_owned(),
+            );
+        }
+        if self.leeway_s > MAX_LEEWAY_S {
+            problems.push(format!("auth.leeway_s must be at most {MAX_LEEWAY_S}"));
+        }
+        problems
+    }
 }
 
 /// Anti-bot purchase tokens: challenge (proof of work) -> token -> purchase.
@@ -537,8 +605,13 @@ impl Settings {
     /// Checks everything that types alone cannot, reporting every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.auth.jwt_secret.len() < 16 {
-            problems.push("auth.jwt_secret must be at least 16 bytes".to_owned());
+        problems.extend(self.auth.problems());
+        if self.auth.jwt_secret.is_empty() && self.auth.has_jwks() && self.tokens.secret.is_empty()
+        {
+            problems.push(
+                "tokens.secret must be set when auth.jwt_secret (which it is otherwise derived from) is empty"
+                    .to_owned(),
+            );
         }
         problems.extend(self.admin.problems());
         if !self.demo && self.uses_demo_secrets() {
@@ -857,6 +930,31 @@ mod tests {
             panic!("accepted")
         };
         assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn buyer_auth_needs_a_secret_or_a_jwks_and_a_token_secret_without_hs256() {
+        let mut s = valid();
+        s.auth.jwt_secret = String::new();
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted without any buyer key")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        s.auth.jwks_file = "/etc/flashgate/jwks.json".into();
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted without a purchase-token secret")
+        };
+        assert!(problems[0].starts_with("tokens.secret"), "{problems:?}");
+        s.tokens.secret = "purchase-token-secret-0123456789".into();
+        assert!(s.validate().is_ok());
+        s.auth.jwks_url = "https://login.example/.well-known/jwks.json".into();
+        s.auth.jwks_min_refresh_s = 0;
+        s.auth.leeway_s = MAX_LEEWAY_S + 1;
+        s.auth.jwt_secret = "short".into();
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub use cli::{Cli, run};
 #[doc(hidden)]
 pub mod testing {
     pub mod auth {
-        pub use crate::auth::JwtKeys;
+        pub use crate::auth::jwks::KeySet;
+        pub use crate::auth::subject::buyer_id;
+        pub use crate::auth::{BuyerAuth, ClaimRules, Jwks, JwksSource, JwtError, JwtKeys};
     }
     pub mod clock {
         pub use crate::clock::Clock;

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::Receiver;
 use tower::Layer;
 
-use crate::auth::JwtKeys;
+use crate::auth::{JwksError, buyer_auth};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{DbError, OrderDb};
@@ -52,6 +52,8 @@ pub enum StartupError {
     EmbeddedRedis(#[from] EmbeddedRedisError),
     #[error("cannot connect to redis")]
     Redis(#[source] redis::RedisError),
+    #[error("cannot load the buyer tokens' JWKS")]
+    Jwks(#[from] JwksError),
     #[error("cannot open the order database")]
     Database(#[from] DbError),
     #[error("cannot apply the configured sales")]
@@ -111,6 +113,7 @@ impl Application {
         let store =
             OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
         let clock = Clock::default();
+        let jwt = buyer_auth(&settings.auth, clock.now().unix_timestamp()).await?;
         let (queue, orders) = OrderQueue::new(settings.queue.capacity, settings.queue.policy);
         let rate_limits = Arc::new(RateLimits::new(&settings.limits));
         let tokens = if settings.tokens.secret.is_empty() {
@@ -144,7 +147,7 @@ impl Application {
             stock,
             redis,
             purchases,
-            jwt: JwtKeys::new(settings.auth.jwt_secret.as_bytes()),
+            jwt,
             clock,
             in_flight: Arc::new(InFlight::new(
                 settings.http.max_in_flight,
@@ -237,6 +240,14 @@ impl Application {
                 tracing::debug!(keys, "rate limiter keys after cleanup");
             }
         });
+        if let Some(jwks) = self.state.jwt.jwks().cloned() {
+            let (clock, every_s) = (self.state.clock.clone(), settings.auth.jwks_refresh_s);
+            let interval_s = i64::try_from(every_s).unwrap_or(i64::MAX);
+            workers.spawn_every(every_s.saturating_mul(1000), move || {
+                let (jwks, now) = (jwks.clone(), clock.now().unix_timestamp());
+                async move { jwks.refresh_if_older_than(interval_s, now).await }
+            });
+        }
         if self.state.metrics.is_enabled() {
             let metrics = self.state.metrics.clone();
             workers.spawn_every(METRICS_UPKEEP_MS, move || {

@@ -1,251 +1,187 @@
-//! Buyer identity: HS256 JSON Web Tokens, verified in constant time. The site's login
-//! service mints them; the gateway only verifies (and `flashgate token` mints test ones).
+//! A buyer's bearer token, whichever way it was signed: the token is split once, its
+//! header read once, and the header's `alg` picks the check. HS256 with the common header
+//! is recognised by comparing strings, so the purchase path's usual token costs no header
+//! decoding; RS256 and ES256 are checked with the key the header's `kid` names in the
+//! configured JWKS. Then the claims: `exp`, `nbf`, `iss`, `aud` and the `sub`, mapped to
+//! the buyer id.
+//!
+//! An algorithm is never taken from the key alone or the key from the algorithm alone:
+//! HS256 tokens are only ever checked with the HS256 secret, and a JWKS key only with the
+//! algorithm of its kind (RSA: RS256, P-256: ES256). So a token "signed" with HMAC under a
+//! published public key, or with `alg: none`, is refused.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
+use super::claims::{ClaimRules, Text};
+use super::hs256::{JwtKeys, STANDARD_HEADER};
+use super::jwks::{Jwks, SigningAlg};
 use crate::domain::UserId;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why a bearer token is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
     #[error("token is not three base64url segments")]
     Malformed,
-    #[error("token algorithm is not HS256")]
+    #[error("token algorithm is not one this gateway accepts")]
     Algorithm,
+    #[error("token names no key of the configured JWKS")]
+    UnknownKey,
     #[error("token signature does not verify")]
     Signature,
     #[error("token claims are invalid")]
     Claims,
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token was issued by another issuer")]
+    Issuer,
+    #[error("token is meant for another audience")]
+    Audience,
+    #[error("token subject is empty or too long")]
+    Subject,
 }
 
+/// Claims this long or shorter are decoded on the stack.
+const STACK_CLAIMS: usize = 512;
+
+/// The fields of a JOSE header the gateway reads.
 #[derive(Deserialize)]
 struct Header<'a> {
     #[serde(borrow)]
     alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Text<'a>>,
+    /// Extensions the signer says must be understood: none are, so their presence refuses.
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Claims<'a> {
-    #[serde(borrow)]
-    sub: Cow<'a, str>,
-    exp: i64,
+/// A token split into its segments.
+struct Segments<'t> {
+    /// `header.payload`, what the signature covers.
+    signing_input: &'t str,
+    header: &'t str,
+    payload: &'t str,
+    signature: &'t str,
 }
 
-/// The header every HS256 token minted by common libraries carries,
-/// `{"alg":"HS256","typ":"JWT"}`, base64url: recognised without decoding it.
-const STANDARD_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
-/// Bytes of an HMAC-SHA256 signature.
-const SIGNATURE_LEN: usize = 32;
-/// Claims this long or shorter are decoded on the stack.
-const STACK_CLAIMS: usize = 384;
-
-/// Verifies (and mints) HS256 tokens with one secret.
-#[derive(Clone)]
-pub struct JwtKeys {
-    mac: HmacSha256,
-}
-
-impl std::fmt::Debug for JwtKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JwtKeys(..)")
-    }
-}
-
-impl JwtKeys {
-    /// Keys for `secret`.
-    pub fn new(secret: &[u8]) -> Self {
-        Self {
-            mac: HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length"),
-        }
-    }
-
-    /// The buyer named by a valid, unexpired token.
-    pub fn verify(&self, token: &str, now_unix: i64) -> Result<UserId, JwtError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+impl<'t> Segments<'t> {
+    fn split(token: &'t str) -> Result<Self, JwtError> {
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
+        let (header, payload) = signing_input.split_once('.').ok_or(JwtError::Malformed)?;
+        if payload.contains('.') {
             return Err(JwtError::Malformed);
-        };
-        let mut tag = [0u8; SIGNATURE_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(signature, &mut tag) {
-            Ok(SIGNATURE_LEN) => {}
-            _ => return Err(JwtError::Malformed),
         }
-        let mut mac = self.mac.clone();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&tag).map_err(|_| JwtError::Signature)?;
-        if header != STANDARD_HEADER {
-            let bytes = decode_segment(header)?;
-            let header: Header = serde_json::from_slice(&bytes).map_err(|_| JwtError::Claims)?;
-            if header.alg != "HS256" {
-                return Err(JwtError::Algorithm);
-            }
-        }
-        let mut stack = [0u8; STACK_CLAIMS];
-        let heap;
-        let claims = match URL_SAFE_NO_PAD.decode_slice(payload, &mut stack) {
-            Ok(len) => &stack[..len],
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                heap = decode_segment(payload)?;
-                &heap[..]
-            }
-            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(JwtError::Malformed),
-        };
-        let claims: Claims = serde_json::from_slice(claims).map_err(|_| JwtError::Claims)?;
-        if claims.exp <= now_unix {
-            return Err(JwtError::Expired);
-        }
-        UserId::parse(&claims.sub).map_err(|_| JwtError::Claims)
-    }
-
-    /// A token for `user` expiring at `exp` (unix seconds).
-    pub fn mint(&self, user: &UserId, exp: i64) -> String {
-        let header = STANDARD_HEADER;
-        let claims = Claims {
-            sub: Cow::Borrowed(user.as_str()),
-            exp,
-        };
-        let payload =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"));
-        let mut mac = self.mac.clone();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{header}.{payload}.{signature}")
+        Ok(Self {
+            signing_input,
+            header,
+            payload,
+            signature,
+        })
     }
 }
 
-fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwtError::Malformed)
+/// Verifies buyers' tokens: HS256 with a shared secret and/or RS256/ES256 with a JWKS, under
+/// the configured claim rules.
+#[derive(Debug, Clone)]
+pub struct BuyerAuth {
+    hs256: Option<JwtKeys>,
+    jwks: Option<Arc<Jwks>>,
+    rules: ClaimRules,
+}
+
+impl BuyerAuth {
+    /// A verifier accepting HS256 tokens under `hs256` (if any) and RS256/ES256 tokens
+    /// under the keys of `jwks` (if any).
+    pub fn new(hs256: Option<JwtKeys>, jwks: Option<Arc<Jwks>>, rules: ClaimRules) -> Self {
+        Self { hs256, jwks, rules }
+    }
+
+    /// A verifier of HS256 tokens under `secret` alone, checking `exp` without leeway.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(Some(JwtKeys::new(secret)), None, ClaimRules::default())
+    }
+
+    /// The JWKS this verifier reads, if any (to refresh it).
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// The buyer named by a valid token, checked with the keys at hand: a `kid` not in the
+    /// JWKS is [`JwtError::UnknownKey`] (see [`Self::verify_refreshing`]).
+    pub fn verify(&self, token: &str, now_unix: i64) -> Result<UserId, JwtError> {
+        let token = Segments::split(token)?;
+        if token.header == STANDARD_HEADER {
+            self.check_hs256(&token)?;
+        } else {
+            self.check_signature(&token)?;
+        }
+        with_claims(token.payload, |claims| self.rules.buyer(claims, now_unix))
+    }
+
+    /// As [`Self::verify`], but a `kid` the JWKS does not have triggers a refresh of the
+    /// JWKS (at most one per `auth.jwks_min_refresh_s`, shared by every request waiting for
+    /// it) before the token is refused: a key the login service has just started using
+    /// works from its first token.
+    pub async fn verify_refreshing(&self, token: &str, now_unix: i64) -> Result<UserId, JwtError> {
+        match (self.verify(token, now_unix), &self.jwks) {
+            (Err(JwtError::UnknownKey), Some(jwks)) => {
+                jwks.refresh_early(now_unix).await;
+                self.verify(token, now_unix)
+            }
+            (verdict, _) => verdict,
+        }
+    }
+
+    fn check_hs256(&self, token: &Segments) -> Result<(), JwtError> {
+        let keys = self.hs256.as_ref().ok_or(JwtError::Algorithm)?;
+        keys.check(token.signing_input, token.signature)
+    }
+
+    /// Reads the header and checks the signature with the algorithm it names.
+    fn check_signature(&self, token: &Segments) -> Result<(), JwtError> {
+        let header = URL_SAFE_NO_PAD
+            .decode(token.header)
+            .map_err(|_| JwtError::Malformed)?;
+        let header: Header = serde_json::from_slice(&header).map_err(|_| JwtError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(JwtError::Algorithm);
+        }
+        if header.alg == "HS256" {
+            return self.check_hs256(token);
+        }
+        let alg = SigningAlg::named(&header.alg).ok_or(JwtError::Algorithm)?;
+        let jwks = self.jwks.as_ref().ok_or(JwtError::Algorithm)?;
+        let kid = header.kid.ok_or(JwtError::UnknownKey)?;
+        let key = jwks.key(kid.as_str()).ok_or(JwtError::UnknownKey)?;
+        key.check(alg, token.signing_input, token.signature)
+    }
+}
+
+/// `check` of the payload's JSON, decoded on the stack when short.
+fn with_claims<T>(
+    payload: &str,
+    check: impl FnOnce(&[u8]) -> Result<T, JwtError>,
+) -> Result<T, JwtError> {
+    let mut stack = [0u8; STACK_CLAIMS];
+    match URL_SAFE_NO_PAD.decode_slice(payload, &mut stack) {
+        Ok(len) => check(&stack[..len]),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            let heap = URL_SAFE_NO_PAD
+                .decode(payload)
+                .map_err(|_| JwtError::Malformed)?;
+            check(&heap)
+        }
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(JwtError::Malformed),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: i64 = 1_800_000_000;
-
-    fn keys() -> JwtKeys {
-        JwtKeys::new(b"0123456789abcdef0123456789abcdef")
-    }
-
-    fn alice() -> UserId {
-        UserId::parse("alice").unwrap()
-    }
-
-    #[test]
-    fn minted_token_verifies_to_its_user() {
-        let token = keys().mint(&alice(), NOW + 60);
-        assert_eq!(keys().verify(&token, NOW), Ok(alice()));
-    }
-
-    #[test]
-    fn expired_token_is_refused() {
-        let token = keys().mint(&alice(), NOW);
-        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Expired));
-    }
-
-    #[test]
-    fn token_signed_with_another_secret_is_refused() {
-        let token = JwtKeys::new(b"another secret, another site....").mint(&alice(), NOW + 60);
-        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Signature));
-    }
-
-    #[test]
-    fn every_single_character_change_is_refused() {
-        let token = keys().mint(&alice(), NOW + 60);
-        for i in 0..token.len() {
-            let mut bytes = token.clone().into_bytes();
-            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let forged = String::from_utf8(bytes).unwrap();
-            if forged != token {
-                assert!(
-                    keys().verify(&forged, NOW).is_err(),
-                    "accepted change at {i}"
-                );
-            }
-        }
-    }
-
-    /// Signs `header.payload` (both JSON) with `keys`, however unusual they are.
-    fn signed(keys: &JwtKeys, header: &str, payload: &str) -> String {
-        let header = URL_SAFE_NO_PAD.encode(header);
-        let payload = URL_SAFE_NO_PAD.encode(payload);
-        let mut mac = keys.mac.clone();
-        mac.update(format!("{header}.{payload}").as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{header}.{payload}.{signature}")
-    }
-
-    #[test]
-    fn the_standard_header_constant_is_what_it_says() {
-        let decoded = URL_SAFE_NO_PAD.decode(STANDARD_HEADER).unwrap();
-        assert_eq!(decoded, br#"{"alg":"HS256","typ":"JWT"}"#);
-    }
-
-    #[test]
-    fn any_hs256_header_is_accepted_not_only_the_standard_one() {
-        for header in [r#"{"typ":"JWT","alg":"HS256"}"#, r#"{"alg":"HS256"}"#] {
-            let token = signed(&keys(), header, r#"{"sub":"alice","exp":9999999999}"#);
-            assert_eq!(keys().verify(&token, NOW), Ok(alice()), "{header}");
-        }
-    }
-
-    #[test]
-    fn a_signed_header_naming_another_algorithm_is_refused() {
-        let token = signed(
-            &keys(),
-            r#"{"alg":"HS512","typ":"JWT"}"#,
-            r#"{"sub":"alice","exp":9999999999}"#,
-        );
-        assert_eq!(keys().verify(&token, NOW), Err(JwtError::Algorithm));
-    }
-
-    #[test]
-    fn long_claims_and_escaped_subjects_verify() {
-        let roles = "r".repeat(2 * STACK_CLAIMS);
-        let long = format!(r#"{{"sub":"alice","exp":9999999999,"roles":"{roles}"}}"#);
-        let token = signed(&keys(), r#"{"alg":"HS256","typ":"JWT"}"#, &long);
-        assert_eq!(keys().verify(&token, NOW), Ok(alice()));
-        let escaped = signed(
-            &keys(),
-            r#"{"alg":"HS256","typ":"JWT"}"#,
-            r#"{"sub":"\u0061lice","exp":9999999999}"#,
-        );
-        assert_eq!(keys().verify(&escaped, NOW), Ok(alice()));
-    }
-
-    #[test]
-    fn a_signature_of_the_wrong_length_is_malformed() {
-        let token = keys().mint(&alice(), NOW + 60);
-        let short = &token[..token.len() - 4];
-        assert_eq!(keys().verify(short, NOW), Err(JwtError::Malformed));
-        assert_eq!(
-            keys().verify(&format!("{token}AAAA"), NOW),
-            Err(JwtError::Malformed)
-        );
-    }
-
-    #[test]
-    fn alg_none_is_refused() {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","exp":9999999999}"#);
-        assert!(keys().verify(&format!("{header}.{payload}."), NOW).is_err());
-    }
-}
+mod tests;

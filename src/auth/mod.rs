@@ -1,8 +1,20 @@
-//! Authentication of buyers (JWT) and operators (named admin tokens).
+//! Authentication of buyers (JWT: HS256 with a shared secret, RS256/ES256 with a JWKS) and
+//! operators (named admin tokens).
 
-pub mod jwt;
+mod claims;
+mod hs256;
+pub mod jwks;
+mod jwt;
+mod setup;
+pub mod subject;
+#[cfg(test)]
+mod test_keys;
 
-pub use jwt::{JwtError, JwtKeys};
+pub use claims::ClaimRules;
+pub use hs256::JwtKeys;
+pub use jwks::{Jwks, JwksError, JwksSource};
+pub use jwt::{BuyerAuth, JwtError};
+pub use setup::buyer_auth;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;

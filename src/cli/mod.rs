@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::auth::JwtKeys;
+use crate::auth::subject::buyer_id;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::db::{DbError, OrderDb};
-use crate::domain::{Operator, SaleId, UserId};
+use crate::domain::{Operator, SaleId};
 use crate::logging::{self, LogSettings};
 use crate::persist::reconcile::ReconcileError;
 use crate::persist::{self, Persister};
@@ -62,7 +63,8 @@ pub enum Command {
     },
     /// Mint a buyer JWT (HS256, signed with auth.jwt_secret) for manual tests.
     Token {
-        /// The buyer's user id.
+        /// The token's subject (`sub`): any text up to 256 bytes, as login services name
+        /// their users.
         #[arg(long)]
         user: String,
         /// Lifetime in seconds.
@@ -94,6 +96,10 @@ pub enum CliError {
     Startup(#[from] StartupError),
     #[error("invalid id")]
     Id(#[source] crate::domain::IdError),
+    #[error("invalid subject")]
+    Subject(#[source] crate::auth::subject::SubjectError),
+    #[error("no auth.jwt_secret configured: this gateway takes no HS256 tokens to mint")]
+    NoHs256Secret,
     #[error("no redis configured and no running embedded redis-server found in {0}")]
     NoRedis(PathBuf),
     #[error("cannot connect to redis")]
@@ -131,12 +137,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Token { user, ttl, config } => {
             let settings = load(config.as_deref())?;
-            let user = UserId::parse(&user).map_err(CliError::Id)?;
+            if settings.auth.jwt_secret.is_empty() {
+                return Err(CliError::NoHs256Secret);
+            }
+            buyer_id(&user).map_err(CliError::Subject)?;
             let exp = Clock::default().now().unix_timestamp() + ttl;
-            println!(
-                "{}",
-                JwtKeys::new(settings.auth.jwt_secret.as_bytes()).mint(&user, exp)
-            );
+            let keys = JwtKeys::new(settings.auth.jwt_secret.as_bytes());
+            println!("{}", keys.mint_subject(&user, exp));
         }
         Command::Apply { config } => {
             let settings = load(Some(&config))?;

@@ -73,9 +73,15 @@ impl FromRequestParts<AppState> for Buyer {
         let token =
             bearer(&parts.headers).ok_or(ApiError::Unauthorized("a Bearer token is required"))?;
         let now = state.clock.now().unix_timestamp();
-        state.jwt.verify(token, now).map(Buyer).map_err(|e| {
+        let verdict = state.jwt.verify_refreshing(token, now).await;
+        verdict.map(Buyer).map_err(|e| {
             ApiError::Unauthorized(match e {
                 JwtError::Expired => "the token has expired",
+                JwtError::NotYetValid => "the token is not valid yet",
+                JwtError::Issuer | JwtError::Audience => {
+                    "the token was issued by or for another party"
+                }
+                JwtError::UnknownKey => "the token's signing key is not known",
                 _ => "the token is not valid",
             })
         })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::gate::IpLimit;
 use super::in_flight::InFlight;
 use super::server::Connections;
-use crate::auth::JwtKeys;
+use crate::auth::BuyerAuth;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::limits::RateLimits;
@@ -33,7 +33,7 @@ pub struct Shared {
     /// Writes orders to the database (used directly by `caller-runs`).
     pub persister: Persister,
     /// Buyer token verification.
-    pub jwt: JwtKeys,
+    pub jwt: BuyerAuth,
     /// The time source.
     pub clock: Clock,
     /// The caps on concurrent purchase handlers, overall and per buyer.

@@ -20,6 +20,7 @@ mod dead_letters;
 mod edge;
 mod embedded;
 mod hostile;
+mod identity;
 mod live_ops;
 mod loans;
 mod metrics;

@@ -369,7 +369,8 @@ async fn bad_input_gets_the_documented_problem_and_takes_nothing() {
 }
 
 fn expired_token(app: &TestApp) -> String {
-    let past = time::OffsetDateTime::now_utc().unix_timestamp() - 10;
+    // Past the default leeway (`auth.leeway_s`) for clocks that disagree.
+    let past = time::OffsetDateTime::now_utc().unix_timestamp() - 3600;
     app.jwt.mint(
         &flashgate::testing::domain::UserId::parse("alice").unwrap(),
         past,
