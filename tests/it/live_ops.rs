@@ -41,6 +41,16 @@ struct Door {
     base: String,
 }
 
+/// The doors of gateways at `bases`.
+fn doors(bases: &[&str]) -> Vec<Door> {
+    bases
+        .iter()
+        .map(|base| Door {
+            base: (*base).to_owned(),
+        })
+        .collect()
+}
+
 /// Two gateway instances over `target`, sharing a key prefix and a PostgreSQL database.
 async fn two_instances(target: &RedisTarget, db: &TestDb) -> (TestApp, TestApp) {
     let mut settings = test_settings(target);
@@ -208,14 +218,7 @@ async fn reshard_mid_storm_on(target: RedisTarget) {
     let db = TestDb::postgres();
     let (a, b) = two_instances(&target, &db).await;
     a.create_sale("hot", &live_sale(STOCK, 8, LIMIT, 1)).await;
-    let doors = [
-        Door {
-            base: a.base.clone(),
-        },
-        Door {
-            base: b.base.clone(),
-        },
-    ];
+    let doors = doors(&[&a.base, &b.base]);
     let accepted = AtomicUsize::new(0);
     let operator = async {
         when_accepted(&accepted, 150).await;
@@ -398,12 +401,7 @@ async fn a_reshard_whose_gateway_is_killed_mid_way_is_resumed_and_loses_nothing(
     ];
     let mut a = GatewayProcess::start(&env).await;
     b.create_sale("kill", &live_sale(STOCK, 8, LIMIT, 1)).await;
-    let doors = [
-        Door { base: a.base() },
-        Door {
-            base: b.base.clone(),
-        },
-    ];
+    let doors = doors(&[&a.base(), &b.base]);
     let accepted = AtomicUsize::new(0);
     let sale = SaleId::parse("kill").unwrap();
     let meta = b.keys.sale_meta(&sale);
@@ -572,14 +570,7 @@ async fn flashgate_apply_with_a_changed_shards_reshards_the_live_sale_mid_storm(
         ),
         ("FLASHGATE_ADMIN__TOKEN", ADMIN_TOKEN.to_owned()),
     ];
-    let doors = [
-        Door {
-            base: a.base.clone(),
-        },
-        Door {
-            base: b.base.clone(),
-        },
-    ];
+    let doors = doors(&[&a.base, &b.base]);
     let accepted = AtomicUsize::new(0);
     let operator = async {
         when_accepted(&accepted, 150).await;
