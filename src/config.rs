@@ -144,6 +144,24 @@ pub struct RedisSettings {
     pub bulk_pool_size: usize,
     pub embedded_binary: String,
     pub embedded_dir: PathBuf,
+    /// When an accepted purchase is answered: on the master only, or also on a replica.
+    pub durability: DurabilityMode,
+    /// Most milliseconds a purchase waits for a replica under `durability = "replica"`.
+    pub replica_wait_timeout_ms: u64,
+}
+
+/// When the gateway answers an accepted purchase (docs/DESIGN.md, "Durability of an accepted
+/// purchase").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Once the master ran the purchase: a master crash may lose the last acknowledged
+    /// records (asynchronous replication, fsync every second).
+    #[default]
+    Async,
+    /// Once one replica acknowledged it too (`WAIT 1 replica_wait_timeout_ms`), or the wait
+    /// timed out (counted in `flashgate_replica_wait_timeouts_total`).
+    Replica,
 }
 
 impl Default for RedisSettings {
@@ -157,6 +175,8 @@ impl Default for RedisSettings {
             bulk_pool_size: 4,
             embedded_binary: "redis-server".into(),
             embedded_dir: PathBuf::from("data/redis"),
+            durability: DurabilityMode::Async,
+            replica_wait_timeout_ms: 100,
         }
     }
 }
@@ -634,6 +654,14 @@ impl Settings {
         {
             problems.push(
                 "redis.response_timeout_ms must be positive and below http.request_timeout_ms"
+                    .to_owned(),
+            );
+        }
+        if self.redis.replica_wait_timeout_ms == 0
+            || self.redis.replica_wait_timeout_ms >= self.redis.response_timeout_ms
+        {
+            problems.push(
+                "redis.replica_wait_timeout_ms must be positive and below redis.response_timeout_ms"
                     .to_owned(),
             );
         }

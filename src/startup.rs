@@ -16,7 +16,7 @@ use tower::Layer;
 
 use crate::auth::{JwksError, buyer_auth};
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{DurabilityMode, RedisSettings, Settings};
 use crate::db::{DbError, OrderDb};
 use crate::domain::NewOrder;
 use crate::domain::{Operator, SaleId, SaleSpec};
@@ -27,7 +27,7 @@ use crate::http::state::Shared;
 use crate::http::{self, AppState};
 use crate::limits::RateLimits;
 use crate::limits::SharedSaleLimit;
-use crate::metrics::{CallTimer, Metrics, PersistMetrics};
+use crate::metrics::{CallTimer, Metrics, PersistMetrics, REPLICA_WAIT_TIMEOUTS};
 use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::persist::writer::{FlushRequests, Flusher, Writer};
@@ -35,7 +35,7 @@ use crate::purchase::Purchases;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
-use crate::store::{Keys, Redis, RedisTarget, StoreError};
+use crate::store::{Durability, Keys, Redis, RedisTarget, ReplicaWait, StoreError};
 use crate::tokens::TokenSigner;
 use crate::workers::{Recovery, Workers};
 
@@ -109,6 +109,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new(&settings.metrics));
         let stock = StockEngine::new(redis.clone())
             .with_call_timer(CallTimer::new(&metrics, "purchase"))
+            .with_durability(durability(&settings.redis, &metrics))
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
             OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
@@ -279,6 +280,17 @@ impl Application {
         }
         tracing::info!("flashgate stopped");
         Ok(())
+    }
+}
+
+/// The purchase path's durability as configured, counting unacknowledged waits in `metrics`.
+fn durability(settings: &RedisSettings, metrics: &Metrics) -> Durability {
+    match settings.durability {
+        DurabilityMode::Async => Durability::Async,
+        DurabilityMode::Replica => Durability::Replica(ReplicaWait::new(
+            settings.replica_wait_timeout_ms,
+            metrics.counter(REPLICA_WAIT_TIMEOUTS, Vec::new()),
+        )),
     }
 }
 

@@ -29,8 +29,12 @@ pub const REFUSALS: &str = "flashgate_purchase_refusals_total";
 /// Scrape-time reads that failed (their figures keep the last value read).
 pub const SCRAPE_ERRORS: &str = "flashgate_scrape_errors_total";
 
+/// Accepted purchases whose wait for a replica (`redis.durability = "replica"`) ended with
+/// no replica's acknowledgement.
+pub const REPLICA_WAIT_TIMEOUTS: &str = "flashgate_replica_wait_timeouts_total";
+
 /// Every metric: name, kind, unit and help text (the `# HELP` lines).
-pub(super) const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 13] = [
+pub(super) const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 14] = [
     (
         PURCHASES,
         Kind::Counter,
@@ -108,6 +112,12 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 13] = [
         Kind::Counter,
         None,
         "Scrape-time reads that failed, by source; their figures keep the last value read.",
+    ),
+    (
+        REPLICA_WAIT_TIMEOUTS,
+        Kind::Counter,
+        None,
+        "Purchase calls (redis.durability = replica) whose wait for one replica ended without its acknowledgement; their records are on the master only.",
     ),
 ];
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::CallTimer;
 use crate::store::purchase::{self, PurchaseCall, PurchaseReply};
-use crate::store::{RedisConn, StoreError};
+use crate::store::{Durability, RedisConn, StoreError};
 
 /// Calls outstanding at once before a purchase waits for one to return (full batches go
 /// regardless): one being run by Redis while the next is on its way, so Redis never waits
@@ -44,13 +44,24 @@ impl PurchaseBatcher {
     /// Spawns the batching task over `conn` (a single node), sending at most `max_batch`
     /// purchases (1 ..= [`MAX_BATCH`]) per call.
     pub fn spawn(conn: RedisConn, max_batch: usize) -> Self {
-        Self::spawn_timed(conn, max_batch, CallTimer::noop())
+        Self::spawn_with(conn, max_batch, CallTimer::noop(), Durability::Async)
     }
 
-    /// As [`Self::spawn`], timing each call with `timer`.
-    pub fn spawn_timed(conn: RedisConn, max_batch: usize, timer: CallTimer) -> Self {
+    /// As [`Self::spawn`], timing each call with `timer` and making its accepted purchases
+    /// as durable as `durability` says before they are answered.
+    pub fn spawn_with(
+        conn: RedisConn,
+        max_batch: usize,
+        timer: CallTimer,
+        durability: Durability,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, conn, max_batch.clamp(1, MAX_BATCH), timer));
+        let calls = Calls {
+            conn,
+            timer,
+            durability,
+        };
+        tokio::spawn(run(rx, calls, max_batch.clamp(1, MAX_BATCH)));
         Self { queue }
     }
 
@@ -70,7 +81,15 @@ fn unanswered() -> StoreError {
     StoreError::unexpected("purchase batch", &"the batch ended without an answer")
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize, timer: CallTimer) {
+/// How the batching task sends its calls.
+#[derive(Clone)]
+struct Calls {
+    conn: RedisConn,
+    timer: CallTimer,
+    durability: Durability,
+}
+
+async fn run(mut rx: mpsc::Receiver<Job>, calls: Calls, max_batch: usize) {
     let mut in_flight = FuturesUnordered::new();
     // Purchases taken from the queue and not yet sent: never more than `max_batch`, since
     // a full batch goes out at once.
@@ -81,7 +100,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: RedisConn, max_batch: usize, tim
             let batch = std::mem::replace(&mut pending, Vec::with_capacity(max_batch));
             // Each call in a task of its own: a panic there loses that batch's answers
             // (its purchases get an error), never the batching task.
-            in_flight.push(tokio::spawn(send(conn.clone(), batch, timer.clone())));
+            in_flight.push(tokio::spawn(send(calls.clone(), batch)));
             continue;
         }
         if !open && pending.is_empty() && in_flight.is_empty() {
@@ -118,10 +137,15 @@ fn may_send(in_flight: usize, pending: usize, max_batch: usize) -> bool {
 }
 
 /// Sends one call for `batch` and answers each of its purchases.
-async fn send(mut conn: RedisConn, batch: Vec<Job>, timer: CallTimer) {
+async fn send(mut with: Calls, batch: Vec<Job>) {
     let (calls, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match timer.time(purchase::purchase_many(&mut conn, &calls)).await {
+    let call = purchase::purchase_many(&mut with.conn, &calls);
+    match with.timer.time(call).await {
         Ok(replies) => {
+            let conn = &mut with.conn;
+            with.durability
+                .after_purchases(conn, &calls, &replies)
+                .await;
             for (answer, reply) in answers.into_iter().zip(replies) {
                 // The buyer may have gone (request timed out): its order, if any, is in its
                 // shard's stream all the same, and recovery persists it.

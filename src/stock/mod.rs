@@ -16,7 +16,7 @@ pub use runtime::{RuntimeState, SaleCounts, SaleRuntime};
 use batch::PurchaseBatcher;
 
 use crate::metrics::CallTimer;
-use crate::store::{Keys, Redis, RedisConn};
+use crate::store::{Durability, Keys, Redis, RedisConn};
 
 /// Takes stock: runs the purchase path's Redis calls, and the loans and snapshots it needs.
 /// Cheap to clone.
@@ -31,6 +31,8 @@ pub struct StockEngine {
     batcher: Option<PurchaseBatcher>,
     /// Times each `purchase.lua` call.
     timer: CallTimer,
+    /// Whether an accepted purchase waits for a replica before it is answered.
+    durability: Durability,
 }
 
 impl StockEngine {
@@ -41,6 +43,7 @@ impl StockEngine {
             redis,
             batcher: None,
             timer: CallTimer::noop(),
+            durability: Durability::Async,
         }
     }
 
@@ -51,12 +54,24 @@ impl StockEngine {
         self
     }
 
+    /// Makes every accepted purchase as durable as `durability` says before it is answered
+    /// (set it before [`Self::with_purchase_batches`], whose batches follow it too).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// Sends up to `max_batch` purchases per `purchase.lua` call when Redis is a single node
     /// and `max_batch` > 1 ([`batch`]); a cluster keeps one purchase per call (a call keeps
     /// to one slot). Spawns the batching task, so it must run inside the Tokio runtime.
     pub fn with_purchase_batches(mut self, max_batch: usize) -> Self {
         self.batcher = (max_batch > 1 && !self.conn.is_cluster()).then(|| {
-            PurchaseBatcher::spawn_timed(self.conn.clone(), max_batch, self.timer.clone())
+            PurchaseBatcher::spawn_with(
+                self.conn.clone(),
+                max_batch,
+                self.timer.clone(),
+                self.durability.clone(),
+            )
         });
         self
     }

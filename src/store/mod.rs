@@ -14,6 +14,7 @@ pub mod audit;
 pub mod buyer_record;
 pub mod conn;
 pub mod dead_letters;
+pub mod durability;
 pub mod embedded;
 pub mod error;
 pub mod handle;
@@ -31,6 +32,7 @@ pub mod shards;
 pub mod tokens;
 
 pub use conn::{RedisConn, RedisTarget, RedisTimeouts};
+pub use durability::{Durability, ReplicaWait};
 pub use error::StoreError;
 pub use handle::{Redis, ping};
 pub use keys::{Keys, ShardKeys};
