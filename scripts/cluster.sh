@@ -86,12 +86,13 @@ redis_node() {
         --cluster-enabled yes --cluster-config-file nodes.conf \
         --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT" --appendonly yes \
         --appendfsync "$APPENDFSYNC" --stream-node-max-entries 16 --save '' \
-        --protected-mode no --daemonize no
+        --repl-diskless-sync-delay 0 --protected-mode no --daemonize no
     wait_for "$name" "$(cat "$STATE/pids/$name")" "$STATE/$name.log" 100 \
         redis-cli -h 127.0.0.1 -p "$port" ping
 }
 
-# Polls every node until all report cluster_state:ok and know all nodes (at most 60 s).
+# Polls every node until all report cluster_state:ok and know all nodes, and every replica
+# is in sync (at most 60 s).
 wait_cluster_ok() {
     local port info ok
     for _ in $(seq 1 300); do
@@ -99,6 +100,11 @@ wait_cluster_ok() {
         for port in "${redis_ports[@]}"; do
             info=$(redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null | tr -d '\r') || info=
             [[ $info == *cluster_state:ok* && $info == *"cluster_known_nodes:${#redis_ports[@]}"* ]] || ok=0
+        done
+        # And every replica finished its first sync (before it, it cannot take over).
+        for port in "${redis_ports[@]}"; do
+            info=$(redis-cli -h 127.0.0.1 -p "$port" info replication 2>/dev/null | tr -d '\r') || info=
+            [[ $info == *role:master* || $info == *master_link_status:up* ]] || ok=0
         done
         ((ok)) && return 0
         sleep 0.2

@@ -139,13 +139,9 @@ fn may_send(in_flight: usize, pending: usize, max_batch: usize) -> bool {
 /// Sends one call for `batch` and answers each of its purchases.
 async fn send(mut with: Calls, batch: Vec<Job>) {
     let (calls, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let call = purchase::purchase_many(&mut with.conn, &calls);
+    let call = purchase::purchase_many_with(&mut with.conn, &calls, &with.durability);
     match with.timer.time(call).await {
         Ok(replies) => {
-            let conn = &mut with.conn;
-            with.durability
-                .after_purchases(conn, &calls, &replies)
-                .await;
             for (answer, reply) in answers.into_iter().zip(replies) {
                 // The buyer may have gone (request timed out): its order, if any, is in its
                 // shard's stream all the same, and recovery persists it.

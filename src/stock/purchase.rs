@@ -301,13 +301,8 @@ impl StockEngine {
             Some(batcher) => batcher.purchase(call).await,
             None => {
                 let mut conn = self.conn.clone();
-                let reply = self.timer.time(purchase::purchase(&mut conn, &call)).await;
-                let replies = std::slice::from_ref(&reply);
-                let calls = std::slice::from_ref(&call);
-                self.durability
-                    .after_purchases(&mut conn, calls, replies)
-                    .await;
-                reply
+                let call = purchase::purchase_with(&mut conn, &call, &self.durability);
+                self.timer.time(call).await
             }
         }
     }

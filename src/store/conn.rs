@@ -48,13 +48,13 @@ const CLUSTER_RETRY_MIN_WAIT_MS: u64 = 1_280;
 /// A cheap-to-clone handle on Redis.
 #[derive(Clone)]
 pub struct RedisConn {
-    pub(super) link: Link,
+    link: Link,
     replay_window: Duration,
 }
 
 /// The connection itself, single node or cluster.
 #[derive(Clone)]
-pub(super) enum Link {
+enum Link {
     /// A single node, reconnecting by itself.
     Single(ConnectionManager),
     /// A cluster.

@@ -1,20 +1,19 @@
 //! How durable an accepted purchase is when it is answered: on the master only (its
-//! append-only file and its replicas follow asynchronously), or also on one replica
-//! (`WAIT 1 <ms>` on the shard's node right after the purchase script).
+//! append-only file and its replicas follow asynchronously), or also on one replica.
 //!
-//! `WAIT` blocks only the client that sends it, and covers every write that client made
-//! before it; on the multiplexed connection that is the purchase just run (and any other
-//! request's write sent before it). A `WAIT` that times out with no replica's acknowledgement
-//! still answers 202: the record is on the master, as under `async`; it is counted
-//! (`flashgate_replica_wait_timeouts_total`) so that an operator sees acknowledgements that a
-//! master crash could lose (docs/DESIGN.md, "Durability of an accepted purchase").
+//! Under `replica` the purchase script and a `WAIT 1 <ms>` go out as one pipeline, so both
+//! run on the node that holds the shard, one right after the other: `WAIT` blocks only the
+//! client that sends it and covers every write that client made before it, which includes
+//! the purchase. Were they sent apart, a failover between the two could send the `WAIT` to
+//! the promoted replica, which would vouch for a record it never received. A `WAIT` that
+//! ends with no replica's acknowledgement still answers 202 (the record is on the master, as
+//! under `async`) and is counted in `flashgate_replica_wait_timeouts_total`, so that an
+//! operator sees the acknowledgements a master crash could lose (docs/DESIGN.md,
+//! "Durability of an accepted purchase").
 
 use metrics::Counter;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-
-use super::conn::Link;
-use super::purchase::{PurchaseCall, PurchaseReply};
-use super::{RedisConn, StoreError};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
 /// When the gateway answers an accepted purchase.
 #[derive(Clone, Default)]
@@ -43,50 +42,39 @@ impl ReplicaWait {
         }
     }
 
-    /// Waits until one replica of the node holding `key` acknowledged this connection's
-    /// writes so far. An error is the call's (Redis unreachable, timed out): the purchase it
-    /// follows took effect all the same, so the caller answers it and only logs the error.
-    pub async fn after_write(&self, conn: &mut RedisConn, key: &str) -> redis::RedisResult<()> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(1).arg(self.timeout_ms);
-        let acknowledged: i64 = match &mut conn.link {
-            Link::Single(c) => cmd.query_async(c).await?,
-            Link::Cluster(c) => {
-                let route = Route::with_key(key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                redis::from_redis_value(c.route_command(cmd, routing).await?)?
+    /// Runs `cmd` (an `EVALSHA` of `script`) followed by `WAIT 1 <timeout>` in one
+    /// pipeline, loading the script once on `NOSCRIPT` as [`super::scripts::run`] does.
+    /// Returns the script's reply and whether a replica acknowledged it.
+    pub(super) async fn run<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        cmd: &Cmd,
+        conn: &mut impl ConnectionLike,
+    ) -> RedisResult<(T, Acknowledged)> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone())
+            .cmd("WAIT")
+            .arg(1)
+            .arg(self.timeout_ms);
+        let (reply, replicas): (T, i64) = match pipe.query_async(conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(conn).await?;
+                pipe.query_async(conn).await?
             }
+            other => other?,
         };
-        if acknowledged < 1 {
+        Ok((reply, Acknowledged(replicas >= 1)))
+    }
+
+    /// Counts a wait no replica acknowledged, when it followed an accepted purchase (a
+    /// purchase that took nothing had nothing to lose).
+    pub(super) fn record(&self, acknowledged: Acknowledged, accepted: bool) {
+        if accepted && !acknowledged.0 {
             self.timeouts.increment(1);
         }
-        Ok(())
     }
 }
 
-impl Durability {
-    /// After one `purchase.lua` call over `calls` (all on one node) answered `replies`: under
-    /// `replica`, waits for a replica when any purchase was accepted. A purchase that took
-    /// nothing has nothing to wait for.
-    pub async fn after_purchases(
-        &self,
-        conn: &mut RedisConn,
-        calls: &[PurchaseCall],
-        replies: &[Result<PurchaseReply, StoreError>],
-    ) {
-        let Self::Replica(wait) = self else {
-            return;
-        };
-        let accepted = replies
-            .iter()
-            .any(|reply| matches!(reply, Ok(PurchaseReply::Accepted { .. })));
-        let Some(first) = calls.first().filter(|_| accepted) else {
-            return;
-        };
-        if let Err(err) = wait.after_write(conn, &first.keys.shard).await {
-            // The purchases took effect on the master; only their copy on a replica is unknown.
-            wait.timeouts.increment(1);
-            tracing::warn!(error = %err, "waiting for a replica after a purchase failed");
-        }
-    }
-}
+/// Whether a replica acknowledged the writes a `WAIT` covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Acknowledged(bool);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use redis::Value;
 
 use super::loans::Loan;
-use super::{RedisConn, ShardKeys, StoreError, scripts};
+use super::{Durability, RedisConn, ShardKeys, StoreError, scripts};
 use crate::domain::{IdempotencyKey, SaleId, TokenId, UserId};
 
 /// What `purchase.lua` decided.
@@ -79,25 +79,68 @@ impl Import {
     }
 }
 
-/// Runs `purchase.lua` for one purchase.
+/// Runs `purchase.lua` for one purchase, answering once the master ran it.
 pub async fn purchase(
     conn: &mut RedisConn,
     call: &PurchaseCall,
 ) -> Result<PurchaseReply, StoreError> {
-    let mut replies = purchase_many(conn, std::slice::from_ref(call)).await?;
+    purchase_with(conn, call, &Durability::Async).await
+}
+
+/// Runs `purchase.lua` for one purchase, answering when `durability` says.
+pub async fn purchase_with(
+    conn: &mut RedisConn,
+    call: &PurchaseCall,
+    durability: &Durability,
+) -> Result<PurchaseReply, StoreError> {
+    let mut replies = purchase_many_with(conn, std::slice::from_ref(call), durability).await?;
     replies
         .pop()
         .unwrap_or_else(|| Err(StoreError::unexpected("purchase.lua", &"no reply")))
 }
 
-/// Runs `purchase.lua` once for all of `calls`, in order, and answers each. The outer error
-/// is the call's (Redis unreachable, timed out): then no reply is known, and any of the
-/// purchases may or may not have run. An inner error is one purchase's own. On a Redis
-/// Cluster `calls` must all use one slot, so the gateway sends one at a time there.
+/// Runs `purchase.lua` once for all of `calls`, in order, and answers each once the master
+/// ran them. The outer error is the call's (Redis unreachable, timed out): then no reply is
+/// known, and any of the purchases may or may not have run. An inner error is one
+/// purchase's own. On a Redis Cluster `calls` must all use one slot, so the gateway sends
+/// one at a time there.
 pub async fn purchase_many(
     conn: &mut RedisConn,
     calls: &[PurchaseCall],
 ) -> Result<Vec<Result<PurchaseReply, StoreError>>, StoreError> {
+    purchase_many_with(conn, calls, &Durability::Async).await
+}
+
+/// As [`purchase_many`], answering when `durability` says: under `replica`, after one
+/// replica acknowledged the call (or the wait timed out, counted).
+pub async fn purchase_many_with(
+    conn: &mut RedisConn,
+    calls: &[PurchaseCall],
+    durability: &Durability,
+) -> Result<Vec<Result<PurchaseReply, StoreError>>, StoreError> {
+    let cmd = purchase_command(calls);
+    let (replies, wait): (Vec<Value>, _) = match durability {
+        Durability::Async => (scripts::run(&scripts::PURCHASE, &cmd, conn).await?, None),
+        Durability::Replica(wait) => {
+            let (replies, acknowledged) = wait.run(&scripts::PURCHASE, &cmd, conn).await?;
+            (replies, Some((wait, acknowledged)))
+        }
+    };
+    if replies.len() != calls.len() {
+        return Err(StoreError::unexpected("purchase.lua", &replies));
+    }
+    let replies: Vec<_> = replies.into_iter().map(decode_purchase).collect();
+    if let Some((wait, acknowledged)) = wait {
+        let accepted = replies
+            .iter()
+            .any(|reply| matches!(reply, Ok(PurchaseReply::Accepted { .. })));
+        wait.record(acknowledged, accepted);
+    }
+    Ok(replies)
+}
+
+/// The `EVALSHA` of `purchase.lua` for `calls`.
+fn purchase_command(calls: &[PurchaseCall]) -> redis::Cmd {
     let mut cmd = scripts::evalsha(&scripts::PURCHASE, 4 * calls.len());
     for call in calls {
         let keys = &call.keys;
@@ -123,11 +166,7 @@ pub async fn purchase_many(
             cmd.arg(&loan.id).arg(loan.units);
         }
     }
-    let replies: Vec<Value> = scripts::run(&scripts::PURCHASE, &cmd, conn).await?;
-    if replies.len() != calls.len() {
-        return Err(StoreError::unexpected("purchase.lua", &replies));
-    }
-    Ok(replies.into_iter().map(decode_purchase).collect())
+    cmd
 }
 
 fn decode_purchase(reply: Value) -> Result<PurchaseReply, StoreError> {

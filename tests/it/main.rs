@@ -19,6 +19,7 @@ mod dashboard;
 mod dead_letters;
 mod edge;
 mod embedded;
+mod failover;
 mod hostile;
 mod identity;
 mod live_ops;

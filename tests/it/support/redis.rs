@@ -1,5 +1,6 @@
 //! Real `redis-server` processes for integration tests: one node ([`RedisServer`]) or a
-//! three-master cluster ([`RedisCluster`]), on free loopback ports, each node in its own temp
+//! three-master cluster ([`RedisCluster`], optionally with a replica per master that takes
+//! over when its master is killed), on free loopback ports, each node in its own temp
 //! dir, killed on drop (also while a panicking test unwinds). No mocks, no Docker.
 //!
 //! Starting blocks the calling thread (a node is ready in ~50 ms, a cluster in a few seconds),
@@ -32,6 +33,15 @@ const CLUSTER_OPTIONS: Options = &[
     ("--cluster-enabled", "yes"),
     ("--cluster-config-file", "nodes.conf"),
     ("--cluster-node-timeout", "5000"),
+];
+/// Cluster nodes that declare a silent master failed after a second, so that its replica
+/// takes over quickly in failover tests.
+const FAILOVER_OPTIONS: Options = &[
+    ("--cluster-enabled", "yes"),
+    ("--cluster-config-file", "nodes.conf"),
+    ("--cluster-node-timeout", "1000"),
+    // A replica's first sync at once, not after the default 5 s wait for more replicas.
+    ("--repl-diskless-sync-delay", "0"),
 ];
 
 /// Returns a loopback port that was free a moment ago (bind `127.0.0.1:0`, read it, drop it).
@@ -76,8 +86,8 @@ impl RedisServer {
     }
 
     /// Starts a cluster-enabled node (not yet part of any cluster); see [`RedisCluster`].
-    fn start_cluster_node() -> Self {
-        Self::start_with(free_cluster_port, CLUSTER_OPTIONS)
+    fn start_cluster_node(options: Options) -> Self {
+        Self::start_with(free_cluster_port, options)
     }
 
     /// Starts on ports from `pick_port` until one start succeeds, retrying port races.
@@ -258,8 +268,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of three masters (no replicas) covering all 16384 slots, each node a
-/// [`RedisServer`] in its own temp dir. Killed on drop.
+/// A Redis Cluster of three masters covering all 16384 slots, without or with one replica
+/// each, each node a [`RedisServer`] in its own temp dir. Killed on drop.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
@@ -268,14 +278,104 @@ impl RedisCluster {
     /// Starts three nodes, joins them with `redis-cli --cluster create`, and waits until every
     /// node reports `cluster_state:ok`.
     pub fn start() -> Self {
+        Self::start_nodes(CLUSTER_OPTIONS, 0)
+    }
+
+    /// Starts three masters and one replica each (append-only file on, as every node), with a
+    /// one-second `cluster-node-timeout`: a killed master's replica is promoted within a few
+    /// seconds. Nodes `0..3` start as the masters.
+    pub fn start_with_replicas() -> Self {
+        Self::start_nodes(FAILOVER_OPTIONS, 1)
+    }
+
+    fn start_nodes(options: Options, replicas: usize) -> Self {
         // Nodes are owned by `cluster` before anything can panic, so they die with it.
         let mut cluster = Self { nodes: Vec::new() };
-        for _ in 0..CLUSTER_MASTERS {
-            cluster.nodes.push(RedisServer::start_cluster_node());
+        for _ in 0..CLUSTER_MASTERS * (1 + replicas) {
+            cluster.nodes.push(RedisServer::start_cluster_node(options));
         }
-        cluster.create();
+        cluster.create(replicas);
         cluster.wait_until_ok();
+        cluster.wait_until_replicas_synced();
         cluster
+    }
+
+    /// Waits until every replica finished its first sync (a replica that never synced cannot
+    /// take over from its master).
+    fn wait_until_replicas_synced(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        while Instant::now() < deadline {
+            let synced = self.nodes.iter().all(|node| {
+                let info = query(node.port(), &["INFO", "replication"]).unwrap_or_default();
+                has_line(&info, "role:master") || has_line(&info, "master_link_status:up")
+            });
+            if synced {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("replicas not synced within {CLUSTER_TIMEOUT:?}");
+    }
+
+    /// Indexes (into [`Self::nodes`]) of the running nodes that are masters now.
+    pub fn masters(&mut self) -> Vec<usize> {
+        let mut masters = Vec::new();
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let info = if node.is_running() {
+                query(node.port(), &["INFO", "replication"]).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            if has_line(&info, "role:master") {
+                masters.push(index);
+            }
+        }
+        masters
+    }
+
+    /// Kills node `index` with `SIGKILL` (its data dir is kept for [`Self::restart`]).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].stop();
+    }
+
+    /// Waits until the running nodes count three masters again (a killed master's replica
+    /// was promoted) and every running node reports `cluster_state:ok`.
+    pub fn wait_until_failed_over(&mut self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.masters().len() == CLUSTER_MASTERS && self.running_nodes_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no replica was promoted within {CLUSTER_TIMEOUT:?}");
+    }
+
+    /// Starts the killed node `index` again on its port and data dir, and waits until it
+    /// rejoined as a replica with its replication link up.
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].restart();
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let port = self.nodes[index].port();
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            last = query(port, &["INFO", "replication"]).unwrap_or_default();
+            let replica = has_line(&last, "role:slave") && has_line(&last, "master_link_status:up");
+            if replica && self.running_nodes_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node {index} did not rejoin as a replica within {CLUSTER_TIMEOUT:?}:\n{last}");
+    }
+
+    /// Whether every running node reports `cluster_state:ok`.
+    fn running_nodes_ok(&mut self) -> bool {
+        self.nodes.iter_mut().all(|node| {
+            !node.is_running()
+                || query(node.port(), &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| has_line(&info, "cluster_state:ok"))
+        })
     }
 
     /// The `redis://` URLs of all nodes, e.g. for `ClusterClient::new`.
@@ -288,8 +388,9 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// Assigns the slots with `redis-cli --cluster create`.
-    fn create(&self) {
+    /// Assigns the slots with `redis-cli --cluster create`: the first three nodes become
+    /// masters, the others their replicas.
+    fn create(&self, replicas: usize) {
         let addresses = self
             .nodes
             .iter()
@@ -298,7 +399,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|err| panic_spawn("redis-cli", &err));
@@ -326,7 +427,7 @@ impl RedisCluster {
 
     /// `None` when every node is ok, else what the first node that is not ok said.
     fn first_unready_node(&self) -> Option<String> {
-        let known = format!("cluster_known_nodes:{CLUSTER_MASTERS}");
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         self.nodes
             .iter()
             .find_map(|node| match query(node.port(), &["CLUSTER", "INFO"]) {
