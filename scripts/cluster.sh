@@ -16,7 +16,7 @@
 #   CLUSTER_DIR          state dir (target/cluster): logs, data, pid files, the env file
 #   MASTERS (3), REPLICAS (1)     Redis Cluster shape (MASTERS 1..16, REPLICAS 0..2)
 #   GATEWAYS (2)         gateway processes (1..8)
-#   FLASHGATE_BIN        the gateway binary (default: target/release/flashgate when it is
+#   GATEWAY_BIN        the gateway binary (default: target/release/flashgate when it is
 #                        newer than target/debug/flashgate, else the debug one; not built here)
 #   CLUSTER_NODE_TIMEOUT milliseconds before a silent master is failed over (5000)
 #   APPENDFSYNC          redis appendfsync: everysec (default), always or no
@@ -207,14 +207,14 @@ write_nginx_conf() {
 }
 
 pick_binary() {
-    if [[ -n ${FLASHGATE_BIN:-} ]]; then
-        BIN=$FLASHGATE_BIN
+    if [[ -n ${GATEWAY_BIN:-} ]]; then
+        BIN=$GATEWAY_BIN
     elif [[ target/release/flashgate -nt target/debug/flashgate ]]; then
         BIN=$PWD/target/release/flashgate
     else
         BIN=$PWD/target/debug/flashgate
     fi
-    [[ -x $BIN ]] || die "no gateway binary at $BIN (cargo build --bin flashgate, or set FLASHGATE_BIN)"
+    [[ -x $BIN ]] || die "no gateway binary at $BIN (cargo build --bin flashgate, or set GATEWAY_BIN)"
 }
 
 write_env() {

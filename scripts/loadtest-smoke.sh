@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # The load-test smoke runs, as CI runs them (scripts/test.sh calls this): the flash-sale
 # buyer journey and the bot traffic, each with a debug build, a few VUs and a few seconds
-# (loadtest/run SCENARIO --smoke). Both run even when the first fails; exits non-zero when
-# either does. Their raw outputs are in target/loadtest/{flash-sale,bots}-smoke/.
+# (loadtest/run SCENARIO --smoke), then the flash-sale journey on the cluster topology of
+# scripts/cluster.sh (--smoke --cluster: 3 masters + 3 replicas, 2 gateways behind nginx).
+# All run even when one fails; exits non-zero when any does. Their raw outputs are in
+# target/loadtest/{flash-sale,bots}-smoke/ and target/loadtest/flash-sale-smoke-cluster/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 failed=()
-for scenario in flash-sale bots; do
-    printf '\n==> loadtest/run %s --smoke\n' "$scenario"
+for run in flash-sale bots "flash-sale --cluster"; do
+    printf '\n==> loadtest/run %s --smoke\n' "$run"
     start=$SECONDS
-    if loadtest/run "$scenario" --smoke </dev/null; then
-        echo "loadtest-smoke: $scenario passed in $((SECONDS - start)) s"
+    # shellcheck disable=SC2086 # "flash-sale --cluster" is two arguments
+    if loadtest/run $run --smoke </dev/null; then
+        echo "loadtest-smoke: $run passed in $((SECONDS - start)) s"
     else
-        echo "loadtest-smoke: $scenario FAILED after $((SECONDS - start)) s"
-        failed+=("$scenario")
+        echo "loadtest-smoke: $run FAILED after $((SECONDS - start)) s"
+        failed+=("$run")
     fi
 done
 if ((${#failed[@]} > 0)); then
     echo "loadtest-smoke: FAILED: ${failed[*]}"
     exit 1
 fi
-echo "loadtest-smoke: flash-sale and bots passed"
+echo "loadtest-smoke: flash-sale, bots and flash-sale --cluster passed"

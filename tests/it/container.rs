@@ -260,9 +260,10 @@ fn the_build_path_check_finds_what_a_dockerfile_leaves_out() {
 
 #[test]
 fn the_docker_compose_file_is_valid() {
-    // The default services, and with the observability profile (Prometheus and Grafana,
-    // whose mounted files must exist).
-    for profile in [None, Some("observability")] {
+    // The default services, with the observability profile (Prometheus and Grafana, whose
+    // mounted files must exist), and with the cluster profile (six Redis Cluster nodes,
+    // two gateways, nginx, Prometheus scraping each gateway).
+    for profile in [None, Some("observability"), Some("cluster")] {
         let mut args = vec!["-f", "docker-compose.yml"];
         if let Some(profile) = profile {
             args.extend(["--profile", profile]);
@@ -286,11 +287,40 @@ fn the_docker_compose_file_is_valid() {
         "deploy/grafana/flashgate-dashboard.json",
         "deploy/grafana/provisioning/datasources/prometheus.yml",
         "deploy/grafana/provisioning/dashboards/flashgate.yml",
+        "deploy/nginx/flashgate.conf",
+        "deploy/prometheus/prometheus-cluster.yml",
     ] {
         assert!(
             Path::new(ROOT).join(mounted).is_file(),
             "{mounted} is missing"
         );
+    }
+}
+
+/// The compose comment tells operators how a live sale changes (a live reshard, applied
+/// without a restart), never to restart for it.
+#[test]
+fn the_compose_file_does_not_ask_for_a_restart_to_change_shards() {
+    let compose = std::fs::read_to_string(Path::new(ROOT).join("docker-compose.yml")).unwrap();
+    assert!(!compose.contains("change a sale's shards and restart"));
+    assert!(compose.contains("live reshard"));
+}
+
+/// The cluster profile's balancer passes the client's address on, and its gateways trust
+/// exactly the balancer's fixed address.
+#[test]
+fn the_cluster_profile_balancer_forwards_the_client_address_to_gateways_that_trust_it() {
+    let nginx =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/nginx/flashgate.conf")).unwrap();
+    assert!(nginx.contains("X-Forwarded-For $proxy_add_x_forwarded_for"));
+    let compose = std::fs::read_to_string(Path::new(ROOT).join("docker-compose.yml")).unwrap();
+    let address = compose
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("ipv4_address: "))
+        .expect("nginx has a fixed address");
+    assert!(compose.contains(&format!("FLASHGATE_HTTP__TRUSTED_PROXIES: {address}")));
+    for gateway in ["gateway-1:8080", "gateway-2:8080"] {
+        assert!(nginx.contains(gateway), "nginx does not balance {gateway}");
     }
 }
 
