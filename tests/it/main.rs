@@ -21,6 +21,7 @@ mod edge;
 mod embedded;
 mod hostile;
 mod identity;
+mod lifecycle;
 mod live_ops;
 mod loans;
 mod metrics;

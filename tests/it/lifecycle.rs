@@ -1,0 +1,265 @@
+//! The order lifecycle after the purchase, against real Redis (single node and cluster) and
+//! real databases: cancel and paid endpoints (owner only, idempotent, `order-state`), expiry
+//! that gives units back exactly once so a sold-out sale sells again on every instance, and
+//! pay racing cancel across two instances. Background passes are driven with
+//! `lifecycle.run_once()`, not waited for.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flashgate::testing::store::RedisTarget;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::app::{
+    ADMIN_TOKEN, TestApp, eventually, live_sale, problem_slug, spawn_app_with, test_settings,
+};
+use crate::support::db::TestDb;
+use crate::support::redis::{RedisCluster, RedisServer};
+
+/// A live sale whose orders must be paid within `window_s` seconds.
+fn sale_with_window(stock: u64, shards: u32, per_user_limit: u32, window_s: u32) -> Value {
+    let mut body = live_sale(stock, shards, per_user_limit, 1);
+    body["payment_window_s"] = json!(window_s);
+    body
+}
+
+/// Two gateways on the same Redis keys and database (two instances of one deployment).
+async fn two_instances(target: &RedisTarget, db_url: &str) -> (TestApp, TestApp) {
+    let mut settings = test_settings(target);
+    settings.database.url = db_url.to_owned();
+    let first = spawn_app_with(settings.clone()).await;
+    let second = spawn_app_with(settings).await;
+    (first, second)
+}
+
+async fn buy(app: &TestApp, sale: &str, user: &str, key: &str) -> String {
+    let response = app.purchase(sale, user, key, 1).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{user} buys");
+    let body: Value = response.json().await.unwrap();
+    body["order_id"].as_str().unwrap().to_owned()
+}
+
+async fn cancel(app: &TestApp, user: &str, order: &str) -> Response {
+    app.client
+        .post(format!("{}/api/v1/orders/{order}/cancel", app.base))
+        .bearer_auth(app.token(user))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pay(app: &TestApp, order: &str) -> Response {
+    app.client
+        .post(format!("{}/admin/v1/orders/{order}/paid", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn status_of(response: Response) -> (StatusCode, String) {
+    let code = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let status = body["status"].as_str().or(body["order_status"].as_str());
+    (code, status.unwrap_or_default().to_owned())
+}
+
+async fn order_view(app: &TestApp, user: &str, order: &str) -> Value {
+    let (code, body) = app
+        .get_json(&format!("/api/v1/orders/{order}"), Some(&app.token(user)))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body
+}
+
+fn assert_exact(reconciliation: &Value) {
+    assert_eq!(reconciliation["difference"], 0, "{reconciliation:#}");
+    assert_eq!(reconciliation["findings"], json!([]), "{reconciliation:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_and_paid_are_owner_only_idempotent_and_refuse_forbidden_transitions() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    app.create_sale("life", &live_sale(10, 2, 1, 1)).await;
+    // Cancelled while still pending in Redis: its row is written first.
+    let mine = buy(&app, "life", "alice", "k1").await;
+    assert_eq!(
+        problem_slug(cancel(&app, "mallory", &mine).await).await,
+        (StatusCode::NOT_FOUND, "not-found".to_owned()),
+        "another buyer's order is not found"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(cancel(&app, "alice", &mine).await).await,
+            (StatusCode::OK, "cancelled".to_owned())
+        );
+    }
+    assert_eq!(
+        status_of(pay(&app, &mine).await).await,
+        (StatusCode::CONFLICT, "cancelled".to_owned()),
+        "a cancelled order cannot be paid"
+    );
+    let view = order_view(&app, "alice", &mine).await;
+    assert_eq!(view["status"], "cancelled");
+    assert_eq!(view["pay_by"], Value::Null, "the sale sets no window");
+
+    let bobs = buy(&app, "life", "bob", "k1").await;
+    app.flush().await;
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(pay(&app, &bobs).await).await,
+            (StatusCode::OK, "paid".to_owned())
+        );
+    }
+    let (code, slug) = problem_slug(cancel(&app, "bob", &bobs).await).await;
+    assert_eq!((code, slug.as_str()), (StatusCode::CONFLICT, "order-state"));
+    assert_eq!(
+        pay(&app, "life.0.1-0").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Alice's unit went back and her held count dropped: at a limit of 1 she buys again.
+    let again = buy(&app, "life", "alice", "k2").await;
+    assert_ne!(again, mine);
+    app.flush().await;
+    assert_eq!(app.stock_left("life", 2).await, 8);
+    let reconciliation = app.reconcile("life").await;
+    assert_exact(&reconciliation);
+    assert_eq!(reconciliation["returned_units"], 1);
+    assert_eq!(reconciliation["paid_units"], 1);
+    assert_eq!(reconciliation["awaiting_units"], 1);
+}
+
+/// Expiry on `target` with `db`: a sold-out sale with a 2 s window; one buyer pays, the
+/// others do not; their units come back once, the sale sells again on both instances, to
+/// an expired buyer and to a newcomer.
+async fn unpaid_orders_expire_and_the_sale_sells_again(target: RedisTarget, db: TestDb) {
+    let (a, b) = two_instances(&target, &db.url()).await;
+    a.create_sale("exp", &sale_with_window(3, 2, 1, 2)).await;
+    let orders: Vec<String> =
+        futures_util::future::join_all(["u1", "u2", "u3"].map(|u| buy(&a, "exp", u, "k"))).await;
+    a.flush().await;
+    for app in [&a, &b] {
+        let (code, slug) = problem_slug(app.purchase("exp", "late", "k", 1).await).await;
+        assert_eq!((code, slug.as_str()), (StatusCode::CONFLICT, "sold-out"));
+    }
+    assert_eq!(
+        status_of(pay(&b, &orders[0]).await).await,
+        (StatusCode::OK, "paid".to_owned())
+    );
+    let view = order_view(&a, "u2", &orders[1]).await;
+    assert!(view["pay_by"].is_string(), "{view}");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let swept = a.state.lifecycle.run_once().await;
+    assert_eq!(swept.expired, 2);
+    assert_eq!(swept.returns.returned, 2);
+    let again = b.state.lifecycle.run_once().await;
+    assert_eq!(again.expired + again.returns.returned, 0, "nothing twice");
+    assert_eq!(order_view(&b, "u2", &orders[1]).await["status"], "expired");
+    assert_eq!(order_view(&b, "u1", &orders[0]).await["status"], "paid");
+    assert_eq!(
+        status_of(pay(&a, &orders[2]).await).await,
+        (StatusCode::CONFLICT, "expired".to_owned()),
+        "an expired order cannot be paid"
+    );
+
+    // Both instances see the sale on sale again within a refresh interval.
+    for app in [&a, &b] {
+        let live = eventually(Duration::from_secs(10), || async {
+            let (_, sale) = app.get_json("/api/v1/sales/exp", None).await;
+            (sale["state"] == "live").then_some(())
+        })
+        .await;
+        assert!(live.is_some(), "the sale is live again on {}", app.base);
+    }
+    buy(&b, "exp", "u2", "k-again").await;
+    buy(&a, "exp", "newcomer", "k").await;
+    let (code, slug) = problem_slug(b.purchase("exp", "late", "k2", 1).await).await;
+    assert_eq!((code, slug.as_str()), (StatusCode::CONFLICT, "sold-out"));
+    a.flush().await;
+    b.flush().await;
+    let reconciliation = a.reconcile("exp").await;
+    assert_exact(&reconciliation);
+    assert_eq!(reconciliation["returned_units"], 2);
+    assert_eq!(reconciliation["paid_units"], 1);
+    assert_eq!(reconciliation["awaiting_units"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpaid_orders_expire_and_the_sale_sells_again_on_postgres_and_single_redis() {
+    let redis = RedisServer::start();
+    unpaid_orders_expire_and_the_sale_sells_again(
+        RedisTarget::Single(redis.url()),
+        TestDb::postgres(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpaid_orders_expire_and_the_sale_sells_again_on_a_cluster_and_sqlite() {
+    let cluster = RedisCluster::start();
+    unpaid_orders_expire_and_the_sale_sells_again(
+        RedisTarget::Cluster(cluster.urls()),
+        TestDb::sqlite(),
+    )
+    .await;
+}
+
+/// 1,000 orders, each paid through one instance and cancelled through the other at the
+/// same moment: each ends in exactly one of the two states, the winner's answer is 200 and
+/// the loser's 409, the cancelled units are back once, and reconciliation is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_and_cancel_racing_from_two_instances_end_each_order_in_one_state() {
+    const ORDERS: usize = 1000;
+    let redis = RedisServer::start();
+    let db = TestDb::postgres();
+    let (a, b) = two_instances(&RedisTarget::Single(redis.url()), &db.url()).await;
+    a.create_sale("race", &live_sale(ORDERS as u64, 8, 1, 1))
+        .await;
+    let users: Vec<String> = (0..ORDERS).map(|i| format!("r{i}")).collect();
+    let orders =
+        futures_util::future::join_all(users.iter().map(|u| buy(&a, "race", u, "k"))).await;
+    a.flush().await;
+
+    let races = users.iter().zip(&orders).map(|(user, order)| {
+        let (a, b) = (&a, &b);
+        async move {
+            let (paid, cancelled) = tokio::join!(pay(a, order), cancel(b, user, order));
+            (status_of(paid).await, status_of(cancelled).await)
+        }
+    });
+    let outcomes = futures_util::future::join_all(races).await;
+    let mut tally: HashMap<&str, usize> = HashMap::new();
+    for ((paid, paid_state), (cancelled, cancelled_state)) in &outcomes {
+        let winner = match (*paid, *cancelled) {
+            (StatusCode::OK, StatusCode::CONFLICT) => "paid",
+            (StatusCode::CONFLICT, StatusCode::OK) => "cancelled",
+            other => panic!("both or neither won: {other:?}"),
+        };
+        assert_eq!(paid_state, winner);
+        assert_eq!(cancelled_state, winner);
+        *tally.entry(winner).or_default() += 1;
+    }
+    a.state.lifecycle.run_once().await;
+    b.state.lifecycle.run_once().await;
+    for (user, order) in users.iter().zip(&orders).take(50) {
+        let status = order_view(&b, user, order).await["status"].clone();
+        assert!(status == "paid" || status == "cancelled", "{status}");
+    }
+    let cancelled = tally.get("cancelled").copied().unwrap_or(0) as u64;
+    let paid = tally.get("paid").copied().unwrap_or(0) as u64;
+    assert_eq!(paid + cancelled, ORDERS as u64);
+    assert_eq!(
+        a.stock_left("race", 8).await,
+        cancelled,
+        "every cancelled unit is back once"
+    );
+    let reconciliation = b.reconcile("race").await;
+    assert_exact(&reconciliation);
+    assert_eq!(reconciliation["returned_units"], cancelled);
+    assert_eq!(reconciliation["paid_units"], paid);
+    assert_eq!(reconciliation["awaiting_units"], 0);
+}
