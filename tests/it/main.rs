@@ -22,6 +22,7 @@ mod embedded;
 mod hostile;
 mod identity;
 mod lifecycle;
+mod lifecycle_crash;
 mod live_ops;
 mod loans;
 mod metrics;
