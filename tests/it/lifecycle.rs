@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use flashgate::testing::domain::{OrderId, Quantity, SaleId, UserId};
+use flashgate::testing::lifecycle::{ReturnOutcome, return_units};
 use flashgate::testing::store::RedisTarget;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -262,4 +264,98 @@ async fn pay_and_cancel_racing_from_two_instances_end_each_order_in_one_state() 
     assert_eq!(reconciliation["returned_units"], cancelled);
     assert_eq!(reconciliation["paid_units"], paid);
     assert_eq!(reconciliation["awaiting_units"], 0);
+}
+
+/// A buyer whose record a live reshard handed over to a new home cancels an order bought
+/// on the old layout: the units go back at the new home, where their record (and its held
+/// count) now is, and a second run of the script finds the marker and does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_return_after_a_live_reshard_goes_to_the_buyers_new_home_once() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    app.create_sale("moved", &live_sale(8, 2, 1, 1)).await;
+    let users = ["m1", "m2", "m3", "m4"];
+    let orders = futures_util::future::join_all(users.map(|u| buy(&app, "moved", u, "k"))).await;
+    app.flush().await;
+    let response = app
+        .client
+        .post(format!("{}/admin/v1/sales/moved/reshard", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "shards": 4 }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["change"]["state"], "done", "{body}");
+
+    assert_eq!(
+        status_of(cancel(&app, "m1", &orders[0]).await).await,
+        (StatusCode::OK, "cancelled".to_owned())
+    );
+    // Shards 0..2 were the first layout, 2..6 are the new one.
+    assert_eq!(app.stock_left("moved", 6).await, 5);
+    let id = SaleId::parse("moved").unwrap();
+    let rt = app.state.sales.reload(&id).await.unwrap().unwrap();
+    let user = UserId::parse("m1").unwrap();
+    let home = app.keys.shard(&id, rt.home_of(&user));
+    let order = OrderId::parse(&orders[0]).unwrap();
+    let rerun = return_units(
+        &mut app.redis.clone(),
+        &home,
+        &user,
+        &order,
+        Quantity::new(1).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rerun, ReturnOutcome::Already);
+    assert_eq!(
+        app.stock_left("moved", 6).await,
+        5,
+        "nothing returned twice"
+    );
+
+    buy(&app, "moved", "m1", "k-again").await;
+    app.flush().await;
+    let reconciliation = app.reconcile("moved").await;
+    assert_exact(&reconciliation);
+    assert_eq!(reconciliation["returned_units"], 1);
+}
+
+/// A return the database records as due but Redis never took (the instance died between
+/// the two steps, or Redis was down): the outbox drives it once Redis answers again, and
+/// only then marks it done; NOSCRIPT after the restart is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_return_left_due_by_a_crash_or_a_redis_outage_is_driven_once_redis_is_back() {
+    let mut redis = RedisServer::start();
+    let db = TestDb::sqlite();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    let app = spawn_app_with(settings).await;
+    app.create_sale("due", &live_sale(2, 1, 1, 1)).await;
+    let order = buy(&app, "due", "d1", "k").await;
+    app.flush().await;
+    // What a cancel leaves when its instance dies right after the database's step.
+    db.execute("UPDATE orders SET status = 'cancelled', settled_at_ms = 1")
+        .await;
+
+    redis.stop();
+    let during = app.state.lifecycle.run_once().await;
+    assert_eq!(during.returns.returned + during.returns.already, 0);
+    redis.restart();
+    let after = eventually(Duration::from_secs(20), || async {
+        let pass = app.state.lifecycle.run_once().await;
+        (pass.returns.returned == 1).then_some(pass)
+    })
+    .await;
+    assert!(after.is_some(), "the outbox drove the return");
+    let again = app.state.lifecycle.run_once().await;
+    assert_eq!(
+        again.returns.returned + again.returns.already,
+        0,
+        "done once"
+    );
+    assert_eq!(order_view(&app, "d1", &order).await["status"], "cancelled");
+    assert_eq!(app.stock_left("due", 1).await, 2);
+    assert_exact(&app.reconcile("due").await);
 }
