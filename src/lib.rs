@@ -40,7 +40,7 @@ pub mod testing {
         pub use crate::clock::Clock;
     }
     pub mod config {
-        pub use crate::config::{LimitSettings, QueueSettings, Settings};
+        pub use crate::config::{LifecycleSettings, LimitSettings, QueueSettings, Settings};
         pub use crate::logging::{LogFormat, LogSettings};
         pub use crate::metrics::MetricsSettings;
     }
