@@ -132,6 +132,24 @@ async fn cancel_and_paid_are_owner_only_idempotent_and_refuse_forbidden_transiti
     assert_eq!(reconciliation["returned_units"], 1);
     assert_eq!(reconciliation["paid_units"], 1);
     assert_eq!(reconciliation["awaiting_units"], 1);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let returned: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("flashgate_orders_returned_total{"))
+        .collect();
+    assert_eq!(
+        returned,
+        [r#"flashgate_orders_returned_total{sale="life",reason="cancelled"} 1"#],
+        "{metrics}"
+    );
 }
 
 /// Expiry on `target` with `db`: a sold-out sale with a 2 s window; one buyer pays, the
