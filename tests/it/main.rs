@@ -28,6 +28,7 @@ mod loans;
 mod metrics;
 mod openapi;
 mod operator;
+mod order_db;
 mod pause;
 mod persistence;
 mod postgres_harness;
