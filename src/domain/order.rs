@@ -103,3 +103,30 @@ impl From<OrderRecord> for NewOrder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_states_read_back_and_pending_is_never_stored() {
+        for status in [
+            OrderStatus::Confirmed,
+            OrderStatus::Paid,
+            OrderStatus::Cancelled,
+            OrderStatus::Expired,
+        ] {
+            assert_eq!(OrderStatus::parse_stored(status.as_str()), Some(status));
+        }
+        assert_eq!(OrderStatus::parse_stored("pending"), None);
+        assert_eq!(OrderStatus::parse_stored("PAID"), None);
+    }
+
+    #[test]
+    fn only_unpaid_ends_return_units() {
+        assert!(!Settlement::Paid.returns_units());
+        assert!(Settlement::Cancelled.returns_units());
+        assert!(Settlement::Expired.returns_units());
+        assert_eq!(Settlement::Expired.status(), OrderStatus::Expired);
+    }
+}

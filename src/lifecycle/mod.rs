@@ -15,7 +15,7 @@ mod sweeper;
 use crate::clock::Clock;
 use crate::config::LifecycleSettings;
 use crate::db::{DbError, Transition};
-use crate::domain::{OrderId, OrderRecord, OrderStatus, Settlement, UserId};
+use crate::domain::{OrderId, OrderRecord, OrderStatus, Quantity, Settlement, UserId};
 use crate::metrics::ReturnMetrics;
 use crate::orders;
 use crate::persist::{PersistError, Persister, dead_letters};
@@ -160,7 +160,7 @@ impl Lifecycle {
             let record = OrderRecord {
                 order_id: row.order_id,
                 user: UserId::parse(&row.user_id).map_err(|_| bad_row())?,
-                quantity: crate::domain::Quantity::new(row.quantity).map_err(|_| bad_row())?,
+                quantity: Quantity::new(row.quantity).map_err(|_| bad_row())?,
                 created_ms: row.created_at_ms,
                 status: row.status,
             };

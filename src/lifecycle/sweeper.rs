@@ -6,6 +6,7 @@
 
 use super::returns::ReturnPass;
 use super::{Lifecycle, LifecycleError};
+use crate::domain::SaleId;
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl Lifecycle {
 
     async fn expire_sale(
         &self,
-        sale: &crate::domain::SaleId,
+        sale: &SaleId,
         window_ms: i64,
         report: &mut SweepReport,
     ) -> Result<(), LifecycleError> {

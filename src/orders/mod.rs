@@ -31,7 +31,9 @@ pub async fn find(
 }
 
 /// Whether an accepted order is still pending (its record still in its stream, not yet a
-/// row). One round trip.
+/// row). One round trip. A row reads as `confirmed` whatever its lifecycle state: this is
+/// what a replayed purchase answers, which reads no database (`GET /api/v1/orders/{id}`
+/// tells paid, cancelled and expired apart).
 pub async fn status_of(redis: &Redis, order_id: &OrderId) -> Result<OrderStatus, StoreError> {
     Ok(match find_pending(redis, order_id).await? {
         Some(_) => OrderStatus::Pending,

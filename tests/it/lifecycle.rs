@@ -389,3 +389,60 @@ async fn a_return_left_due_by_a_crash_or_a_redis_outage_is_driven_once_redis_is_
     assert_eq!(app.stock_left("due", 1).await, 2);
     assert_exact(&app.reconcile("due").await);
 }
+
+/// `return_units.lua` writes nothing where the buyer's record is not: a tombstone left by a
+/// reshard or a sealed shard answer `moved`, a shard without the buyer `absent`, a record
+/// without the order `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn return_units_writes_nothing_where_the_buyers_record_is_not() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    let sale = SaleId::parse("lua").unwrap();
+    let keys = app.keys.shard(&sale, 0);
+    let (user, other) = (UserId::parse("t1").unwrap(), UserId::parse("t2").unwrap());
+    let order = OrderId::parse("lua.0.5-0").unwrap();
+    let one = Quantity::new(1).unwrap();
+    let mut conn = app.redis.clone();
+    let record = format!("1\nk {order} 1 fp");
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.buyers)
+        .arg(user.as_str())
+        .arg(format!(">{record}"))
+        .arg(other.as_str())
+        .arg("1\nk lua.0.6-0 1 fp")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let script_conn = app.redis.clone();
+    let run = |user: UserId| {
+        let (mut conn, keys, order) = (script_conn.clone(), keys.clone(), order.clone());
+        async move {
+            return_units(&mut conn, &keys, &user, &order, one)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(run(user.clone()).await, ReturnOutcome::Moved);
+    assert_eq!(run(other.clone()).await, ReturnOutcome::Unknown);
+    assert_eq!(
+        run(UserId::parse("t3").unwrap()).await,
+        ReturnOutcome::Absent
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.buyers)
+        .arg(user.as_str())
+        .arg(&record)
+        .arg("!")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(run(user.clone()).await, ReturnOutcome::Moved, "sealed");
+    let stock: Option<u64> = redis::cmd("HGET")
+        .arg(&keys.shard)
+        .arg("stock")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stock, None, "no unit went anywhere");
+}
