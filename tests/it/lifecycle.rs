@@ -164,6 +164,8 @@ async fn unpaid_orders_expire_and_the_sale_sells_again(target: RedisTarget, db: 
     for app in [&a, &b] {
         let (code, slug) = problem_slug(app.purchase("exp", "late", "k", 1).await).await;
         assert_eq!((code, slug.as_str()), (StatusCode::CONFLICT, "sold-out"));
+        // From now on each instance answers newcomers "sold out" from memory.
+        app.await_sold_out_holders("exp").await;
     }
     assert_eq!(
         status_of(pay(&b, &orders[0]).await).await,
@@ -197,9 +199,11 @@ async fn unpaid_orders_expire_and_the_sale_sells_again(target: RedisTarget, db: 
         .await;
         assert!(live.is_some(), "the sale is live again on {}", app.base);
     }
-    buy(&b, "exp", "u2", "k-again").await;
-    buy(&a, "exp", "newcomer", "k").await;
-    let (code, slug) = problem_slug(b.purchase("exp", "late", "k2", 1).await).await;
+    // The expired buyer buys again; a newcomer (whom a sold-out instance would answer from
+    // memory) buys on the other instance.
+    buy(&a, "exp", "u2", "k-again").await;
+    buy(&b, "exp", "newcomer", "k").await;
+    let (code, slug) = problem_slug(a.purchase("exp", "late", "k2", 1).await).await;
     assert_eq!((code, slug.as_str()), (StatusCode::CONFLICT, "sold-out"));
     a.flush().await;
     b.flush().await;
