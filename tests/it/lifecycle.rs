@@ -450,3 +450,48 @@ async fn return_units_writes_nothing_where_the_buyers_record_is_not() {
         .unwrap();
     assert_eq!(stock, None, "no unit went anywhere");
 }
+
+/// A payment that reaches the gateway after `pay_by` finds the order expired (whether the
+/// sweeper got there first or not) and its unit back on the shelf; a cancel while the
+/// database is down is 503 and changes nothing, and succeeds once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_payment_finds_the_order_expired_and_a_cancel_waits_out_a_database_outage() {
+    let redis = RedisServer::start();
+    let mut db = TestDb::postgres();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    let app = spawn_app_with(settings).await;
+    app.create_sale("late", &sale_with_window(5, 1, 1, 1)).await;
+    let tardy = buy(&app, "late", "tardy", "k").await;
+    app.flush().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        status_of(pay(&app, &tardy).await).await,
+        (StatusCode::CONFLICT, "expired".to_owned())
+    );
+    app.state.lifecycle.run_once().await;
+    assert_eq!(app.stock_left("late", 1).await, 5);
+
+    let mut sale = sale_with_window(5, 1, 1, 0);
+    sale["name"] = json!("no window");
+    app.create_sale("calm", &sale).await;
+    let calm = buy(&app, "calm", "calm", "k").await;
+    app.flush().await;
+    db.start_outage().await;
+    let (code, slug) = problem_slug(cancel(&app, "calm", &calm).await).await;
+    assert_eq!(
+        (code, slug.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+    );
+    db.end_outage().await;
+    let cancelled = eventually(Duration::from_secs(20), || async {
+        let (code, status) = status_of(cancel(&app, "calm", &calm).await).await;
+        (code == StatusCode::OK).then_some(status)
+    })
+    .await;
+    assert_eq!(cancelled.as_deref(), Some("cancelled"));
+    assert_eq!(app.stock_left("calm", 1).await, 5);
+    for sale in ["late", "calm"] {
+        assert_exact(&app.reconcile(sale).await);
+    }
+}
