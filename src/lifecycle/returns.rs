@@ -79,30 +79,42 @@ impl Lifecycle {
 
     /// Runs `return_units.lua` for `order` at its buyer's home; `None` when the return must
     /// wait (a reshard is moving the sale's records). A sale that is gone answers `Already`:
-    /// there is nothing to give back to.
+    /// there is nothing to give back to. A home that answers `moved` or `absent` may be the
+    /// cached layout's and not the sale's any more (a reshard finished since): the sale is
+    /// reloaded and, if its layout changed, the new home asked.
     async fn return_one(&self, order: &DueReturn) -> Result<Option<ReturnOutcome>, StoreError> {
         let sale = order.order_id.sale();
-        let Some(rt) = self.registry.get(sale).await? else {
-            return Ok(Some(ReturnOutcome::Already));
-        };
-        if rt.layout.is_migrating() {
-            return Ok(None);
+        let mut rt = self.registry.get(sale).await?;
+        for _ in 0..2 {
+            let Some(current) = rt else {
+                return Ok(Some(ReturnOutcome::Already));
+            };
+            if current.layout.is_migrating() {
+                return Ok(None);
+            }
+            let redis = self.persister.redis();
+            let home = redis.keys().shard(sale, current.home_of(&order.user));
+            let outcome = returns::return_units(
+                &mut redis.conn(),
+                &home,
+                &order.user,
+                &order.order_id,
+                order.quantity,
+            )
+            .await?;
+            if !matches!(outcome, ReturnOutcome::Moved | ReturnOutcome::Absent) {
+                return Ok(Some(outcome));
+            }
+            rt = self.registry.reload(sale).await?;
+            if rt
+                .as_ref()
+                .is_some_and(|fresh| fresh.layout == current.layout)
+            {
+                // The layout was current: `moved` means a reshard is starting (wait for
+                // it), `absent` that the record is not where it must be (reconcile says so).
+                return Ok((outcome == ReturnOutcome::Absent).then_some(outcome));
+            }
         }
-        let redis = self.persister.redis();
-        let home = redis.keys().shard(sale, rt.home_of(&order.user));
-        let outcome = returns::return_units(
-            &mut redis.conn(),
-            &home,
-            &order.user,
-            &order.order_id,
-            order.quantity,
-        )
-        .await?;
-        if outcome == ReturnOutcome::Moved {
-            // The cached layout is out of date: the next pass asks the new one.
-            self.registry.reload(sale).await?;
-            return Ok(None);
-        }
-        Ok(Some(outcome))
+        Ok(None)
     }
 }

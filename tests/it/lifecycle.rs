@@ -301,19 +301,27 @@ async fn pay_and_cancel_race(target: RedisTarget) {
 }
 
 /// A buyer whose record a live reshard handed over to a new home cancels an order bought
-/// on the old layout: the units go back at the new home, where their record (and its held
-/// count) now is, and a second run of the script finds the marker and does nothing.
+/// on the old layout, through an instance whose cached layout is still the old one: the old
+/// home answers `moved`, the instance reloads the sale, and the units go back at the new
+/// home, where their record (and its held count) now is; a second run of the script finds
+/// the marker and does nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_return_after_a_live_reshard_goes_to_the_buyers_new_home_once() {
     let redis = RedisServer::start();
-    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
-    app.create_sale("moved", &live_sale(8, 2, 1, 1)).await;
+    let db = TestDb::sqlite();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    let a = spawn_app_with(settings.clone()).await;
+    // The second instance does not refresh its cache during the test.
+    settings.stock.refresh_interval_ms = 600_000;
+    let b = spawn_app_with(settings).await;
+    a.create_sale("moved", &live_sale(8, 2, 1, 1)).await;
     let users = ["m1", "m2", "m3", "m4"];
-    let orders = futures_util::future::join_all(users.map(|u| buy(&app, "moved", u, "k"))).await;
-    app.flush().await;
-    let response = app
+    let orders = futures_util::future::join_all(users.map(|u| buy(&b, "moved", u, "k"))).await;
+    b.flush().await;
+    let response = a
         .client
-        .post(format!("{}/admin/v1/sales/moved/reshard", app.base))
+        .post(format!("{}/admin/v1/sales/moved/reshard", a.base))
         .bearer_auth(ADMIN_TOKEN)
         .json(&json!({ "shards": 4 }))
         .send()
@@ -321,20 +329,25 @@ async fn a_return_after_a_live_reshard_goes_to_the_buyers_new_home_once() {
         .unwrap();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["change"]["state"], "done", "{body}");
+    let id = SaleId::parse("moved").unwrap();
+    assert_eq!(
+        b.state.sales.cached(&id).unwrap().layout.current.base(),
+        0,
+        "the second instance still has the first layout"
+    );
 
     assert_eq!(
-        status_of(cancel(&app, "m1", &orders[0]).await).await,
+        status_of(cancel(&b, "m1", &orders[0]).await).await,
         (StatusCode::OK, "cancelled".to_owned())
     );
     // Shards 0..2 were the first layout, 2..6 are the new one.
-    assert_eq!(app.stock_left("moved", 6).await, 5);
-    let id = SaleId::parse("moved").unwrap();
-    let rt = app.state.sales.reload(&id).await.unwrap().unwrap();
+    assert_eq!(a.stock_left("moved", 6).await, 5);
+    let rt = a.state.sales.reload(&id).await.unwrap().unwrap();
     let user = UserId::parse("m1").unwrap();
-    let home = app.keys.shard(&id, rt.home_of(&user));
+    let home = a.keys.shard(&id, rt.home_of(&user));
     let order = OrderId::parse(&orders[0]).unwrap();
     let rerun = return_units(
-        &mut app.redis.clone(),
+        &mut a.redis.clone(),
         &home,
         &user,
         &order,
@@ -343,15 +356,11 @@ async fn a_return_after_a_live_reshard_goes_to_the_buyers_new_home_once() {
     .await
     .unwrap();
     assert_eq!(rerun, ReturnOutcome::Already);
-    assert_eq!(
-        app.stock_left("moved", 6).await,
-        5,
-        "nothing returned twice"
-    );
+    assert_eq!(a.stock_left("moved", 6).await, 5, "nothing returned twice");
 
-    buy(&app, "moved", "m1", "k-again").await;
-    app.flush().await;
-    let reconciliation = app.reconcile("moved").await;
+    buy(&a, "moved", "m1", "k-again").await;
+    a.flush().await;
+    let reconciliation = a.reconcile("moved").await;
     assert_exact(&reconciliation);
     assert_eq!(reconciliation["returned_units"], 1);
 }
