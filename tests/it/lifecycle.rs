@@ -504,3 +504,49 @@ async fn a_late_payment_finds_the_order_expired_and_a_cancel_waits_out_a_databas
         assert_exact(&app.reconcile(sale).await);
     }
 }
+
+/// Once a sale is deleted (ended, every order a row), its orders can still be cancelled:
+/// there are no shelves to give the units back to, so the return is recorded done without
+/// recreating any of the sale's Redis keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_an_order_of_a_deleted_sale_recreates_none_of_its_keys() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let mut body = live_sale(4, 2, 1, 1);
+    body["ends_at"] = json!((now + time::Duration::seconds(1)).format(fmt).unwrap());
+    app.create_sale("gone", &body).await;
+    let order = buy(&app, "gone", "g1", "k").await;
+    app.flush().await;
+    let deleted = eventually(Duration::from_secs(10), || async {
+        let response = app
+            .client
+            .delete(format!("{}/admin/v1/sales/gone", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (response.status() == StatusCode::NO_CONTENT).then_some(())
+    })
+    .await;
+    assert!(deleted.is_some(), "the ended sale was deleted");
+
+    assert_eq!(
+        status_of(cancel(&app, "g1", &order).await).await,
+        (StatusCode::OK, "cancelled".to_owned())
+    );
+    let pass = app.state.lifecycle.run_once().await;
+    assert_eq!(
+        pass.returns.returned + pass.returns.already,
+        0,
+        "nothing left due"
+    );
+    let mut conn = app.redis.clone();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*gone*", app.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "keys recreated: {left:?}");
+}
