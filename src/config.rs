@@ -859,8 +859,16 @@ mod tests {
         let defaults = Settings::default();
         let sections = |s: &Settings| {
             format!(
-                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-                s.http, s.database, s.stock, s.queue, s.limits, s.tokens, s.metrics, s.log
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                s.http,
+                s.database,
+                s.stock,
+                s.queue,
+                s.limits,
+                s.tokens,
+                s.metrics,
+                s.log,
+                s.lifecycle
             )
         };
         assert_eq!(sections(&shipped), sections(&defaults));
