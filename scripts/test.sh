@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # flashgate's full check, as CI runs it: system dependencies, formatting, lints, every test
 # target (integration tests start real redis-server and PostgreSQL processes), then the k6
-# load-test smoke runs (flash-sale and bots, against the debug build).
+# load-test smoke runs (flash-sale, bots and abandon, against the debug build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,11 +13,11 @@ step() {
 step "Installing system dependencies"
 bash scripts/install-deps.sh
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "module dependencies run one way (scripts/module-graph.py)"
 python3 scripts/module-graph.py >/dev/null

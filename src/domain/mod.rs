@@ -19,7 +19,7 @@ pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserI
 pub use layout::{Layout, ShardRange};
 pub use operation::{Change, Operation};
 pub use operator::Operator;
-pub use order::{NewOrder, OrderRecord, OrderStatus};
+pub use order::{NewOrder, OrderRecord, OrderStatus, Settlement};
 pub use origin::Origin;
 pub use rejection::{Rejection, RejectionStats};
 pub use sale::{Sale, SaleDefinition, SaleSpec, SaleState, Window};

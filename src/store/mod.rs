@@ -6,7 +6,8 @@
 //! One module per concern: [`purchase`] (the purchase path's call), [`loans`] (moves of
 //! units between shards), [`shards`] (a shard's counters and buyer records), [`orders`]
 //! (order streams and acknowledgements), [`dead_letters`], [`recovery`] (the recovery
-//! worker's locks and scans), [`sales`] (sale definitions), [`audit`] (operators' actions
+//! worker's locks and scans), [`returns`] (units of cancelled and expired orders back to
+//! their sale), [`sales`] (sale definitions), [`audit`] (operators' actions
 //! on a sale), [`tokens`] (purchase-token issuance) and [`limits`] (the shared per-sale
 //! limit).
 
@@ -26,6 +27,7 @@ pub mod orders;
 pub mod pool;
 pub mod purchase;
 pub mod recovery;
+pub mod returns;
 pub mod sales;
 pub mod scripts;
 pub mod shards;
