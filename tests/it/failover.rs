@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::support::app::{TestApp, live_sale, spawn_app_with, test_settings};
 use crate::support::db::TestDb;
-use crate::support::redis::RedisCluster;
+use crate::support::redis::{RedisCluster, RedisServer};
 
 const SHARDS: u32 = 6;
 const PER_USER_LIMIT: u32 = 2;
@@ -77,6 +77,39 @@ async fn with_replica_durability_a_killed_master_loses_no_accepted_purchase() {
             "{user} holds {units} units"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_durability_and_no_replica_a_purchase_is_accepted_and_the_unacknowledged_wait_counted()
+ {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.redis.durability = DurabilityMode::Replica;
+    settings.redis.replica_wait_timeout_ms = 20;
+    let app = spawn_app_with(settings).await;
+    app.create_sale("lonely", &live_sale(10, 2, 1, 1)).await;
+    for (user, key) in [("a", "a-1"), ("b", "b-1")] {
+        let response = app.purchase("lonely", user, key, 1).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    // A refusal by the script (over the per-buyer limit) took nothing: its wait is not
+    // counted.
+    let response = app.purchase("lonely", "a", "a-2", 1).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let scrape = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = scrape
+        .lines()
+        .find_map(|line| line.strip_prefix("flashgate_replica_wait_timeouts_total "))
+        .expect("the counter is exported");
+    assert_eq!(counted.trim(), "2", "{scrape}");
 }
 
 /// What a failover run left behind.
