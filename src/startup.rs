@@ -36,7 +36,9 @@ use crate::purchase::Purchases;
 use crate::sales::SaleRegistry;
 use crate::stock::StockEngine;
 use crate::store::embedded::{EmbeddedRedis, EmbeddedRedisError};
-use crate::store::{Durability, Keys, Redis, RedisTarget, ReplicaWait, StoreError};
+use crate::store::{
+    Durability, Keys, Redis, RedisConn, RedisTarget, ReplicaWait, StoreError, WAIT_CONNECTIONS,
+};
 use crate::tokens::TokenSigner;
 use crate::workers::{Recovery, Workers};
 
@@ -110,7 +112,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new(&settings.metrics));
         let stock = StockEngine::new(redis.clone())
             .with_call_timer(CallTimer::new(&metrics, "purchase"))
-            .with_durability(durability(&settings.redis, &metrics))
+            .with_durability(durability(&settings.redis, &target, &metrics).await?)
             .with_purchase_batches(settings.stock.purchase_batch_max);
         let store =
             OrderDb::connect_with(&settings.database.url, settings.database.timeouts()).await?;
@@ -299,15 +301,26 @@ impl Application {
     }
 }
 
-/// The purchase path's durability as configured, counting unacknowledged waits in `metrics`.
-fn durability(settings: &RedisSettings, metrics: &Metrics) -> Durability {
-    match settings.durability {
-        DurabilityMode::Async => Durability::Async,
-        DurabilityMode::Replica => Durability::Replica(ReplicaWait::new(
-            settings.replica_wait_timeout_ms,
-            metrics.counter(REPLICA_WAIT_TIMEOUTS, Vec::new()),
-        )),
+/// The purchase path's durability as configured, counting unacknowledged waits in `metrics`;
+/// under `replica`, with connections of its own to `target`.
+async fn durability(
+    settings: &RedisSettings,
+    target: &RedisTarget,
+    metrics: &Metrics,
+) -> Result<Durability, StartupError> {
+    if settings.durability == DurabilityMode::Async {
+        return Ok(Durability::Async);
     }
+    let mut conns = Vec::with_capacity(WAIT_CONNECTIONS);
+    for _ in 0..WAIT_CONNECTIONS {
+        let conn = RedisConn::connect(target, settings.timeouts()).await;
+        conns.push(conn.map_err(StartupError::Redis)?);
+    }
+    Ok(Durability::Replica(ReplicaWait::new(
+        settings.replica_wait_timeout_ms,
+        metrics.counter(REPLICA_WAIT_TIMEOUTS, Vec::new()),
+        conns,
+    )))
 }
 
 async fn apply_configured_sales(state: &AppState) -> Result<(), StartupError> {

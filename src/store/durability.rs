@@ -5,15 +5,26 @@
 //! run on the node that holds the shard, one right after the other: `WAIT` blocks only the
 //! client that sends it and covers every write that client made before it, which includes
 //! the purchase. Were they sent apart, a failover between the two could send the `WAIT` to
-//! the promoted replica, which would vouch for a record it never received. A `WAIT` that
+//! the promoted replica, which would vouch for a record it never received. A blocked client
+//! runs nothing else until its `WAIT` ends, so these pipelines go round-robin over connections
+//! of their own ([`WAIT_CONNECTIONS`]), not over the purchase path's one multiplexed
+//! connection, where each wait would hold up every other request to that node. A `WAIT` that
 //! ends with no replica's acknowledgement still answers 202 (the record is on the master, as
 //! under `async`) and is counted in `flashgate_replica_wait_timeouts_total`, so that an
 //! operator sees the acknowledgements a master crash could lose (docs/DESIGN.md,
 //! "Durability of an accepted purchase").
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use metrics::Counter;
-use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+
+use super::RedisConn;
+
+/// Connections the waiting pipelines take turns on: each carries one wait at a time per
+/// node, so this many purchase calls per node wait for their replica at once.
+pub const WAIT_CONNECTIONS: usize = 8;
 
 /// When the gateway answers an accepted purchase.
 #[derive(Clone, Default)]
@@ -30,27 +41,41 @@ pub enum Durability {
 pub struct ReplicaWait {
     timeout_ms: u64,
     timeouts: Counter,
+    /// The connections the pipelines take turns on (at least one).
+    conns: Arc<[RedisConn]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl ReplicaWait {
-    /// Waits at most `timeout_ms` (at least 1: `WAIT 1 0` would block forever), counting
-    /// the waits no replica acknowledged in `timeouts`.
-    pub fn new(timeout_ms: u64, timeouts: Counter) -> Self {
+    /// Waits at most `timeout_ms` (at least 1: `WAIT 1 0` would block forever) on `conns`
+    /// in turn (e.g. [`WAIT_CONNECTIONS`] of them; empty is not allowed), counting the waits
+    /// no replica acknowledged in `timeouts`.
+    pub fn new(timeout_ms: u64, timeouts: Counter, conns: Vec<RedisConn>) -> Self {
+        assert!(!conns.is_empty(), "a replica wait needs a connection");
         Self {
             timeout_ms: timeout_ms.max(1),
             timeouts,
+            conns: conns.into(),
+            next: Arc::new(AtomicUsize::new(0)),
         }
     }
 
+    /// The connection for the next pipeline.
+    fn conn(&self) -> RedisConn {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        self.conns[turn % self.conns.len()].clone()
+    }
+
     /// Runs `cmd` (an `EVALSHA` of `script`) followed by `WAIT 1 <timeout>` in one
-    /// pipeline, loading the script once on `NOSCRIPT` as [`super::scripts::run`] does.
-    /// Returns the script's reply and whether a replica acknowledged it.
+    /// pipeline on the next of its connections, loading the script once on `NOSCRIPT` as
+    /// [`super::scripts::run`] does. Returns the script's reply and whether a replica
+    /// acknowledged it.
     pub(super) async fn run<T: FromRedisValue>(
         &self,
         script: &Script,
         cmd: &Cmd,
-        conn: &mut impl ConnectionLike,
     ) -> RedisResult<(T, Acknowledged)> {
+        let conn = &mut self.conn();
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone())
             .cmd("WAIT")

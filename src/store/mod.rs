@@ -34,7 +34,7 @@ pub mod shards;
 pub mod tokens;
 
 pub use conn::{RedisConn, RedisTarget, RedisTimeouts};
-pub use durability::{Durability, ReplicaWait};
+pub use durability::{Durability, ReplicaWait, WAIT_CONNECTIONS};
 pub use error::StoreError;
 pub use handle::{Redis, ping};
 pub use keys::{Keys, ShardKeys};

@@ -122,7 +122,7 @@ pub async fn purchase_many_with(
     let (replies, wait): (Vec<Value>, _) = match durability {
         Durability::Async => (scripts::run(&scripts::PURCHASE, &cmd, conn).await?, None),
         Durability::Replica(wait) => {
-            let (replies, acknowledged) = wait.run(&scripts::PURCHASE, &cmd, conn).await?;
+            let (replies, acknowledged) = wait.run(&scripts::PURCHASE, &cmd).await?;
             (replies, Some((wait, acknowledged)))
         }
     };
