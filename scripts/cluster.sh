@@ -52,11 +52,20 @@ source scripts/lib/bench.sh
 
 in_range() { [[ $1 =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); }
 
-# Sets REPLY to a free loopback port P whose cluster bus port P+10000 is free too.
+# Sets REPLY to a free loopback port P whose cluster bus port P+10000 is free too, both below
+# the kernel's ephemeral range (a port in it may be the local end of an outgoing connection,
+# which a listener cannot bind though nobody listens on it).
 free_cluster_port() {
-    for _ in $(seq 1 50); do
-        free_port
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$((REPLY + 10000))") 2>/dev/null; then
+    local low=32768 high port
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    ((low > 20100)) || die "the ephemeral port range starts at $low: no room for P and P+10000 below it"
+    for _ in $(seq 1 200); do
+        port=$((10000 + RANDOM % (low - 20000)))
+        [[ $taken == *" $port "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+            ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
+            taken+="$port "
+            REPLY=$port
             return 0
         fi
     done
@@ -79,16 +88,34 @@ running_pid() {
     kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+# redis_node NAME: starts a cluster-enabled redis-server on a free port pair (trying again on
+# other ports when one was taken meanwhile); sets REPLY to its port.
 redis_node() {
-    local name=$1 port=$2
+    local name=$1 port pid
     mkdir -p "$STATE/$name"
-    spawn "$name" redis-server --bind 127.0.0.1 --port "$port" --dir "$STATE/$name" \
-        --cluster-enabled yes --cluster-config-file nodes.conf \
-        --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT" --appendonly yes \
-        --appendfsync "$APPENDFSYNC" --stream-node-max-entries 16 --save '' \
-        --repl-diskless-sync-delay 0 --protected-mode no --daemonize no
-    wait_for "$name" "$(cat "$STATE/pids/$name")" "$STATE/$name.log" 100 \
-        redis-cli -h 127.0.0.1 -p "$port" ping
+    for _ in 1 2 3 4 5; do
+        free_cluster_port
+        port=$REPLY
+        spawn "$name" redis-server --bind 127.0.0.1 --port "$port" --dir "$STATE/$name" \
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT" --appendonly yes \
+            --appendfsync "$APPENDFSYNC" --stream-node-max-entries 16 --save '' \
+            --repl-diskless-sync-delay 0 --protected-mode no --daemonize no
+        pid=$(cat "$STATE/pids/$name")
+        for _ in $(seq 1 100); do
+            # This process, not another one that took the port meanwhile.
+            if redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null | grep -q "^process_id:$pid"; then
+                REPLY=$port
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$STATE/$name"/nodes.conf
+    done
+    tail -n 20 "$STATE/$name.log" >&2
+    die "$name did not start (5 port pairs tried)"
 }
 
 # Polls every node until all report cluster_state:ok and know all nodes, and every replica
@@ -138,10 +165,9 @@ start_redis_cluster() {
     redis_ports=()
     for i in $(seq 1 "$count"); do
         progress "starting redis node $i of $count"
-        free_cluster_port
+        redis_node "redis-$i"
         redis_ports+=("$REPLY")
         addresses+=("127.0.0.1:$REPLY")
-        redis_node "redis-$i" "$REPLY"
     done
     progress "creating the Redis Cluster"
     if ((MASTERS >= 3)); then
