@@ -105,18 +105,33 @@ function tryToBuy(buyer, jwt) {
     return null;
 }
 
+// Cancel and paid are idempotent: a client told 429/503 (shed, with Retry-After) sends the
+// same call again after that pause, as a shop's payment service and a buyer's page do, at
+// most SETTLE_TRIES times in all. Only an answer that is still shed after that counts as
+// unexpected.
+const SETTLE_TRIES = 5;
+
+function settle(call) {
+    let a = call();
+    for (let tries = 1; tries < SETTLE_TRIES && api.isShed(a); tries++) {
+        sleep(Math.min(Math.max(a.retryAfter, 0.2), 5));
+        a = call();
+    }
+    return a;
+}
+
 function act(buyer, jwt, order) {
     const fate = fateOf(buyer.n);
     if (fate === 'never-pay') {
         abandonedUnits.add(1);
         buyer.done = true;
     } else if (fate === 'cancel') {
-        const c = api.cancelOrder(order, jwt);
+        const c = settle(() => api.cancelOrder(order, jwt));
         note('cancel', c, c.status === 200 && c.json && c.json.status === 'cancelled');
         cancelledUnits.add(1);
         buyer.done = true;
     } else {
-        const p = api.payOrder(order);
+        const p = settle(() => api.payOrder(order));
         if (p.status === 200 && p.json && p.json.status === 'paid') {
             paidUnits.add(1);
             buyer.done = true;

@@ -2,7 +2,8 @@
 //! real databases: cancel and paid endpoints (owner only, idempotent, `order-state`), expiry
 //! that gives units back exactly once so a sold-out sale sells again on every instance, and
 //! pay racing cancel across two instances. Background passes are driven with
-//! `lifecycle.run_once()`, not waited for.
+//! `lifecycle.run_once()`, not waited for: the gateways' own sweeper is set to run once an
+//! hour ([`settings`]), so what a test counts is what its own passes did.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use flashgate::testing::lifecycle::{ReturnOutcome, return_units};
 use flashgate::testing::store::RedisTarget;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+
+use flashgate::testing::config::Settings;
 
 use crate::support::app::{
     ADMIN_TOKEN, TestApp, eventually, live_sale, problem_slug, spawn_app_with, test_settings,
@@ -26,9 +29,17 @@ fn sale_with_window(stock: u64, shards: u32, per_user_limit: u32, window_s: u32)
     body
 }
 
+/// Test settings for `target` with the gateway's own lifecycle pass out of the way (once an
+/// hour): the tests run the passes themselves and count what each did.
+fn settings(target: &RedisTarget) -> Settings {
+    let mut settings = test_settings(target);
+    settings.lifecycle.sweep_interval_ms = 3_600_000;
+    settings
+}
+
 /// Two gateways on the same Redis keys and database (two instances of one deployment).
 async fn two_instances(target: &RedisTarget, db_url: &str) -> (TestApp, TestApp) {
-    let mut settings = test_settings(target);
+    let mut settings = settings(target);
     settings.database.url = db_url.to_owned();
     let first = spawn_app_with(settings.clone()).await;
     let second = spawn_app_with(settings).await;
@@ -83,7 +94,7 @@ fn assert_exact(reconciliation: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_and_paid_are_owner_only_idempotent_and_refuse_forbidden_transitions() {
     let redis = RedisServer::start();
-    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    let app = spawn_app_with(settings(&RedisTarget::Single(redis.url()))).await;
     app.create_sale("life", &live_sale(10, 2, 1, 1)).await;
     // Cancelled while still pending in Redis: its row is written first.
     let mine = buy(&app, "life", "alice", "k1").await;
@@ -178,8 +189,16 @@ async fn unpaid_orders_expire_and_the_sale_sells_again(target: RedisTarget, db: 
     // Both instances sweep at once: each order is expired and returned by one of them.
     let (swept_a, swept_b) =
         tokio::join!(a.state.lifecycle.run_once(), b.state.lifecycle.run_once());
-    assert_eq!(swept_a.expired + swept_b.expired, 2);
-    assert_eq!(swept_a.returns.returned + swept_b.returns.returned, 2);
+    assert_eq!(
+        swept_a.expired + swept_b.expired,
+        2,
+        "{swept_a:?} {swept_b:?}"
+    );
+    assert_eq!(
+        swept_a.returns.returned + swept_b.returns.returned,
+        2,
+        "{swept_a:?} {swept_b:?}"
+    );
     let again = b.state.lifecycle.run_once().await;
     assert_eq!(again.expired + again.returns.returned, 0, "nothing twice");
     assert_eq!(order_view(&b, "u2", &orders[1]).await["status"], "expired");
@@ -309,7 +328,7 @@ async fn pay_and_cancel_race(target: RedisTarget) {
 async fn a_return_after_a_live_reshard_goes_to_the_buyers_new_home_once() {
     let redis = RedisServer::start();
     let db = TestDb::sqlite();
-    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    let mut settings = settings(&RedisTarget::Single(redis.url()));
     settings.database.url = db.url();
     let a = spawn_app_with(settings.clone()).await;
     // The second instance does not refresh its cache during the test.
@@ -372,7 +391,7 @@ async fn a_return_after_a_live_reshard_goes_to_the_buyers_new_home_once() {
 async fn a_return_left_due_by_a_crash_or_a_redis_outage_is_driven_once_redis_is_back() {
     let mut redis = RedisServer::start();
     let db = TestDb::sqlite();
-    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    let mut settings = settings(&RedisTarget::Single(redis.url()));
     settings.database.url = db.url();
     let app = spawn_app_with(settings).await;
     app.create_sale("due", &live_sale(2, 1, 1, 1)).await;
@@ -409,7 +428,7 @@ async fn a_return_left_due_by_a_crash_or_a_redis_outage_is_driven_once_redis_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn return_units_writes_nothing_where_the_buyers_record_is_not() {
     let redis = RedisServer::start();
-    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    let app = spawn_app_with(settings(&RedisTarget::Single(redis.url()))).await;
     let sale = SaleId::parse("lua").unwrap();
     let keys = app.keys.shard(&sale, 0);
     let (user, other) = (UserId::parse("t1").unwrap(), UserId::parse("t2").unwrap());
@@ -467,7 +486,7 @@ async fn return_units_writes_nothing_where_the_buyers_record_is_not() {
 async fn a_late_payment_finds_the_order_expired_and_a_cancel_waits_out_a_database_outage() {
     let redis = RedisServer::start();
     let mut db = TestDb::postgres();
-    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    let mut settings = settings(&RedisTarget::Single(redis.url()));
     settings.database.url = db.url();
     let app = spawn_app_with(settings).await;
     app.create_sale("late", &sale_with_window(5, 1, 1, 1)).await;
@@ -511,7 +530,7 @@ async fn a_late_payment_finds_the_order_expired_and_a_cancel_waits_out_a_databas
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_an_order_of_a_deleted_sale_recreates_none_of_its_keys() {
     let redis = RedisServer::start();
-    let app = spawn_app_with(test_settings(&RedisTarget::Single(redis.url()))).await;
+    let app = spawn_app_with(settings(&RedisTarget::Single(redis.url()))).await;
     let now = time::OffsetDateTime::now_utc();
     let fmt = &time::format_description::well_known::Rfc3339;
     let mut body = live_sale(4, 2, 1, 1);
