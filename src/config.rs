@@ -968,6 +968,41 @@ mod tests {
     }
 
     #[test]
+    fn durability_is_read_in_lowercase_and_its_wait_bounded_by_the_response_timeout() {
+        let s: Settings = Figment::from(Toml::string(
+            "[redis]\ndurability = \"replica\"\nreplica_wait_timeout_ms = 50",
+        ))
+        .extract()
+        .unwrap();
+        assert_eq!(s.redis.durability, DurabilityMode::Replica);
+        assert_eq!(s.redis.replica_wait_timeout_ms, 50);
+        assert!(
+            Figment::from(Toml::string("[redis]\ndurability = \"fsync\""))
+                .extract::<Settings>()
+                .is_err()
+        );
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/flashgate.toml");
+        let shipped: Settings = Figment::from(Toml::file(file)).extract().unwrap();
+        let defaults = RedisSettings::default();
+        assert_eq!(shipped.redis.durability, DurabilityMode::Async);
+        assert_eq!(defaults.durability, DurabilityMode::Async);
+        assert_eq!(
+            shipped.redis.replica_wait_timeout_ms,
+            defaults.replica_wait_timeout_ms
+        );
+        for (wait_ms, ok) in [(0, false), (1, true), (499, true), (500, false)] {
+            let mut s = valid();
+            s.redis.response_timeout_ms = 500;
+            s.redis.replica_wait_timeout_ms = wait_ms;
+            assert_eq!(
+                s.validate().is_ok(),
+                ok,
+                "replica_wait_timeout_ms = {wait_ms}"
+            );
+        }
+    }
+
+    #[test]
     fn queue_policy_is_read_in_kebab_case() {
         let s: Settings = Figment::from(Toml::string(
             "[queue]\npolicy = \"caller-runs\"\ncapacity = 10",
