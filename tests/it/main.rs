@@ -12,6 +12,7 @@ mod batch;
 mod bulk_pool;
 mod cli_sale;
 mod cluster;
+mod cluster_script;
 mod container;
 mod cors;
 mod crash;
