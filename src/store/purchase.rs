@@ -112,7 +112,8 @@ pub async fn purchase_many(
 }
 
 /// As [`purchase_many`], answering when `durability` says: under `replica`, after one
-/// replica acknowledged the call (or the wait timed out, counted).
+/// replica acknowledged the call (or the wait timed out, counted), sent on the wait's own
+/// connections rather than `conn` ([`super::durability`] says why).
 pub async fn purchase_many_with(
     conn: &mut RedisConn,
     calls: &[PurchaseCall],
