@@ -50,7 +50,7 @@ pub mod testing {
         pub use crate::domain::Origin;
         pub use crate::domain::{
             EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleDefinition, SaleId, SaleSpec,
-            ShardRange, UserId,
+            ShardSet, UserId,
         };
     }
     pub mod http {

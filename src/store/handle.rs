@@ -3,6 +3,7 @@
 
 use super::pool::{BulkConn, BulkPool};
 use super::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
+use crate::domain::SlotMap;
 
 /// Redis, as the rest of the crate holds it.
 ///
@@ -59,6 +60,15 @@ impl Redis {
     /// Whether Redis is a cluster (a script call then keeps to one slot).
     pub fn is_cluster(&self) -> bool {
         self.conn.is_cluster()
+    }
+
+    /// Which master serves each slot now: read from the cluster (one `CLUSTER SLOTS` on a
+    /// bulk connection), or one node serving every slot.
+    pub async fn slot_map(&self) -> Result<SlotMap, StoreError> {
+        if !self.is_cluster() {
+            return Ok(SlotMap::single());
+        }
+        super::placement::slot_map(&mut self.bulk().await?).await
     }
 }
 
