@@ -1,6 +1,9 @@
 //! [`Redis`]: the two kinds of Redis handle and the key builder, which every Redis call of
 //! the crate is made with. Cheap to clone.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::pool::{BulkConn, BulkPool};
 use super::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
 use crate::domain::SlotMap;
@@ -17,12 +20,22 @@ pub struct Redis {
     conn: RedisConn,
     bulk: BulkPool,
     keys: Keys,
+    /// The cluster's nodes as configured (empty on a single node): where the slot map is
+    /// read from.
+    nodes: Arc<[String]>,
+    timeouts: Option<RedisTimeouts>,
 }
 
 impl Redis {
     /// The handles over `conn` and `bulk`, with keys built by `keys`.
     pub fn new(conn: RedisConn, bulk: BulkPool, keys: Keys) -> Self {
-        Self { conn, bulk, keys }
+        Self {
+            conn,
+            bulk,
+            keys,
+            nodes: Arc::default(),
+            timeouts: None,
+        }
     }
 
     /// Connects both handles to `target`, the pool holding at most `bulk_size` connections.
@@ -34,7 +47,15 @@ impl Redis {
     ) -> redis::RedisResult<Self> {
         let conn = RedisConn::connect(target, timeouts).await?;
         let bulk = BulkPool::new(target, timeouts, bulk_size)?;
-        Ok(Self::new(conn, bulk, keys))
+        let nodes = match target {
+            RedisTarget::Single(_) => Arc::default(),
+            RedisTarget::Cluster(urls) => urls.iter().cloned().collect(),
+        };
+        Ok(Self {
+            nodes,
+            timeouts: Some(timeouts),
+            ..Self::new(conn, bulk, keys)
+        })
     }
 
     /// The key builder.
@@ -62,13 +83,31 @@ impl Redis {
         self.conn.is_cluster()
     }
 
-    /// Which master serves each slot now: read from the cluster (one `CLUSTER SLOTS` on a
-    /// bulk connection), or one node serving every slot.
+    /// Which master serves each slot now, or one node serving every slot on a single node.
+    ///
+    /// Read with `CLUSTER SLOTS` on a plain connection to the first configured node that
+    /// answers, opened for the call (once per rebalancing pass or new layout), not through
+    /// the cluster connection: right after slots move, that connection is busy refreshing
+    /// its own slot map, and redis-rs 1.8 was seen to stall the requests it carried then
+    /// when this call was among them.
     pub async fn slot_map(&self) -> Result<SlotMap, StoreError> {
         if !self.is_cluster() {
             return Ok(SlotMap::single());
         }
-        super::placement::slot_map(&mut self.bulk().await?).await
+        let timeouts = self.timeouts.unwrap_or(RedisTimeouts {
+            response: Duration::from_secs(2),
+            connect: Duration::from_secs(2),
+        });
+        let mut failure = None;
+        for node in self.nodes.iter() {
+            match super::placement::slot_map_from(node, timeouts).await {
+                Ok(map) => return Ok(map),
+                Err(error) => failure = Some(error),
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            StoreError::unexpected("the cluster's slot map", &"no cluster node is configured")
+        }))
     }
 }
 

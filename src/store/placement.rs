@@ -4,7 +4,7 @@
 use redis::Value;
 use redis::aio::ConnectionLike;
 
-use super::{Keys, StoreError};
+use super::{Keys, RedisTimeouts, StoreError};
 use crate::domain::placement::{Placement, SlotMap};
 use crate::domain::{SaleId, ShardSet};
 
@@ -21,6 +21,19 @@ pub async fn slot_map(conn: &mut impl ConnectionLike) -> Result<SlotMap, StoreEr
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(SlotMap::from_ranges(ranges)?)
+}
+
+/// The masters serving each slot, from `CLUSTER SLOTS` on a connection of its own to the
+/// node at `url` (closed after the call).
+pub async fn slot_map_from(url: &str, timeouts: RedisTimeouts) -> Result<SlotMap, StoreError> {
+    let client = redis::Client::open(super::conn::no_delay(url)?)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeouts.connect))
+        .set_response_timeout(Some(timeouts.response));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    slot_map(&mut conn).await
 }
 
 /// One entry of `CLUSTER SLOTS`: `[first, last, [host, port, id, ..], replicas..]`; the

@@ -28,6 +28,7 @@ mod openapi;
 mod operator;
 mod pause;
 mod persistence;
+mod placement;
 mod postgres_harness;
 mod pow_js;
 mod purchase;
