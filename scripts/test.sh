@@ -13,11 +13,11 @@ step() {
 step "Installing system dependencies"
 bash scripts/install-deps.sh
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "module dependencies run one way (scripts/module-graph.py)"
 python3 scripts/module-graph.py >/dev/null

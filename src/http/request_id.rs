@@ -1,13 +1,14 @@
 //! Request ids, the outermost layer of every request: the id comes from the request's
 //! `X-Request-Id` when it carries a usable one (1 to 128 visible ASCII characters), and is
-//! generated otherwise. It goes back in the answer's `X-Request-Id`, into a tracing span
-//! around everything the request does (so every log line of the request carries it, the
-//! sold-out shortcut's and the failure log's included), and into every problem answer as
-//! its `instance` member (RFC 9457: the occurrence of the problem).
+//! generated otherwise. It goes back in the answer's `X-Request-Id`, is the current request
+//! id ([`crate::logging::request`]) while everything the request does runs (so every log
+//! line of the request carries it, the sold-out shortcut's and the failure log's included),
+//! and goes into every problem answer as its `instance` member (RFC 9457: the occurrence of
+//! the problem).
 //!
 //! A generated id is this thread's random 64-bit prefix and its running count, in hex
 //! (`5f0c2d9e1b7a4c33-1a2b`): unique without a shared counter, and cheap enough for every
-//! request (no UUID, no syscall). With `log.access = true` the layer also logs one line per
+//! request (no UUID, no syscall, rendered only when written). With `log.access = true` the layer also logs one line per
 //! request at `info` (target `flashgate::access`): method, path, status and microseconds.
 //!
 //! The id reaches the problem body without parsing it: every problem response carries its
@@ -22,15 +23,15 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderName, Method, Uri, header};
 use axum::response::Response;
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
-use tracing::Span;
-use tracing::instrument::{Instrument, Instrumented};
 
 use super::error::ProblemJson;
 use super::gate::Answered;
+use crate::logging::request::{self, RequestId};
 
 /// The request and response header that carries the id.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -88,34 +89,33 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         if !self.layer.enabled {
-            return IdentifiedFuture {
-                inner: self.inner.call(req).instrument(Span::none()),
-                id: None,
-                access: None,
+            return IdentifiedFuture::Plain {
+                inner: self.inner.call(req),
             };
         }
         let id = incoming(req.headers()).unwrap_or_else(generate);
-        // At ERROR level so that the span exists whatever the log filter lets through: a
-        // warning logged under RUST_LOG=warn must still name its request.
-        let span = tracing::error_span!("request", request_id = id.to_str().unwrap_or_default());
         let access = self.layer.access_log.then(|| Access::of(&req));
         // Gates answer inside `call` (the sold-out shortcut): their logs carry the id too.
-        let inner = span.in_scope(|| self.inner.call(req));
-        IdentifiedFuture {
-            inner: inner.instrument(span),
-            id: Some(id),
+        let inner = request::sync_scope(id.clone(), || self.inner.call(req));
+        IdentifiedFuture::Identified {
+            inner: request::scope(id, inner),
             access,
         }
     }
 }
 
 pin_project! {
-    /// The answer of [`RequestIds`]: the inner answer, with the request's id.
-    pub struct IdentifiedFuture<F> {
-        #[pin]
-        inner: Instrumented<F>,
-        id: Option<HeaderValue>,
-        access: Option<Access>,
+    /// The answer of [`RequestIds`]: the inner answer, with the request's id when ids are on.
+    #[project = IdentifiedProj]
+    pub enum IdentifiedFuture<F> {
+        /// Ids are off: the inner answer as it is.
+        Plain { #[pin] inner: F },
+        /// The inner answer, run with the request's id current.
+        Identified {
+            #[pin]
+            inner: TaskLocalFuture<RequestId, F>,
+            access: Option<Access>,
+        },
     }
 }
 
@@ -126,20 +126,25 @@ where
     type Output = Answered;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
-        let mut this = self.project();
-        let Ok(response) = ready!(this.inner.as_mut().poll(cx));
-        let Some(id) = this.id.take() else {
-            return Poll::Ready(Ok(response));
-        };
-        if let Some(access) = this.access.take() {
-            this.inner.span().in_scope(|| access.log(&response));
+        match self.project() {
+            IdentifiedProj::Plain { inner } => inner.poll(cx),
+            IdentifiedProj::Identified { mut inner, access } => {
+                let Ok(response) = ready!(inner.as_mut().poll(cx));
+                let id = inner
+                    .take_value()
+                    .expect("the id is taken once, when the answer is ready");
+                if let Some(access) = access.take() {
+                    request::sync_scope(id.clone(), || access.log(&response));
+                }
+                Poll::Ready(Ok(identified(response, &id)))
+            }
         }
-        Poll::Ready(Ok(identified(response, id)))
     }
 }
 
 /// What the access log line says of a request.
-struct Access {
+#[derive(Debug)]
+pub struct Access {
     method: Method,
     uri: Uri,
     started: Instant,
@@ -167,9 +172,9 @@ impl Access {
 }
 
 /// The request's usable `X-Request-Id`, if it has one.
-fn incoming(headers: &HeaderMap) -> Option<HeaderValue> {
+fn incoming(headers: &HeaderMap) -> Option<RequestId> {
     let value = headers.get(&X_REQUEST_ID)?;
-    is_usable(value.as_bytes()).then(|| value.clone())
+    is_usable(value.as_bytes()).then(|| RequestId::Given(value.clone()))
 }
 
 /// 1 to [`MAX_LEN`] visible ASCII characters (no spaces, no control characters).
@@ -177,37 +182,25 @@ fn is_usable(id: &[u8]) -> bool {
     (1..=MAX_LEN).contains(&id.len()) && id.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
-/// A fresh id: this thread's random prefix and its count of ids so far, in hex.
-fn generate() -> HeaderValue {
+/// A fresh id: this thread's random prefix and its count of ids so far.
+fn generate() -> RequestId {
     thread_local! {
         static IDS: (u64, Cell<u64>) = (rand::random(), Cell::new(0));
     }
     IDS.with(|(prefix, count)| {
         let n = count.get();
         count.set(n.wrapping_add(1));
-        let mut text = [0u8; 33];
-        let len = hex_id(*prefix, n, &mut text);
-        HeaderValue::from_bytes(&text[..len]).expect("hex digits and a dash")
+        RequestId::Generated {
+            prefix: *prefix,
+            count: n,
+        }
     })
-}
-
-/// Writes `<prefix as 16 hex digits>-<n in hex>` into `out`; returns its length.
-fn hex_id(prefix: u64, n: u64, out: &mut [u8; 33]) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in out[..16].iter_mut().enumerate() {
-        *slot = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out[16] = b'-';
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in out[17..17 + digits].iter_mut().enumerate() {
-        *slot = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
-    }
-    17 + digits
 }
 
 /// `response` with its id: in the `X-Request-Id` header, and as the `instance` of a
 /// problem body.
-fn identified(mut response: Response, id: HeaderValue) -> Response {
+fn identified(mut response: Response, id: &RequestId) -> Response {
+    let id = id.to_header_value();
     if let Some(ProblemJson(json)) = response.extensions_mut().remove::<ProblemJson>()
         && let Some(body) = with_instance(&json, id.to_str().unwrap_or_default())
     {
@@ -310,23 +303,12 @@ mod tests {
 
     #[test]
     fn generated_ids_differ_and_are_usable() {
-        let ids: Vec<_> = (0..1000).map(|_| generate()).collect();
-        let mut texts: Vec<_> = ids.iter().map(|v| v.to_str().unwrap()).collect();
+        let ids: Vec<_> = (0..1000).map(|_| generate().to_string()).collect();
+        let mut texts: Vec<_> = ids.iter().map(String::as_str).collect();
         assert!(texts.iter().all(|t| is_usable(t.as_bytes())));
         texts.sort_unstable();
         texts.dedup();
         assert_eq!(texts.len(), ids.len());
-    }
-
-    #[test]
-    fn a_generated_id_is_the_prefix_and_the_count_in_hex() {
-        let mut out = [0u8; 33];
-        let len = hex_id(0x0123_4567_89ab_cdef, 0, &mut out);
-        assert_eq!(&out[..len], b"0123456789abcdef-0");
-        let len = hex_id(u64::MAX, u64::MAX, &mut out);
-        assert_eq!(&out[..len], b"ffffffffffffffff-ffffffffffffffff");
-        let len = hex_id(0, 0x1a2b, &mut out);
-        assert_eq!(&out[..len], b"0000000000000000-1a2b");
     }
 
     proptest! {

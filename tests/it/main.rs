@@ -26,6 +26,7 @@ mod loans;
 mod metrics;
 mod openapi;
 mod operator;
+mod order_db;
 mod pause;
 mod persistence;
 mod placement;

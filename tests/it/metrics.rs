@@ -443,7 +443,7 @@ async fn with_json_logs_every_line_is_json_and_a_requests_line_carries_its_id() 
     .await
     .expect("the request is logged");
     let logged: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(logged["span"]["request_id"], "json-log-1", "{logged}");
+    assert_eq!(logged["request_id"], "json-log-1", "{logged}");
     assert_eq!(logged["target"], "flashgate::access", "{logged}");
     assert_eq!(logged["fields"]["status"], 404, "{logged}");
     let text = std::fs::read_to_string(&log).unwrap();

@@ -1,11 +1,19 @@
 //! Logging: the `[log]` settings and the process's tracing subscriber, chosen once at
 //! start-up. `RUST_LOG` filters (default `info`); `log.format` picks one JSON object per
 //! line (for log shippers) or human-readable text, both on stderr. A line logged while a
-//! request is being served carries that request's id (`http::request_id`): in JSON as
-//! `span.request_id`, in text as `request{request_id=…}:`.
+//! request is being served carries that request's id ([`request`]): in JSON as the member
+//! `request_id`, in text as `request_id=…` at the line's end ([`format`]).
+
+pub mod format;
+pub mod request;
+
+use std::io::IsTerminal;
 
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Format;
+
+use self::format::{Shape, WithRequestId};
 
 /// `[log]`: how the gateway logs.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,18 +49,27 @@ pub enum LogFormat {
 }
 
 /// Installs the process's subscriber for `settings`, filtered by `RUST_LOG` (default
-/// `info`). Does nothing if one is installed already.
+/// `info`). Does nothing if one is installed already. Colours only on a terminal: a log
+/// file or a log shipper gets plain text.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let installed = match settings.format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .event_format(WithRequestId::new(
+                Format::default().with_ansi(ansi),
+                Shape::Text,
+            ))
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .map_event_format(|json| WithRequestId::new(json, Shape::Json))
             .try_init(),
     };
     // A subscriber set before (a test harness, an embedding program) stays.
