@@ -93,9 +93,8 @@ impl ShardSet {
     }
 
     /// Every index of the set, ascending.
-    pub fn indices(&self) -> impl ExactSizeIterator<Item = u32> + use<> {
-        let indices = Arc::clone(&self.indices);
-        (0..indices.len()).map(move |i| indices[i])
+    pub fn indices(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.indices.iter().copied()
     }
 
     /// The `position`-th index (ascending order), wrapping around the set.
@@ -198,7 +197,7 @@ impl Layout {
 
     /// The shards that may hold units on their shelves or out on loan: `current`, and
     /// `draining` while there is one. Every earlier set was emptied before it was dropped.
-    pub fn stocked(&self) -> impl Iterator<Item = u32> + use<> {
+    pub fn stocked(&self) -> impl Iterator<Item = u32> + '_ {
         let draining = self.draining.as_ref().map(ShardSet::indices);
         self.current.indices().chain(draining.into_iter().flatten())
     }
