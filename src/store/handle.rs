@@ -2,7 +2,6 @@
 //! the crate is made with. Cheap to clone.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::pool::{BulkConn, BulkPool};
 use super::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
@@ -20,10 +19,10 @@ pub struct Redis {
     conn: RedisConn,
     bulk: BulkPool,
     keys: Keys,
-    /// The cluster's nodes as configured (empty on a single node): where the slot map is
-    /// read from.
-    nodes: Arc<[String]>,
-    timeouts: Option<RedisTimeouts>,
+    /// The cluster's nodes as configured, and the time limits of a call to one of them:
+    /// where the slot map is read from (`None` on a single node, or when built by
+    /// [`Redis::new`]).
+    seeds: Option<(Arc<[String]>, RedisTimeouts)>,
 }
 
 impl Redis {
@@ -33,8 +32,7 @@ impl Redis {
             conn,
             bulk,
             keys,
-            nodes: Arc::default(),
-            timeouts: None,
+            seeds: None,
         }
     }
 
@@ -47,13 +45,12 @@ impl Redis {
     ) -> redis::RedisResult<Self> {
         let conn = RedisConn::connect(target, timeouts).await?;
         let bulk = BulkPool::new(target, timeouts, bulk_size)?;
-        let nodes = match target {
-            RedisTarget::Single(_) => Arc::default(),
-            RedisTarget::Cluster(urls) => urls.iter().cloned().collect(),
+        let seeds = match target {
+            RedisTarget::Single(_) => None,
+            RedisTarget::Cluster(urls) => Some((urls.iter().cloned().collect(), timeouts)),
         };
         Ok(Self {
-            nodes,
-            timeouts: Some(timeouts),
+            seeds,
             ..Self::new(conn, bulk, keys)
         })
     }
@@ -94,13 +91,12 @@ impl Redis {
         if !self.is_cluster() {
             return Ok(SlotMap::single());
         }
-        let timeouts = self.timeouts.unwrap_or(RedisTimeouts {
-            response: Duration::from_secs(2),
-            connect: Duration::from_secs(2),
-        });
+        let Some((nodes, timeouts)) = &self.seeds else {
+            return super::placement::slot_map(&mut self.conn()).await;
+        };
         let mut failure = None;
-        for node in self.nodes.iter() {
-            match super::placement::slot_map_from(node, timeouts).await {
+        for node in nodes.iter() {
+            match super::placement::slot_map_from(node, *timeouts).await {
                 Ok(map) => return Ok(map),
                 Err(error) => failure = Some(error),
             }
