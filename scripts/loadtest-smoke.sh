@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The load-test smoke runs, as CI runs them (scripts/test.sh calls this): the flash-sale
-# buyer journey and the bot traffic, each with a debug build, a few VUs and a few seconds
-# (loadtest/run SCENARIO --smoke). Both run even when the first fails; exits non-zero when
-# either does. Their raw outputs are in target/loadtest/{flash-sale,bots}-smoke/.
+# buyer journey, the bot traffic and abandoned orders (payment window, cancels, expiry), each
+# with a debug build, a few VUs and a few seconds (loadtest/run SCENARIO --smoke). All run
+# even when one fails; exits non-zero when any does. Their raw outputs are in
+# target/loadtest/{flash-sale,bots,abandon}-smoke/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 failed=()
-for scenario in flash-sale bots; do
+for scenario in flash-sale bots abandon; do
     printf '\n==> loadtest/run %s --smoke\n' "$scenario"
     start=$SECONDS
     if loadtest/run "$scenario" --smoke </dev/null; then
@@ -21,4 +22,4 @@ if ((${#failed[@]} > 0)); then
     echo "loadtest-smoke: FAILED: ${failed[*]}"
     exit 1
 fi
-echo "loadtest-smoke: flash-sale and bots passed"
+echo "loadtest-smoke: flash-sale, bots and abandon passed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # flashgate's full check, as CI runs it: system dependencies, formatting, lints, every test
 # target (integration tests start real redis-server and PostgreSQL processes), then the k6
-# load-test smoke runs (flash-sale and bots, against the debug build).
+# load-test smoke runs (flash-sale, bots and abandon, against the debug build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -35,6 +35,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub lifecycle: LifecycleSettings,
     /// Sales created (or updated, when not live) at start.
     pub sales: Vec<SaleConfig>,
     /// This is a demo: the demo secrets shipped in `config/flashgate.toml` may be used
@@ -403,6 +404,29 @@ impl Default for StockSettings {
             purchase_batch_max: 16,
             rebalance: true,
             rebalance_interval_ms: 30_000,
+        }
+    }
+}
+
+/// The order lifecycle's background work: the expiry sweeper and the return outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// How often each instance expires unpaid orders and re-drives returns left undone.
+    pub sweep_interval_ms: u64,
+    /// Most orders one database statement expires or claims.
+    pub batch: u32,
+    /// How long the instance that settles or claims an order holds its return before
+    /// another instance may drive it (a crashed one's lease simply runs out).
+    pub return_lease_ms: u64,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            sweep_interval_ms: 1000,
+            batch: 500,
+            return_lease_ms: 10_000,
         }
     }
 }
@@ -843,8 +867,16 @@ mod tests {
         let defaults = Settings::default();
         let sections = |s: &Settings| {
             format!(
-                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-                s.http, s.database, s.stock, s.queue, s.limits, s.tokens, s.metrics, s.log
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                s.http,
+                s.database,
+                s.stock,
+                s.queue,
+                s.limits,
+                s.tokens,
+                s.metrics,
+                s.log,
+                s.lifecycle
             )
         };
         assert_eq!(sections(&shipped), sections(&defaults));

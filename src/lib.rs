@@ -9,6 +9,7 @@ mod config;
 mod db;
 mod domain;
 mod http;
+mod lifecycle;
 mod limits;
 mod logging;
 mod metrics;
@@ -39,7 +40,7 @@ pub mod testing {
         pub use crate::clock::Clock;
     }
     pub mod config {
-        pub use crate::config::{LimitSettings, QueueSettings, Settings};
+        pub use crate::config::{LifecycleSettings, LimitSettings, QueueSettings, Settings};
         pub use crate::logging::{LogFormat, LogSettings};
         pub use crate::metrics::MetricsSettings;
     }
@@ -57,6 +58,11 @@ pub mod testing {
     pub mod http {
         pub use crate::http::error::ProblemKind;
         pub use crate::http::{ApiError, AppState, app, openapi};
+    }
+    pub mod lifecycle {
+        pub use crate::db::{DueReturn, Transition};
+        pub use crate::lifecycle::{Actor, Lifecycle, SettleOutcome, SweepReport};
+        pub use crate::store::returns::{ReturnOutcome, return_units};
     }
     pub mod limits {
         pub use crate::limits::SharedSaleLimit;

@@ -25,9 +25,10 @@ use crate::http::in_flight::InFlight;
 use crate::http::server::{self, Connections};
 use crate::http::state::Shared;
 use crate::http::{self, AppState};
+use crate::lifecycle::Lifecycle;
 use crate::limits::RateLimits;
 use crate::limits::SharedSaleLimit;
-use crate::metrics::{CallTimer, Metrics, PersistMetrics};
+use crate::metrics::{CallTimer, Metrics, PersistMetrics, ReturnMetrics};
 use crate::persist::Persister;
 use crate::persist::queue::OrderQueue;
 use crate::persist::writer::{FlushRequests, Flusher, Writer};
@@ -129,6 +130,13 @@ impl Application {
             SaleRegistry::new(redis.clone(), stock.clone()).answer_changes_within(answer_within);
         let persister = Persister::new(store, redis.clone(), clock.clone())
             .with_metrics(PersistMetrics::new(&metrics));
+        let lifecycle = Lifecycle::new(
+            persister.clone(),
+            sales.clone(),
+            clock.clone(),
+            settings.lifecycle.clone(),
+        )
+        .with_metrics(ReturnMetrics::new(metrics.clone()));
         let purchases = Purchases {
             sales: sales.clone(),
             stock: stock.clone(),
@@ -142,6 +150,7 @@ impl Application {
         };
         let state = AppState::new(Shared {
             sales,
+            lifecycle,
             tokens,
             persister,
             stock,
@@ -232,6 +241,13 @@ impl Application {
             &settings.stock,
             &settings.queue,
         );
+        let lifecycle = self.state.lifecycle.clone();
+        workers.spawn_every(lifecycle.sweep_interval_ms(), move || {
+            let lifecycle = lifecycle.clone();
+            async move {
+                lifecycle.run_once().await;
+            }
+        });
         let limits = self.state.rate_limits.clone();
         workers.spawn_every(settings.limits.cleanup_interval_ms, move || {
             let limits = limits.clone();

@@ -14,14 +14,14 @@ import { solvePow } from './pow.js';
 export const SYSTEM_TAGS = ['status', 'method', 'name', 'scenario', 'expected_response'];
 
 // Endpoints, as metric name parts.
-export const ENDPOINTS = ['sale', 'challenge', 'tokens', 'purchase', 'order', 'admin'];
+export const ENDPOINTS = ['sale', 'challenge', 'tokens', 'purchase', 'order', 'cancel', 'paid', 'admin'];
 
 // Problem slugs the gateway answers with (API.md and src/http/error.rs).
 export const SLUGS = [
     'unauthorized', 'validation', 'payload-too-large', 'not-found', 'sale-not-started',
     'sale-ended', 'sale-paused', 'sold-out', 'insufficient-stock', 'limit-reached',
     'invalid-token', 'token-used', 'idempotency-conflict', 'sale-live', 'sale-has-orders',
-    'rate-limited', 'overloaded', 'internal',
+    'rate-limited', 'overloaded', 'order-state', 'internal',
 ];
 
 // `ok`: any 2xx; a slug: a problem+json answer of that type; `other`: any other answer;
@@ -142,6 +142,18 @@ export function purchaseBatch(requests) {
 // GET /api/v1/orders/{id}.
 export function getOrder(orderId, jwt) {
     return answer('order', http.get(`${BASE}/api/v1/orders/${orderId}`, params('order', buyerHeaders(jwt))));
+}
+
+// POST /api/v1/orders/{id}/cancel: the buyer cancels their unpaid order.
+export function cancelOrder(orderId, jwt) {
+    return answer('cancel', http.post(`${BASE}/api/v1/orders/${orderId}/cancel`, null,
+        params('cancel', buyerHeaders(jwt))));
+}
+
+// POST /admin/v1/orders/{id}/paid: the shop's payment service reports the payment.
+export function payOrder(orderId) {
+    const headers = { Authorization: `Bearer ${__ENV.ADMIN_TOKEN}` };
+    return answer('paid', http.post(`${BASE}/admin/v1/orders/${orderId}/paid`, null, params('paid', headers)));
 }
 
 // An operator call: METHOD /admin/v1/... with the admin token.

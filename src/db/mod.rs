@@ -3,6 +3,7 @@
 //! the writer and by recovery, say) is one row.
 
 mod error;
+mod lifecycle;
 mod postgres;
 mod reads;
 mod sqlite;
@@ -13,10 +14,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 pub use error::DbError;
+pub use lifecycle::{DueReturn, Transition};
 pub use sqlite::SqliteDb;
 
 use crate::domain::NewOrder;
-use crate::domain::OrderId;
+use crate::domain::{OrderId, OrderStatus};
 
 /// How long database calls may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub struct OrderRow {
     pub quantity: u32,
     pub created_at_ms: i64,
     pub persisted_at_ms: i64,
+    /// `confirmed`, `paid`, `cancelled` or `expired`.
+    pub status: OrderStatus,
 }
 
 /// Units and rows of one shard of a sale.

@@ -3,22 +3,22 @@
 //! Every call is bounded by the database's call deadline.
 
 use super::{Backend, DbError, OrderDb, OrderRow, ShardTotals, sqlite};
-use crate::domain::{OrderId, SaleId};
+use crate::domain::{OrderId, OrderStatus, SaleId};
 
 impl OrderDb {
     /// The order with `id`, if it is a row.
     pub async fn find(&self, id: &OrderId) -> Result<Option<OrderRow>, DbError> {
-        let row: Option<(String, i64, i64, i64)> = self
+        let row: Option<(String, i64, i64, i64, String)> = self
             .bounded("find order", async {
                 Ok(match &self.backend {
                     Backend::Postgres(pool) => {
-                        sqlx::query_as("SELECT user_id, quantity::BIGINT, created_at_ms, persisted_at_ms FROM orders WHERE order_id = $1")
+                        sqlx::query_as("SELECT user_id, quantity::BIGINT, created_at_ms, persisted_at_ms, status FROM orders WHERE order_id = $1")
                             .bind(id.to_string())
                             .fetch_optional(pool)
                             .await?
                     }
                     Backend::Sqlite(store) => {
-                        sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id = ?")
+                        sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE order_id = ?")
                             .bind(id.to_string())
                             .fetch_optional(&store.reads)
                             .await?
@@ -26,33 +26,38 @@ impl OrderDb {
                 })
             })
             .await?;
-        row.map(|(user_id, quantity, created_at_ms, persisted_at_ms)| {
-            let quantity = u32::try_from(quantity).map_err(|_| DbError::BadRow(id.to_string()))?;
-            Ok(OrderRow {
-                order_id: id.clone(),
-                user_id,
-                quantity,
-                created_at_ms,
-                persisted_at_ms,
-            })
-        })
+        row.map(
+            |(user_id, quantity, created_at_ms, persisted_at_ms, status)| {
+                let bad_row = || DbError::BadRow(id.to_string());
+                let quantity = u32::try_from(quantity).map_err(|_| bad_row())?;
+                let status = OrderStatus::parse_stored(&status).ok_or_else(bad_row)?;
+                Ok(OrderRow {
+                    order_id: id.clone(),
+                    user_id,
+                    quantity,
+                    created_at_ms,
+                    persisted_at_ms,
+                    status,
+                })
+            },
+        )
         .transpose()
     }
 
     /// Every order row of `sale`, oldest first.
     pub async fn list(&self, sale: &SaleId) -> Result<Vec<OrderRow>, DbError> {
-        let rows: Vec<(String, String, i64, i64, i64)> = self
+        let rows: Vec<(String, String, i64, i64, i64, String)> = self
             .bounded("list orders", async {
                 Ok(match &self.backend {
                     Backend::Postgres(pool) => {
-                        sqlx::query_as("SELECT order_id, user_id, quantity::BIGINT, created_at_ms, persisted_at_ms FROM orders WHERE sale_id = $1 ORDER BY created_at_ms")
+                        sqlx::query_as("SELECT order_id, user_id, quantity::BIGINT, created_at_ms, persisted_at_ms, status FROM orders WHERE sale_id = $1 ORDER BY created_at_ms")
                             .bind(sale.as_str())
                             .fetch_all(pool)
                             .await?
                     }
                     Backend::Sqlite(store) => {
                         let (from, to) = sqlite::sale_key_range(sale.as_str());
-                        sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? ORDER BY created_at_ms")
+                        sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? ORDER BY created_at_ms")
                             .bind(from)
                             .bind(to)
                             .bind(sale.as_str())
@@ -63,17 +68,22 @@ impl OrderDb {
             })
             .await?;
         rows.into_iter()
-            .map(|(id, user_id, quantity, created_at_ms, persisted_at_ms)| {
-                let order_id = OrderId::parse(&id).map_err(|_| DbError::BadRow(id.clone()))?;
-                let quantity = u32::try_from(quantity).map_err(|_| DbError::BadRow(id))?;
-                Ok(OrderRow {
-                    order_id,
-                    user_id,
-                    quantity,
-                    created_at_ms,
-                    persisted_at_ms,
-                })
-            })
+            .map(
+                |(id, user_id, quantity, created_at_ms, persisted_at_ms, status)| {
+                    let order_id = OrderId::parse(&id).map_err(|_| DbError::BadRow(id.clone()))?;
+                    let quantity =
+                        u32::try_from(quantity).map_err(|_| DbError::BadRow(id.clone()))?;
+                    let status = OrderStatus::parse_stored(&status).ok_or(DbError::BadRow(id))?;
+                    Ok(OrderRow {
+                        order_id,
+                        user_id,
+                        quantity,
+                        created_at_ms,
+                        persisted_at_ms,
+                        status,
+                    })
+                },
+            )
             .collect()
     }
 

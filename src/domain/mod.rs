@@ -20,7 +20,7 @@ pub use ids::{EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleId, UserI
 pub use layout::{Layout, ShardSet};
 pub use operation::{Change, Operation};
 pub use operator::Operator;
-pub use order::{NewOrder, OrderRecord, OrderStatus};
+pub use order::{NewOrder, OrderRecord, OrderStatus, Settlement};
 pub use origin::Origin;
 pub use placement::SlotMap;
 pub use rejection::{Rejection, RejectionStats};

@@ -22,6 +22,9 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_PER_USER_LIMIT: u32 = 1000;
 /// Highest proof-of-work difficulty, in leading zero bits.
 pub const MAX_POW_DIFFICULTY: u8 = 32;
+/// Longest payment window, in seconds (a week): shops give minutes; a window beyond this is
+/// a typo, and an unpaid order must not hold its units for longer.
+pub const MAX_PAYMENT_WINDOW_S: u32 = 7 * 24 * 3600;
 
 /// A sale definition as operators write it (admin API body or a `[[sales]]` config table).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -47,6 +50,10 @@ pub struct SaleDefinition {
     /// Proof-of-work difficulty for purchase tokens (0 = off).
     #[serde(default)]
     pub pow_difficulty: u8,
+    /// Seconds an order may stay unpaid before it expires and its units return to the sale
+    /// (0 = orders never expire).
+    #[serde(default)]
+    pub payment_window_s: u32,
 }
 
 fn default_shards() -> u32 {
@@ -70,6 +77,8 @@ pub enum SaleSpecError {
     MaxPerOrder,
     #[error("pow_difficulty must be 0..={MAX_POW_DIFFICULTY}")]
     PowDifficulty,
+    #[error("payment_window_s must be 0..={MAX_PAYMENT_WINDOW_S}")]
+    PaymentWindow,
 }
 
 /// A validated sale definition.
@@ -102,6 +111,9 @@ impl TryFrom<SaleDefinition> for SaleSpec {
         }
         if def.pow_difficulty > MAX_POW_DIFFICULTY {
             return Err(SaleSpecError::PowDifficulty);
+        }
+        if def.payment_window_s > MAX_PAYMENT_WINDOW_S {
+            return Err(SaleSpecError::PaymentWindow);
         }
         Ok(Self { def })
     }
@@ -151,6 +163,11 @@ impl SaleSpec {
     /// Proof-of-work difficulty in leading zero bits.
     pub fn pow_difficulty(&self) -> u8 {
         self.def.pow_difficulty
+    }
+
+    /// How long an order may stay unpaid, in milliseconds; `None` when orders never expire.
+    pub fn payment_window_ms(&self) -> Option<i64> {
+        (self.def.payment_window_s > 0).then(|| i64::from(self.def.payment_window_s) * 1000)
     }
 
     /// Whether `quantity` is allowed in one order.
@@ -242,6 +259,7 @@ mod tests {
             per_user_limit: 2,
             max_per_order: 2,
             pow_difficulty: 0,
+            payment_window_s: 0,
         }
     }
 
@@ -259,13 +277,14 @@ mod tests {
         d.per_user_limit = MAX_PER_USER_LIMIT;
         d.max_per_order = MAX_PER_USER_LIMIT;
         d.pow_difficulty = MAX_POW_DIFFICULTY;
+        d.payment_window_s = MAX_PAYMENT_WINDOW_S;
         assert!(SaleSpec::try_from(d).is_ok());
     }
 
     #[test]
     fn inconsistent_definitions_are_refused() {
         type Mutation = fn(&mut SaleDefinition);
-        let cases: [(Mutation, SaleSpecError); 11] = [
+        let cases: [(Mutation, SaleSpecError); 12] = [
             (|d| d.name = String::new(), SaleSpecError::Name),
             (
                 |d| d.name = "x".repeat(MAX_NAME_CHARS + 1),
@@ -283,6 +302,10 @@ mod tests {
             ),
             (|d| d.max_per_order = 3, SaleSpecError::MaxPerOrder),
             (|d| d.pow_difficulty = 33, SaleSpecError::PowDifficulty),
+            (
+                |d| d.payment_window_s = MAX_PAYMENT_WINDOW_S + 1,
+                SaleSpecError::PaymentWindow,
+            ),
         ];
         for (mutate, expected) in cases {
             let mut d = def();

@@ -237,21 +237,32 @@ pub struct OrderView {
     status: OrderStatus,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// When the order must be paid by (`null`: the sale sets no payment window).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pay_by: Option<OffsetDateTime>,
 }
 
 impl OrderView {
-    /// The view of an order record (`None` if its creation time is out of range).
-    fn of(record: OrderRecord) -> Option<Self> {
-        let created_at =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.created_ms) * 1_000_000)
-                .ok()?;
+    /// The view of an order record due for payment by `pay_by_ms` (`None` if a time is out
+    /// of range).
+    fn of(record: OrderRecord, pay_by_ms: Option<i64>) -> Option<Self> {
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
+        let created_at = at(record.created_ms).ok()?;
+        let pay_by = pay_by_ms.map(at).transpose().ok()?;
         Some(Self {
             sale_id: record.order_id.sale().clone(),
             order_id: record.order_id,
             quantity: record.quantity,
             status: record.status,
             created_at,
+            pay_by,
         })
+    }
+
+    /// The view of `record`, with the payment deadline of its sale.
+    async fn of_sale(state: &AppState, record: OrderRecord) -> Result<Option<Self>, ApiError> {
+        let pay_by_ms = state.lifecycle.pay_by_ms(&record).await?;
+        Ok(Self::of(record, pay_by_ms))
     }
 }
 
@@ -269,10 +280,12 @@ pub(super) async fn get_order(
     Buyer(user): Buyer,
     OrderPath(order_id): OrderPath,
 ) -> Result<Json<OrderView>, ApiError> {
-    orders::find(&state.persister, &order_id)
+    let record = orders::find(&state.persister, &order_id)
         .await?
         .filter(|r| r.user == user)
-        .and_then(OrderView::of)
+        .ok_or(ApiError::NotFound("no such order"))?;
+    OrderView::of_sale(&state, record)
+        .await?
         .map(Json)
         .ok_or(ApiError::NotFound("no such order"))
 }
@@ -313,11 +326,20 @@ pub(super) async fn my_orders(
         .iter()
         .map(|order| orders::find(&state.persister, &order.order_id));
     let found = futures_util::future::try_join_all(lookups).await?;
+    let pay_by_ms = |created_ms: i64| {
+        rt.sale
+            .spec
+            .payment_window_ms()
+            .map(|window| created_ms + window)
+    };
     let orders = found
         .into_iter()
         .flatten()
         .filter(|r| r.user == user)
-        .filter_map(OrderView::of)
+        .filter_map(|r| {
+            let pay_by = pay_by_ms(r.created_ms);
+            OrderView::of(r, pay_by)
+        })
         .collect();
     Ok(Json(MyOrders { orders }))
 }

@@ -18,8 +18,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::db::DbError;
+use crate::domain::OrderStatus;
+use crate::lifecycle::LifecycleError;
 use crate::limits::Limited;
 use crate::orders::OrderLookupError;
+use crate::persist::PersistError;
 use crate::persist::reconcile::ReconcileError;
 use crate::sales::report::error_chain;
 use crate::store::StoreError;
@@ -44,6 +47,7 @@ pub enum ProblemKind {
     SaleEnded,
     SalePaused,
     SoldOut,
+    OrderState,
     InsufficientStock,
     LimitReached,
     IdempotencyConflict,
@@ -61,7 +65,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::Unauthorized,
         Self::Validation,
         Self::PayloadTooLarge,
@@ -72,6 +76,7 @@ impl ProblemKind {
         Self::SaleEnded,
         Self::SalePaused,
         Self::SoldOut,
+        Self::OrderState,
         Self::InsufficientStock,
         Self::LimitReached,
         Self::IdempotencyConflict,
@@ -101,6 +106,7 @@ impl ProblemKind {
             Self::SaleNotStarted
             | Self::SalePaused
             | Self::SoldOut
+            | Self::OrderState
             | Self::InsufficientStock
             | Self::LimitReached
             | Self::TokenUsed
@@ -128,6 +134,7 @@ impl ProblemKind {
             Self::SaleEnded => "sale-ended",
             Self::SalePaused => "sale-paused",
             Self::SoldOut => "sold-out",
+            Self::OrderState => "order-state",
             Self::InsufficientStock => "insufficient-stock",
             Self::LimitReached => "limit-reached",
             Self::IdempotencyConflict => "idempotency-conflict",
@@ -157,6 +164,7 @@ impl ProblemKind {
             Self::SaleEnded => "Sale ended",
             Self::SalePaused => "Sale paused",
             Self::SoldOut => "Sold out",
+            Self::OrderState => "Order state forbids this",
             Self::InsufficientStock => "Not enough stock",
             Self::LimitReached => "Per-buyer limit reached",
             Self::IdempotencyConflict => "Idempotency key conflict",
@@ -195,6 +203,11 @@ pub enum ApiError {
     SalePaused,
     #[error("no stock left")]
     SoldOut,
+    #[error("the order is {}: it cannot become {}", .current.as_str(), .wanted.as_str())]
+    OrderState {
+        current: OrderStatus,
+        wanted: OrderStatus,
+    },
     #[error("only {remaining} units left")]
     Insufficient { remaining: u64 },
     #[error("this buyer already holds {held} of at most {limit} units")]
@@ -234,6 +247,18 @@ impl From<OrderLookupError> for ApiError {
     }
 }
 
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(e)
+            | LifecycleError::Persist(PersistError::Ack(e) | PersistError::Bury(e)) => {
+                Self::Store(e)
+            }
+            LifecycleError::Db(e) | LifecycleError::Persist(PersistError::Db(e)) => Self::Db(e),
+        }
+    }
+}
+
 impl From<ReconcileError> for ApiError {
     fn from(e: ReconcileError) -> Self {
         match e {
@@ -258,6 +283,7 @@ impl ApiError {
             Self::SaleEnded => ProblemKind::SaleEnded,
             Self::SalePaused => ProblemKind::SalePaused,
             Self::SoldOut => ProblemKind::SoldOut,
+            Self::OrderState { .. } => ProblemKind::OrderState,
             Self::Insufficient { .. } => ProblemKind::InsufficientStock,
             Self::LimitReached { .. } => ProblemKind::LimitReached,
             Self::IdempotencyConflict => ProblemKind::IdempotencyConflict,
@@ -308,6 +334,7 @@ impl ApiError {
                 vec![("starts_at", json!(at))]
             }
             Self::Insufficient { remaining } => vec![("remaining", json!(remaining))],
+            Self::OrderState { current, .. } => vec![("order_status", json!(current))],
             Self::LimitReached { held, limit } => {
                 vec![("held", json!(held)), ("per_user_limit", json!(limit))]
             }
@@ -375,6 +402,7 @@ impl ApiError {
             | Self::PayloadTooLarge { .. }
             | Self::BodyTimeout { .. }
             | Self::SaleNotStarted { .. }
+            | Self::OrderState { .. }
             | Self::Insufficient { .. }
             | Self::LimitReached { .. }
             | Self::InvalidToken(_)

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod gate;
 pub mod health;
 pub mod in_flight;
+pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
             state.in_flight.clone(),
             state.ip_limit.clone(),
         ))
+        .merge(lifecycle::router())
         .merge(admin::router())
         .merge(operator::router())
         .merge(health::router())

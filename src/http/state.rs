@@ -10,6 +10,7 @@ use super::server::Connections;
 use crate::auth::BuyerAuth;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::lifecycle::Lifecycle;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::persist::Persister;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// Sale definitions and per-sale hints.
     pub sales: SaleRegistry,
+    /// Settles orders after the purchase (pay, cancel, expire) and returns their units.
+    pub lifecycle: Lifecycle,
     /// The stock engine: the purchase path's Redis calls.
     pub stock: StockEngine,
     /// Redis, for the calls outside the purchase path (token issuance, order status,

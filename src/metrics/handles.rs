@@ -1,11 +1,13 @@
-//! The handles the background paths record through: the purchase call timer and the
-//! persistence counters. Each is a no-op when metrics are off.
+//! The handles the background paths record through: the purchase call timer, the
+//! persistence counters and the returned-orders counter. Each is a no-op when metrics are off.
 
 use std::future::Future;
 
 use metrics::{Counter, Histogram, Label};
 
-use super::{Metrics, ORDERS_PERSISTED, PERSIST_LAG, REDIS_CALL_DURATION};
+use std::sync::Arc;
+
+use super::{Metrics, ORDERS_PERSISTED, ORDERS_RETURNED, PERSIST_LAG, REDIS_CALL_DURATION};
 
 /// The purchase path's Redis call timer: one histogram handle, timed with one
 /// `Instant::now()` pair per call.
@@ -73,6 +75,33 @@ impl Default for PersistMetrics {
         Self {
             persisted: Counter::noop(),
             lag: Histogram::noop(),
+        }
+    }
+}
+
+/// What the order lifecycle counts: orders whose units went back to their sale.
+#[derive(Clone)]
+pub struct ReturnMetrics(Option<Arc<Metrics>>);
+
+impl ReturnMetrics {
+    /// The lifecycle metrics of `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self(Some(metrics))
+    }
+
+    /// A handle that counts nothing.
+    pub fn noop() -> Self {
+        Self(None)
+    }
+
+    /// Counts one order of `sale` whose units went back, settled as `reason`.
+    pub fn returned(&self, sale: &str, reason: &'static str) {
+        if let Some(metrics) = &self.0 {
+            let labels = vec![
+                Label::new("sale", sale.to_owned()),
+                Label::from_static_parts("reason", reason),
+            ];
+            metrics.counter(ORDERS_RETURNED, labels).increment(1);
         }
     }
 }

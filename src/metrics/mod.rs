@@ -25,11 +25,11 @@ use metrics_util::MetricKindMask;
 use serde::Deserialize;
 
 pub use answers::{MAX_OUTCOMES, PurchaseAnswers};
-pub use handles::{CallTimer, PersistMetrics};
+pub use handles::{CallTimer, PersistMetrics, ReturnMetrics};
 pub use names::{
     DEAD_LETTERS, HTTP_REQUESTS, IN_FLIGHT_PURCHASES, OPEN_CONNECTIONS, ORDER_QUEUE_DEPTH,
-    ORDERS_PERSISTED, PERSIST_LAG, PURCHASES, PURCHASES_SHED, REDIS_CALL_DURATION, REFUSALS,
-    SCRAPE_ERRORS, STOCK_REMAINING,
+    ORDERS_PERSISTED, ORDERS_RETURNED, PERSIST_LAG, PURCHASES, PURCHASES_SHED, REDIS_CALL_DURATION,
+    REFUSALS, SCRAPE_ERRORS, STOCK_REMAINING,
 };
 use names::{DESCRIPTIONS, Kind};
 pub use routes::RouteTallies;

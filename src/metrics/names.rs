@@ -28,9 +28,11 @@ pub const OPEN_CONNECTIONS: &str = "flashgate_open_connections";
 pub const REFUSALS: &str = "flashgate_purchase_refusals_total";
 /// Scrape-time reads that failed (their figures keep the last value read).
 pub const SCRAPE_ERRORS: &str = "flashgate_scrape_errors_total";
+/// Units given back to their sale by cancelled and expired orders, by sale and reason.
+pub const ORDERS_RETURNED: &str = "flashgate_orders_returned_total";
 
 /// Every metric: name, kind, unit and help text (the `# HELP` lines).
-pub(super) const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 13] = [
+pub(super) const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 14] = [
     (
         PURCHASES,
         Kind::Counter,
@@ -108,6 +110,12 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 13] = [
         Kind::Counter,
         None,
         "Scrape-time reads that failed, by source; their figures keep the last value read.",
+    ),
+    (
+        ORDERS_RETURNED,
+        Kind::Counter,
+        None,
+        "Orders whose units this instance gave back to their sale, by sale and reason (cancelled or expired).",
     ),
 ];
 

@@ -1,5 +1,6 @@
 //! Orders as buyers see them: an accepted order is `pending` while its record waits in
-//! Redis for the database writer, and `confirmed` once its row is committed.
+//! Redis for the database writer, `confirmed` once its row is committed, and then `paid`,
+//! `cancelled` or `expired` as its row says (`crate::lifecycle`).
 
 use crate::db::DbError;
 use crate::domain::{OrderId, OrderRecord, OrderStatus, Quantity, UserId};
@@ -25,12 +26,14 @@ pub async fn find(
         user: UserId::parse(&row.user_id).map_err(|_| bad_row())?,
         quantity: Quantity::new(row.quantity).map_err(|_| bad_row())?,
         created_ms: row.created_at_ms,
-        status: OrderStatus::Confirmed,
+        status: row.status,
     }))
 }
 
 /// Whether an accepted order is still pending (its record still in its stream, not yet a
-/// row). One round trip.
+/// row). One round trip. A row reads as `confirmed` whatever its lifecycle state: this is
+/// what a replayed purchase answers, which reads no database (`GET /api/v1/orders/{id}`
+/// tells paid, cancelled and expired apart).
 pub async fn status_of(redis: &Redis, order_id: &OrderId) -> Result<OrderStatus, StoreError> {
     Ok(match find_pending(redis, order_id).await? {
         Some(_) => OrderStatus::Pending,

@@ -165,7 +165,7 @@ fn record(
 
 /// The fields other than `shards` and `stock` that differ.
 fn fixed_fields_changed(stored: &SaleDefinition, declared: &SaleDefinition) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 6] = [
+    let checks: [(&'static str, bool); 7] = [
         ("name", stored.name != declared.name),
         ("starts_at", stored.starts_at != declared.starts_at),
         ("ends_at", stored.ends_at != declared.ends_at),
@@ -180,6 +180,10 @@ fn fixed_fields_changed(stored: &SaleDefinition, declared: &SaleDefinition) -> V
         (
             "pow_difficulty",
             stored.pow_difficulty != declared.pow_difficulty,
+        ),
+        (
+            "payment_window_s",
+            stored.payment_window_s != declared.payment_window_s,
         ),
     ];
     checks

@@ -194,8 +194,42 @@ impl SaleRegistry {
         }
         if let Some(rt) = self.cached(id) {
             let counters = self.engine.collect(&rt).await?;
-            rt.set_remaining(counters.iter().map(|(_, c)| c.stock + c.lent).sum());
+            let unsold = counters.iter().map(|(_, c)| c.stock + c.lent).sum();
+            if rt.is_sold_out() && unsold > 0 {
+                // Units came back (cancelled or expired orders): the sale sells again, so
+                // every hint of the sold-out runtime goes (its mark, empty shards, holders).
+                self.renew_hints(&rt).set_remaining(unsold);
+            } else {
+                rt.set_remaining(unsold);
+            }
         }
         Ok(())
+    }
+
+    /// Replaces `rt` in the cache with a runtime of the same record and no hints, unless the
+    /// cache moved on to another runtime meanwhile.
+    fn renew_hints(&self, rt: &Arc<SaleRuntime>) -> Arc<SaleRuntime> {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let id = &rt.sale.id;
+        match cache.get(id) {
+            Some(cached) if Arc::ptr_eq(cached, rt) => {
+                let state = RuntimeState {
+                    paused: rt.paused,
+                    epoch: rt.epoch,
+                    generation: rt.generation,
+                    layout: rt.layout.clone(),
+                };
+                let fresh = Arc::new(SaleRuntime::new(
+                    rt.sale.clone(),
+                    state,
+                    self.counts_for(id),
+                    self.redis.keys(),
+                ));
+                cache.insert(id.clone(), fresh.clone());
+                fresh
+            }
+            Some(cached) => cached.clone(),
+            None => rt.clone(),
+        }
     }
 }

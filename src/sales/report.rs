@@ -35,7 +35,8 @@ pub struct SaleStatus {
     #[schema(value_type = Option<Object>)]
     pub change: Option<Operation>,
     pub shards: Vec<ShardStatus>,
-    /// Units sold (taken by accepted orders).
+    /// Units sold (taken by accepted orders; units that cancelled and expired orders gave
+    /// back and that sold again count each time: reconciliation shows the units returned).
     pub sold: u64,
     /// Units of accepted orders not yet persisted to the database.
     pub pending: u64,

@@ -1,6 +1,7 @@
 //! A buyer's record on their home shard, as `purchase.lua` writes it: the units they hold,
 //! then one line per accepted order,
-//! `<held>("\n<key> <order id> <quantity> <fingerprint>"[" #<token id>"])*`; once handed
+//! `<held>("\n<key> <order id> <quantity> <fingerprint>"[" #<token id>"][" ~"])*`, where
+//! `" ~"` marks an order whose units `return_units.lua` gave back to the sale; once handed
 //! over to a new home by a live reshard, the old shard keeps `>` and the record (a
 //! tombstone). Read by the buyer's own order listing, by the sold-out holder load and by
 //! reconciliation; only the scripts write it.
@@ -14,6 +15,8 @@ pub struct RecordedOrder {
     pub key: IdempotencyKey,
     pub order_id: OrderId,
     pub quantity: Quantity,
+    /// Whether the order's units were given back to the sale (it was cancelled or expired).
+    pub returned: bool,
 }
 
 /// A buyer's record, parsed.
@@ -55,15 +58,19 @@ impl BuyerRecord {
         }
     }
 
-    /// Units of the recorded orders; equal to `held` unless something outside the scripts
-    /// changed the record.
+    /// Units of the recorded orders not given back; equal to `held` unless something
+    /// outside the scripts changed the record.
     pub fn ordered_units(&self) -> u64 {
         self.orders
             .iter()
+            .filter(|order| !order.returned)
             .map(|order| u64::from(order.quantity.get()))
             .sum()
     }
 }
+
+/// The last field of an order's line once its units were given back (`lua/return_units.lua`).
+const RETURNED: &str = "~";
 
 fn parse_line(line: &str) -> Option<RecordedOrder> {
     let mut fields = line.split(' ');
@@ -71,13 +78,21 @@ fn parse_line(line: &str) -> Option<RecordedOrder> {
     let order_id = OrderId::parse(fields.next()?).ok()?;
     let quantity = Quantity::new(fields.next()?.parse().ok()?).ok()?;
     let _fingerprint = fields.next()?;
-    if let Some(token) = fields.next() {
+    let mut next = fields.next();
+    if let Some(token) = next.filter(|field| field.starts_with('#')) {
         token.strip_prefix('#')?;
+        next = fields.next();
     }
+    let returned = match next {
+        None => false,
+        Some(RETURNED) => true,
+        Some(_) => return None,
+    };
     fields.next().is_none().then_some(RecordedOrder {
         key,
         order_id,
         quantity,
+        returned,
     })
 }
 
@@ -112,6 +127,18 @@ mod tests {
             (BuyerRecord::default(), true)
         );
         assert!(!BuyerRecord::parse_stored(text).unwrap().1);
+    }
+
+    #[test]
+    fn returned_orders_are_read_and_hold_nothing() {
+        let record =
+            BuyerRecord::parse("1\nk1 s.0.1-0 1 ab #00ff ~\nk2 s.0.2-0 2 cd ~\nk3 s.0.3-0 1 ef")
+                .expect("well formed");
+        let returned: Vec<bool> = record.orders.iter().map(|o| o.returned).collect();
+        assert_eq!(returned, [true, true, false]);
+        assert_eq!(record.ordered_units(), 1);
+        assert!(BuyerRecord::parse("1\nk1 s.0.1-0 1 ab ~ #00ff").is_err());
+        assert!(BuyerRecord::parse("1\nk1 s.0.1-0 1 ab ~ ~").is_err());
     }
 
     #[test]

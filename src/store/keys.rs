@@ -18,11 +18,13 @@ pub struct Keys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardKeys {
     /// Hash: `stock`, `lent`, `ver`, `allotted`, `received`, `given`, `acked`
-    /// ([`super::shards::ShardCounters`] says what each means).
+    /// ([`super::shards::ShardCounters`] says what each means), and `returned`, the units
+    /// cancelled and expired orders gave back to this shard (`lua/return_units.lua`).
     pub shard: String,
     /// Hash: the records of the buyers whose home is this shard: `<user>` -> the units the
     /// buyer holds, then one line `\n<idempotency key> <order id> <quantity> <fingerprint>`
-    /// per accepted order; `#<token id>` -> `1` for every purchase token spent.
+    /// per accepted order (ending ` ~` once its units were given back); `#<token id>` ->
+    /// `1` for every purchase token spent.
     pub buyers: String,
     /// Stream: durable records of the orders not yet persisted.
     pub orders: String,

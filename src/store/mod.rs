@@ -7,7 +7,8 @@
 //! units between shards), [`shards`] (a shard's counters and buyer records), [`orders`]
 //! (order streams and acknowledgements), [`placement`] (the cluster's slot map and the
 //! reservation of placed shard indices), [`dead_letters`], [`recovery`] (the recovery
-//! worker's locks and scans), [`sales`] (sale definitions), [`audit`] (operators' actions
+//! worker's locks and scans), [`returns`] (units of cancelled and expired orders back to
+//! their sale), [`sales`] (sale definitions), [`audit`] (operators' actions
 //! on a sale), [`tokens`] (purchase-token issuance) and [`limits`] (the shared per-sale
 //! limit).
 
@@ -27,6 +28,7 @@ pub mod placement;
 pub mod pool;
 pub mod purchase;
 pub mod recovery;
+pub mod returns;
 pub mod sales;
 pub mod scripts;
 pub mod shards;

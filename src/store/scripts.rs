@@ -47,6 +47,9 @@ pub static IMPORT_BUYERS: LazyLock<Script> =
 /// Adds units to a shard, or removes unsold ones, once per operator change.
 pub static STOCK_CHANGE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/stock_change.lua")));
+/// Gives a cancelled or expired order's units back to its buyer's home shard, once.
+pub static RETURN_UNITS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/return_units.lua")));
 /// GCRA rate limit kept in Redis, shared by every gateway instance.
 pub static GCRA: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/gcra.lua")));

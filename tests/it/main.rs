@@ -21,6 +21,8 @@ mod edge;
 mod embedded;
 mod hostile;
 mod identity;
+mod lifecycle;
+mod lifecycle_crash;
 mod live_ops;
 mod loans;
 mod metrics;

@@ -81,6 +81,7 @@ impl Bench {
             per_user_limit: 2,
             max_per_order: 2,
             pow_difficulty: 0,
+            payment_window_s: 0,
         })
         .unwrap();
         let registry = SaleRegistry::new(self.redis.clone(), StockEngine::new(self.redis.clone()));

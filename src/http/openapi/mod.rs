@@ -29,7 +29,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::state::AppState;
-use super::{admin, buyer, dashboard, health, metrics, operator, tokens};
+use super::{admin, buyer, dashboard, health, lifecycle, metrics, operator, tokens};
 
 /// The media type of every non-2xx answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -61,6 +61,8 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         buyer::purchase,
         buyer::my_orders,
         buyer::get_order,
+        lifecycle::cancel_order,
+        lifecycle::mark_paid,
         operator::list_sales,
         admin::put_sale,
         admin::sale_status,

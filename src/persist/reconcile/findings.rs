@@ -32,6 +32,12 @@ pub enum Finding {
     MoreUnrecordedRows { count: u64 },
     /// Orders the database refused, waiting for an operator (`/admin/v1/dead-letters`).
     DeadLetters { shard: u32, count: u64 },
+    /// Units of cancelled or expired orders not back on the sale's shelves yet (the return
+    /// outbox drives them; lasting only while a return is in flight or Redis is down).
+    ReturnsDue { units: u64 },
+    /// Units given back according to Redis differ from those the database marks returned
+    /// (a return between its Redis step and its row's mark, or a unit returned twice).
+    ReturnMismatch { in_redis: u64, in_db: u64 },
 }
 
 /// The findings that follow from the shards' ledgers alone.
@@ -44,9 +50,24 @@ pub fn of_sale(stock_total: u64, shards: &[ShardLedger]) -> Vec<Finding> {
             stock_total,
         });
     }
-    let sold = shards.iter().map(|s| s.deducted).sum();
+    let sum = |f: fn(&ShardLedger) -> u64| shards.iter().map(f).sum::<u64>();
+    // Units sold and not given back: the returned ones were sold again, or are on a shelf.
+    let sold = sum(|s| s.deducted).saturating_sub(sum(|s| s.returned_units));
     if sold > stock_total {
         findings.push(Finding::Oversold { sold, stock_total });
+    }
+    let (settled_unpaid, in_db, in_redis) = (
+        sum(|s| s.settled_unpaid_units),
+        sum(|s| s.returned_in_db),
+        sum(|s| s.returned_units),
+    );
+    if settled_unpaid > in_db {
+        findings.push(Finding::ReturnsDue {
+            units: settled_unpaid - in_db,
+        });
+    }
+    if in_redis != in_db {
+        findings.push(Finding::ReturnMismatch { in_redis, in_db });
     }
     for s in shards {
         if s.difference != 0 {
@@ -88,6 +109,26 @@ mod tests {
     #[test]
     fn a_consistent_sale_has_no_findings() {
         assert_eq!(of_sale(10, &[shard(0, 5, 5), shard(1, 5, 0)]), []);
+    }
+
+    #[test]
+    fn returned_units_are_sold_again_without_overselling() {
+        let mut resold = shard(0, 10, 12);
+        resold.returned_units = 2;
+        resold.settled_unpaid_units = 2;
+        resold.returned_in_db = 2;
+        assert_eq!(of_sale(10, &[resold.clone()]), []);
+        resold.returned_in_db = 1;
+        assert_eq!(
+            of_sale(10, &[resold]),
+            [
+                Finding::ReturnsDue { units: 1 },
+                Finding::ReturnMismatch {
+                    in_redis: 2,
+                    in_db: 1
+                }
+            ]
+        );
     }
 
     #[test]

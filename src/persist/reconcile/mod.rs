@@ -1,6 +1,9 @@
 //! Reconciliation: units deducted in Redis must equal units in database rows, plus units of
 //! orders still pending in the streams, plus dead letters, plus units an operator dropped —
-//! per sale and per shard. Beyond that ledger it checks what must hold between Redis and
+//! per sale and per shard. After the purchase, units sold minus units given back equal the
+//! units paid plus those awaiting payment (rows and pending orders): every cancelled or
+//! expired row's units are back on a shelf (`ReturnsDue` otherwise), exactly as many as
+//! Redis took back (`ReturnMismatch` otherwise). Beyond that ledger it checks what must hold between Redis and
 //! the database and reports each breach as a typed [`Finding`]: shards' allotments summing
 //! to the sale's stock, no more sold than the stock, every unit in `lent` backed by a loan
 //! record, every buyer's held count equal to the units of their orders, every row an order
@@ -58,6 +61,12 @@ pub struct Reconciliation {
     pub dropped_units: u64,
     /// `deducted - units_in_db - pending_units - dead_letter_units - dropped_units`.
     pub difference: i64,
+    /// Units given back to the sale by cancelled and expired orders (Redis).
+    pub returned_units: u64,
+    /// Units of paid rows.
+    pub paid_units: u64,
+    /// Units of rows awaiting payment.
+    pub awaiting_units: u64,
     /// Everything that does not hold; empty when Redis and the database agree.
     #[schema(value_type = Vec<Object>)]
     pub findings: Vec<Finding>,
@@ -78,6 +87,7 @@ pub async fn reconcile(
     rt: &SaleRuntime,
 ) -> Result<Reconciliation, ReconcileError> {
     let db = persister.db().totals(&rt.sale.id).await?;
+    let states = persister.db().lifecycle_totals(&rt.sale.id).await?;
     let mut shards = Vec::new();
     let mut recorded = HashSet::new();
     let mut findings = Vec::new();
@@ -87,6 +97,12 @@ pub async fn reconcile(
         if let Some(t) = db.iter().find(|t| t.shard == index) {
             ledger.orders_in_db = t.rows;
             ledger.units_in_db = t.units;
+        }
+        if let Some(t) = states.iter().find(|t| t.shard == index) {
+            ledger.paid_units = t.paid;
+            ledger.awaiting_units = t.awaiting;
+            ledger.settled_unpaid_units = t.settled_unpaid;
+            ledger.returned_in_db = t.returned;
         }
         ledger.difference = ledger.deducted as i64
             - (ledger.units_in_db + ledger.pending_units + ledger.dead_letter_units) as i64
@@ -113,6 +129,9 @@ fn summed(sale_id: SaleId, shards: Vec<ShardLedger>, findings: Vec<Finding>) -> 
         dead_letters: sum(|s| s.dead_letters),
         dead_letter_units: sum(|s| s.dead_letter_units),
         dropped_units: sum(|s| s.dropped_units),
+        returned_units: sum(|s| s.returned_units),
+        paid_units: sum(|s| s.paid_units),
+        awaiting_units: sum(|s| s.awaiting_units),
         difference: shards.iter().map(|s| s.difference).sum(),
         findings,
         shards,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::ReconcileError;
 use crate::persist::Persister;
 use crate::stock::SaleRuntime;
-use crate::store::{BulkConn, ShardKeys, dead_letters, loans, orders, shards};
+use crate::store::{BulkConn, ShardKeys, dead_letters, loans, orders, returns, shards};
 
 /// Entries or fields read per Redis call.
 const PAGE: usize = 1000;
@@ -46,6 +46,17 @@ pub struct ShardLedger {
     pub dropped_units: u64,
     /// `deducted - units_in_db - pending_units - dead_letter_units - dropped_units`.
     pub difference: i64,
+    /// Units given back to this shard's shelf by cancelled and expired orders (Redis; the
+    /// buyer's home shard takes them, whichever shard sold them).
+    pub returned_units: u64,
+    /// Units of this shard's rows that are paid (database).
+    pub paid_units: u64,
+    /// Units of this shard's rows awaiting payment (database).
+    pub awaiting_units: u64,
+    /// Units of this shard's rows cancelled or expired (database).
+    pub settled_unpaid_units: u64,
+    /// Of those, units whose return the database records as done.
+    pub returned_in_db: u64,
 }
 
 /// Redis' side of shard `index` of `rt`, read on `conn` (of the bulk pool); the database's
@@ -76,6 +87,7 @@ pub async fn ledger(
         dead_letters,
         dead_letter_units,
         dropped_units,
+        returned_units: returns::returned_units(conn, &keys).await?,
         ..ShardLedger::default()
     })
 }
