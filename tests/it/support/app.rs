@@ -369,6 +369,7 @@ impl TestApp {
 
     /// Units sold over every shard of `sale`, read straight from Redis.
     pub async fn sold(&self, sale: &str, shards: u32) -> u64 {
+        let shards = self.indices_used(sale, shards).await;
         self.shard_counters(sale, shards)
             .await
             .iter()
@@ -378,6 +379,7 @@ impl TestApp {
 
     /// Units left on the shelves of every shard of `sale`, read straight from Redis.
     pub async fn stock_left(&self, sale: &str, shards: u32) -> u64 {
+        let shards = self.indices_used(sale, shards).await;
         self.shard_counters(sale, shards)
             .await
             .iter()
