@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashgate::testing::auth::{BuyerAuth, ClaimRules, Jwks, JwtKeys, KeySet};
-use flashgate::testing::domain::{SaleId, ShardRange, UserId};
+use flashgate::testing::domain::{SaleId, ShardSet, UserId};
 use flashgate::testing::http::ApiError;
 use flashgate::testing::tokens::{Audience, TokenSigner, pow};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -117,8 +117,8 @@ fn jwk(key: &EncodingKey, kid: &str, alg: Algorithm) -> Jwk {
 fn request_path(c: &mut Criterion) {
     let user = UserId::parse("buyer-000123456").unwrap();
     c.bench_function("home shard of a buyer (64 shards)", |b| {
-        let range = ShardRange::new(0, 64).unwrap();
-        b.iter(|| black_box(range).home_of(black_box(&user)))
+        let shards = ShardSet::contiguous(0, 64).unwrap();
+        b.iter(|| black_box(&shards).home_of(black_box(&user)))
     });
     c.bench_function("sold-out problem response", |b| {
         b.iter(|| ApiError::SoldOut.into_response())

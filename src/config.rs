@@ -407,6 +407,12 @@ pub struct StockSettings {
     /// of its purchases have run, and the gateway and the clients waiting on a large call
     /// leave CPU idle meanwhile (docs/BENCHMARKS.md §1).
     pub purchase_batch_max: usize,
+    /// On a Redis Cluster, whether each instance checks that every sale's shards still split
+    /// evenly over the masters and reshards a sale (live, to the same count) when they do
+    /// not, e.g. after slots moved. Nothing to check on a single node.
+    pub rebalance: bool,
+    /// How often that check runs (one `CLUSTER SLOTS` per pass).
+    pub rebalance_interval_ms: u64,
 }
 
 impl Default for StockSettings {
@@ -416,6 +422,8 @@ impl Default for StockSettings {
             recovery_interval_ms: 2000,
             loan_grace_ms: 5000,
             purchase_batch_max: 16,
+            rebalance: true,
+            rebalance_interval_ms: 30_000,
         }
     }
 }

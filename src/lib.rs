@@ -50,10 +50,11 @@ pub mod testing {
         pub use crate::db::{DbError, OrderDb};
     }
     pub mod domain {
+        pub use crate::domain::Layout;
         pub use crate::domain::Origin;
         pub use crate::domain::{
             EntryId, IdError, IdempotencyKey, OrderId, Quantity, SaleDefinition, SaleId, SaleSpec,
-            ShardRange, UserId,
+            ShardSet, UserId,
         };
     }
     pub mod http {

@@ -1,6 +1,7 @@
 //! Background work every gateway instance runs: refreshing the sale cache from Redis,
-//! finishing stock loans abandoned by a crashed instance, and persisting orders whose
-//! stream entries were left unacknowledged. [`Recovery::run_once`] runs one pass of both
+//! finishing stock loans abandoned by a crashed instance, persisting orders whose
+//! stream entries were left unacknowledged, and (on a cluster) keeping each sale's shards
+//! evenly spread over the masters. [`Recovery::run_once`] runs one pass of both
 //! recovery jobs on demand, so tests and tools await recovery instead of polling for it.
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::{QueueSettings, StockSettings};
 use crate::persist::recovery::RecoverySettings;
 use crate::persist::{Persister, recovery};
+use crate::sales::rebalance::Rebalanced;
 use crate::sales::{SaleRegistry, SkippedSale, report};
 
 /// The running background tasks; stopped together.
@@ -96,6 +98,18 @@ impl Workers {
                 async move { resume_changes(&registry).await }
             })
         };
+        let mut tasks = Vec::new();
+        if settings.rebalance && registry.is_cluster() {
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(every(
+                settings.rebalance_interval_ms,
+                stopped.clone(),
+                move || {
+                    let registry = registry.clone();
+                    async move { rebalance_all_sales(&registry).await }
+                },
+            )));
+        }
         let refresh = every(settings.refresh_interval_ms, stopped.clone(), move || {
             let registry = registry.clone();
             async move { refresh_all_sales(&registry).await }
@@ -104,15 +118,13 @@ impl Workers {
             let recovery = recovery.clone();
             async move { recovery.loans_once().await }
         });
-        Self {
-            stop,
-            tasks: vec![
-                tokio::spawn(refresh),
-                tokio::spawn(recover),
-                tokio::spawn(orders),
-                tokio::spawn(changes),
-            ],
-        }
+        tasks.extend([
+            tokio::spawn(refresh),
+            tokio::spawn(recover),
+            tokio::spawn(orders),
+            tokio::spawn(changes),
+        ]);
+        Self { stop, tasks }
     }
 
     /// Runs `job` every `interval_ms` too, until the workers stop.
@@ -146,6 +158,31 @@ async fn resume_changes(registry: &SaleRegistry) {
             "finished changes left unfinished by a stopped instance"
         ),
         Err(error) => tracing::warn!(%error, "resuming unfinished sale changes failed; retrying"),
+    }
+}
+
+/// One rebalancing pass: a sale whose shards no longer split evenly over the cluster's
+/// masters gets a live reshard (`sales::rebalance`).
+async fn rebalance_all_sales(registry: &SaleRegistry) {
+    match registry
+        .rebalance_all(time::OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(done) => {
+            for Rebalanced { sale, outcome } in done {
+                match outcome {
+                    Ok(report) => {
+                        tracing::info!(%sale, state = report.state, "resharded to spread the sale's shards evenly over the masters")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%sale, %error, "rebalancing the sale's shards failed; retrying on the next pass")
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading the cluster's slot map to rebalance shards failed")
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::ShardRange;
+use super::layout::ShardSet;
 
 /// A change in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,18 +20,18 @@ pub struct Operation {
 }
 
 /// The kinds of change that take several steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// Moves buyers and units from `from` to `to` (the layout's `draining` and `current`).
-    Reshard { from: ShardRange, to: ShardRange },
+    Reshard { from: ShardSet, to: ShardSet },
     /// Adds units (`add > 0`) spread over `over`, or removes up to `-add` unsold units.
-    Stock { add: i64, over: ShardRange },
+    Stock { add: i64, over: ShardSet },
 }
 
 impl Change {
     /// What the change is called in messages.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Self::Reshard { .. } => "a reshard",
             Self::Stock { .. } => "a stock change",

@@ -31,6 +31,12 @@ impl Operator {
         }
     }
 
+    /// The actor of the reshards the gateway starts by itself to spread a sale's shards
+    /// evenly over the cluster's masters again (`sales::rebalance`).
+    pub fn rebalance() -> Self {
+        Self("rebalance".to_owned())
+    }
+
     /// The operator of `admin.token`.
     pub fn default_admin() -> Self {
         Self(Self::DEFAULT_NAME.to_owned())

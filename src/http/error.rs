@@ -296,7 +296,7 @@ impl ApiError {
             Self::DeadLetterRefused(_) => ProblemKind::DeadLetterRefused,
             Self::RateLimited(_) => ProblemKind::RateLimited,
             Self::Overloaded(_)
-            | Self::Store(StoreError::Redis(_))
+            | Self::Store(StoreError::Redis(_) | StoreError::SlotMap(_))
             | Self::Db(DbError::Query(_) | DbError::Timeout { .. }) => ProblemKind::Overloaded,
             Self::Store(StoreError::UnexpectedReply { .. } | StoreError::Corrupt { .. })
             | Self::Db(

@@ -19,7 +19,7 @@ use crate::clock::unix_ms;
 use crate::domain::sale::{MAX_SHARDS, MAX_STOCK};
 use crate::domain::{
     AuditAction, AuditEntry, Change, Layout, Operation, Operator, SaleDefinition, SaleId, SaleSpec,
-    ShardRange, Window,
+    ShardSet, Window,
 };
 use crate::stock::shard::split_stock;
 use crate::store::StoreError;
@@ -91,20 +91,39 @@ impl SaleRegistry {
         if stored.layout.current.count() == shards {
             return Ok(ChangeReport::nothing());
         }
+        self.reshard_from(id, stored, shards, actor, now).await
+    }
+
+    /// Moves the buyers and units of `stored`'s layout to `shards` new shards, placed by
+    /// the cluster's slot map of this moment (the count may be the same: a rebalance).
+    pub(super) async fn reshard_from(
+        &self,
+        id: &SaleId,
+        stored: StoredSale,
+        shards: u32,
+        actor: &Operator,
+        now: OffsetDateTime,
+    ) -> Result<ChangeReport, ChangeError> {
         let mut conn = self.redis.bulk().await?;
         let keys = self.redis.keys();
         let next = stored.layout.next_base();
-        let base = sales::reserve_shards(&mut conn, keys, id, shards, next).await?;
-        let to = ShardRange::new(base, shards).map_err(|_| {
-            ChangeError::Invalid(format!("sale {id} has used every shard index it may"))
-        })?;
-        sales::init_shards(&mut conn, keys, id, to, &vec![0; shards as usize]).await?;
-        let from = stored.layout.current;
-        let op = Operation::new(Change::Reshard { from, to }, actor.as_str(), unix_ms(now));
+        let to = self
+            .place_shards(&mut conn, id, shards, next)
+            .await?
+            .ok_or_else(|| {
+                ChangeError::Invalid(format!("sale {id} has used every shard index it may"))
+            })?;
+        sales::init_shards(&mut conn, keys, id, &to, &vec![0; shards as usize]).await?;
+        let from = stored.layout.current.clone();
+        let change = Change::Reshard {
+            from: from.clone(),
+            to: to.clone(),
+        };
+        let op = Operation::new(change, actor.as_str(), unix_ms(now));
         let spec = respecified(&stored.spec, |def| def.shards = shards)?;
         let layout = Layout {
-            current: to,
-            draining: Some(from),
+            current: to.clone(),
+            draining: Some(from.clone()),
         };
         let update = Update::default()
             .definition(&spec)?
@@ -149,7 +168,7 @@ impl SaleRegistry {
                 "stock must stay at most {MAX_STOCK} units"
             )));
         }
-        let over = stored.layout.current;
+        let over = stored.layout.current.clone();
         let op = Operation::new(Change::Stock { add, over }, actor.as_str(), unix_ms(now));
         let update = Update::default().begin(&op)?;
         let mut conn = self.redis.bulk().await?;
@@ -261,11 +280,11 @@ impl SaleRegistry {
             sale: id,
             holder: &holder,
         };
-        let applied = match op.change {
+        let applied = match &op.change {
             Change::Reshard { from, to } => {
                 self.run_reshard(id, from, to, &lease).await.map(|()| 0)
             }
-            Change::Stock { add, over } => self.run_stock_change(id, &op.id, add, over).await,
+            Change::Stock { add, over } => self.run_stock_change(id, &op.id, *add, over).await,
         }?;
         self.finish(id, op, applied).await?;
         let mut conn = self.redis.bulk().await?;
@@ -284,8 +303,10 @@ impl SaleRegistry {
             if stored.op.as_ref().map(|o| &o.id) != Some(&op.id) {
                 return Ok(());
             }
-            let update = match op.change {
-                Change::Reshard { to, .. } => Update::default().layout(&Layout::settled(to))?,
+            let update = match &op.change {
+                Change::Reshard { to, .. } => {
+                    Update::default().layout(&Layout::settled(to.clone()))?
+                }
                 Change::Stock { .. } => {
                     let total = stored.spec.stock().saturating_add_signed(applied);
                     let spec = respecified(&stored.spec, |def| def.stock = total).map_err(|e| {
@@ -301,7 +322,7 @@ impl SaleRegistry {
                 .await?
                 .is_some()
             {
-                if let Change::Reshard { from, .. } = op.change {
+                if let Change::Reshard { from, .. } = &op.change {
                     self.forget_handed_over(id, from).await?;
                 }
                 self.reload(id).await?;
@@ -378,6 +399,6 @@ fn respecified(
 }
 
 /// The units `add` puts on each shard of `over` (a top-up), evenly.
-pub(super) fn top_up_split(add: u64, over: ShardRange) -> impl Iterator<Item = (u32, u64)> {
+pub(super) fn top_up_split(add: u64, over: &ShardSet) -> impl Iterator<Item = (u32, u64)> {
     over.indices().zip(split_stock(add, over.count()))
 }

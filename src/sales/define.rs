@@ -1,7 +1,7 @@
 //! Creating or replacing a sale's definition: one atomic switch of its record, or nothing.
 //!
-//! The new definition gets shards of its own (a fresh range of indices, reserved
-//! atomically, so two concurrent replacements never write the same keys), set up before
+//! The new definition gets shards of its own (fresh indices placed over the Redis
+//! Cluster's masters, reserved atomically, so two concurrent replacements never write the same keys), set up before
 //! the switch; the switch (`store::sales::update`) applies only if the record is still the
 //! one the checks read. So a sale is never half-written: instances see the old definition
 //! with its shards or the new one with its shards, and of two concurrent PUTs exactly one
@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::SaleRegistry;
 use crate::clock::unix_ms;
-use crate::domain::{Layout, SaleId, SaleSpec, ShardRange, Window};
+use crate::domain::{Layout, SaleId, SaleSpec, Window};
 use crate::stock::shard::split_stock;
 use crate::store::StoreError;
 use crate::store::sales::{self, Expect, StoredSale, Update};
@@ -71,21 +71,22 @@ impl SaleRegistry {
         let floor = existing.as_ref().map_or(0, |old| old.layout.next_base());
         let mut conn = self.redis.bulk().await?;
         let keys = self.redis.keys();
-        let base = sales::reserve_shards(&mut conn, keys, id, spec.shards(), floor).await?;
-        let range = ShardRange::new(base, spec.shards())
-            .map_err(|_| PutSaleError::Exhausted(id.clone()))?;
+        let range = self
+            .place_shards(&mut conn, id, spec.shards(), floor)
+            .await?
+            .ok_or_else(|| PutSaleError::Exhausted(id.clone()))?;
         sales::init_shards(
             &mut conn,
             keys,
             id,
-            range,
+            &range,
             &split_stock(spec.stock(), spec.shards()),
         )
         .await?;
         sales::index(&mut conn, keys, id).await?;
         let update = Update::default()
             .definition(&spec)?
-            .layout(&Layout::settled(range))?
+            .layout(&Layout::settled(range.clone()))?
             .paused(false)
             .generation(u64::try_from(unix_ms(now)).unwrap_or(0));
         let expect = existing

@@ -8,6 +8,7 @@ pub mod control;
 pub mod define;
 pub mod delete;
 pub mod listing;
+pub mod rebalance;
 pub mod registry;
 pub mod report;
 mod reshard;

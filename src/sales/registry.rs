@@ -51,6 +51,11 @@ impl SaleRegistry {
         self
     }
 
+    /// Whether the sales live on a Redis Cluster (their shards are then placed by master).
+    pub fn is_cluster(&self) -> bool {
+        self.redis.is_cluster()
+    }
+
     /// The stock engine that takes snapshots of the sales' shards.
     pub fn engine(&self) -> &StockEngine {
         &self.engine
@@ -136,7 +141,7 @@ impl SaleRegistry {
     pub(super) async fn counters_of(
         &self,
         id: &SaleId,
-        shards: std::ops::Range<u32>,
+        shards: impl ExactSizeIterator<Item = u32>,
     ) -> Result<Vec<ShardCounters>, StoreError> {
         let mut conn = self.redis.bulk().await?;
         let mut all = Vec::with_capacity(shards.len());
@@ -212,7 +217,7 @@ impl SaleRegistry {
                     paused: rt.paused,
                     epoch: rt.epoch,
                     generation: rt.generation,
-                    layout: rt.layout,
+                    layout: rt.layout.clone(),
                 };
                 let fresh = Arc::new(SaleRuntime::new(
                     rt.sale.clone(),

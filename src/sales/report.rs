@@ -169,7 +169,7 @@ impl SaleRegistry {
             epoch: rt.epoch,
             stock_total: rt.sale.spec.stock(),
             remaining,
-            layout: rt.layout,
+            layout: rt.layout.clone(),
             change: self.load(id).await?.and_then(|stored| stored.op),
             shards,
             sold,

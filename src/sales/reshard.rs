@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::SaleRegistry;
 use super::changes::Lease;
 use crate::clock::unix_ms;
-use crate::domain::{SaleId, ShardRange, UserId};
+use crate::domain::{SaleId, ShardSet, UserId};
 use crate::stock::shard::split_stock;
 use crate::store::loans;
 use crate::store::migration;
@@ -39,8 +39,8 @@ impl SaleRegistry {
     pub(super) async fn run_reshard(
         &self,
         id: &SaleId,
-        from: ShardRange,
-        to: ShardRange,
+        from: &ShardSet,
+        to: &ShardSet,
         lease: &Lease<'_>,
     ) -> Result<(), StoreError> {
         let keys = self.redis.keys();
@@ -68,7 +68,7 @@ impl SaleRegistry {
         conn: &mut BulkConn,
         id: &SaleId,
         shard: u32,
-        to: ShardRange,
+        to: &ShardSet,
     ) -> Result<(), StoreError> {
         let keys = self.redis.keys();
         let old = keys.shard(id, shard);
@@ -110,8 +110,8 @@ impl SaleRegistry {
     async fn drain(
         &self,
         id: &SaleId,
-        from: ShardRange,
-        to: ShardRange,
+        from: &ShardSet,
+        to: &ShardSet,
         lease: &Lease<'_>,
     ) -> Result<(), StoreError> {
         let mut last: Option<Vec<ShardCounters>> = None;
@@ -143,19 +143,20 @@ impl SaleRegistry {
         id: &SaleId,
         shard: u32,
         units: u64,
-        from: ShardRange,
-        to: ShardRange,
+        from: &ShardSet,
+        to: &ShardSet,
     ) -> Result<(), StoreError> {
         let keys = self.redis.keys();
         let donor = keys.shard(id, shard);
         let mut conn = self.redis.conn();
         let share = to.count().div_ceil(from.count());
-        let first = (shard - from.base()) * to.count() / from.count();
+        let position = from.position(shard).unwrap_or_default();
+        let first = position * to.count() / from.count();
         for (i, part) in (0..).zip(split_stock(units, share)) {
             if part == 0 {
                 continue;
             }
-            let recipient = to.base() + (first + i) % to.count();
+            let recipient = to.nth(first + i);
             let loan = uuid::Uuid::now_v7().simple().to_string();
             let now = unix_ms(time::OffsetDateTime::now_utc());
             let reply = loans::borrow(&mut conn, &donor, &loan, part, recipient, now).await?;
@@ -173,7 +174,7 @@ impl SaleRegistry {
     pub(super) async fn forget_handed_over(
         &self,
         id: &SaleId,
-        from: ShardRange,
+        from: &ShardSet,
     ) -> Result<(), StoreError> {
         let mut conn = self.redis.bulk().await?;
         for shard in from.indices() {

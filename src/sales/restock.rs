@@ -4,7 +4,7 @@
 
 use super::SaleRegistry;
 use super::changes::top_up_split;
-use crate::domain::{SaleId, ShardRange};
+use crate::domain::{SaleId, ShardSet};
 use crate::store::{StoreError, migration};
 
 impl SaleRegistry {
@@ -17,7 +17,7 @@ impl SaleRegistry {
         id: &SaleId,
         change_id: &str,
         add: i64,
-        over: ShardRange,
+        over: &ShardSet,
     ) -> Result<i64, StoreError> {
         let mut conn = self.redis.bulk().await?;
         let keys = self.redis.keys();

@@ -200,7 +200,7 @@ impl StockEngine {
     /// Hands `user`'s record over from their home in the draining layout; what the next
     /// call on their new home imports.
     async fn hand_over(&self, rt: &SaleRuntime, user: &UserId) -> Result<Import, StoreError> {
-        let Some(draining) = rt.layout.draining else {
+        let Some(draining) = &rt.layout.draining else {
             return Err(StoreError::unexpected(
                 "purchase.lua",
                 &"import outside a reshard",
@@ -260,7 +260,7 @@ impl StockEngine {
         let mut conn = self.conn.clone();
         let home = rt.keys(rt.home_of(user));
         let record = shards::read_buyer_record(&mut conn, home, user).await?;
-        match (record, rt.layout.draining) {
+        match (record, &rt.layout.draining) {
             // Not handed over yet: still at the buyer's home in the draining layout.
             (None, Some(draining)) => {
                 let old_home = rt.keys(draining.home_of(user));

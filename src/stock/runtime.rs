@@ -15,7 +15,7 @@ use crate::metrics::PurchaseAnswers;
 use crate::store::{Keys, ShardKeys};
 
 /// What a sale's record says besides its definition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeState {
     pub paused: bool,
     pub epoch: u64,
@@ -50,7 +50,8 @@ pub struct SaleRuntime {
     pub stats: Arc<RejectionStats>,
     /// Purchase answers by outcome; shared by every runtime of the same sale id.
     pub answers: Arc<PurchaseAnswers>,
-    /// The keys of shards `first..layout.current.end()`: both ranges of the layout.
+    /// The keys of shards `first..layout.current.end()`: both sets of the layout (and the
+    /// indices a placement skipped between them, which are never asked for).
     first: u32,
     shard_keys: Box<[Arc<ShardKeys>]>,
     empty: Box<[AtomicBool]>,
@@ -64,7 +65,7 @@ impl SaleRuntime {
     /// A runtime with no hints yet.
     pub fn new(sale: Sale, state: RuntimeState, counts: SaleCounts, keys: &Keys) -> Self {
         let layout = state.layout;
-        let first = layout.draining.map_or(layout.current.base(), |d| {
+        let first = layout.draining.as_ref().map_or(layout.current.base(), |d| {
             d.base().min(layout.current.base())
         });
         let shard_keys: Box<[_]> = (first..layout.current.end())

@@ -1,5 +1,5 @@
 //! Shard arithmetic: how stock is split over shards, and the order a borrower visits them.
-//! (A buyer's home is [`crate::domain::ShardRange::home_of`].)
+//! (A buyer's home is [`crate::domain::ShardSet::home_of`].)
 
 /// Splits `total` units over `shards` shards as evenly as possible: the first
 /// `total % shards` shards get one unit more. Nothing is lost: the parts sum to `total`.

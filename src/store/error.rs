@@ -17,6 +17,9 @@ pub enum StoreError {
         /// The reply, rendered for the log.
         reply: String,
     },
+    /// The cluster's slot map leaves slots without a master: shards cannot be placed.
+    #[error("the redis cluster's slot map cannot place shards")]
+    SlotMap(#[from] crate::domain::placement::SlotMapError),
     /// Stored data failed to decode (e.g. a sale definition written by another version).
     #[error("stored {what} is corrupt")]
     Corrupt {

@@ -1,8 +1,11 @@
 //! [`Redis`]: the two kinds of Redis handle and the key builder, which every Redis call of
 //! the crate is made with. Cheap to clone.
 
+use std::sync::Arc;
+
 use super::pool::{BulkConn, BulkPool};
 use super::{Keys, RedisConn, RedisTarget, RedisTimeouts, StoreError};
+use crate::domain::SlotMap;
 
 /// Redis, as the rest of the crate holds it.
 ///
@@ -16,12 +19,21 @@ pub struct Redis {
     conn: RedisConn,
     bulk: BulkPool,
     keys: Keys,
+    /// The cluster's nodes as configured, and the time limits of a call to one of them:
+    /// where the slot map is read from (`None` on a single node, or when built by
+    /// [`Redis::new`]).
+    seeds: Option<(Arc<[String]>, RedisTimeouts)>,
 }
 
 impl Redis {
     /// The handles over `conn` and `bulk`, with keys built by `keys`.
     pub fn new(conn: RedisConn, bulk: BulkPool, keys: Keys) -> Self {
-        Self { conn, bulk, keys }
+        Self {
+            conn,
+            bulk,
+            keys,
+            seeds: None,
+        }
     }
 
     /// Connects both handles to `target`, the pool holding at most `bulk_size` connections.
@@ -33,7 +45,14 @@ impl Redis {
     ) -> redis::RedisResult<Self> {
         let conn = RedisConn::connect(target, timeouts).await?;
         let bulk = BulkPool::new(target, timeouts, bulk_size)?;
-        Ok(Self::new(conn, bulk, keys))
+        let seeds = match target {
+            RedisTarget::Single(_) => None,
+            RedisTarget::Cluster(urls) => Some((urls.iter().cloned().collect(), timeouts)),
+        };
+        Ok(Self {
+            seeds,
+            ..Self::new(conn, bulk, keys)
+        })
     }
 
     /// The key builder.
@@ -59,6 +78,32 @@ impl Redis {
     /// Whether Redis is a cluster (a script call then keeps to one slot).
     pub fn is_cluster(&self) -> bool {
         self.conn.is_cluster()
+    }
+
+    /// Which master serves each slot now, or one node serving every slot on a single node.
+    ///
+    /// Read with `CLUSTER SLOTS` on a plain connection to the first configured node that
+    /// answers, opened for the call (once per rebalancing pass or new layout), not through
+    /// the cluster connection: right after slots move, that connection is busy refreshing
+    /// its own slot map, and redis-rs 1.8 was seen to stall the requests it carried then
+    /// when this call was among them.
+    pub async fn slot_map(&self) -> Result<SlotMap, StoreError> {
+        if !self.is_cluster() {
+            return Ok(SlotMap::single());
+        }
+        let Some((nodes, timeouts)) = &self.seeds else {
+            return super::placement::slot_map(&mut self.conn()).await;
+        };
+        let mut failure = None;
+        for node in nodes.iter() {
+            match super::placement::slot_map_from(node, *timeouts).await {
+                Ok(map) => return Ok(map),
+                Err(error) => failure = Some(error),
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            StoreError::unexpected("the cluster's slot map", &"no cluster node is configured")
+        }))
     }
 }
 

@@ -83,6 +83,12 @@ impl Keys {
         }
     }
 
+    /// The cluster slot of shard `shard` of `sale`: the slot of its hash tag, which every
+    /// key of [`Self::shard`] shares.
+    pub fn shard_slot(sale: &SaleId, shard: u32) -> u16 {
+        hash_slot(&format!("{{{sale}:{shard}}}"))
+    }
+
     /// Hash holding a sale's definition (`def`, JSON), kill switch (`paused`) and `epoch`.
     pub fn sale_meta(&self, sale: &SaleId) -> String {
         format!("{}:sale:{{{}}}", self.prefix, sale)
@@ -165,6 +171,18 @@ mod tests {
         assert_eq!(hash_slot("{user1000}.following"), hash_slot("user1000"));
         assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
         assert_ne!(hash_slot("foo{}{bar}"), hash_slot("bar"));
+    }
+
+    #[test]
+    fn a_shard_slot_is_the_slot_of_every_key_of_the_shard() {
+        let keys = Keys::new("fg");
+        let sale = SaleId::parse("hot-sale").unwrap();
+        for shard in [0, 1, 17, 16_383] {
+            let slot = Keys::shard_slot(&sale, shard);
+            for key in keys.shard(&sale, shard).all() {
+                assert_eq!(hash_slot(key), slot, "{key}");
+            }
+        }
     }
 
     #[test]

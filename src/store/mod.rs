@@ -5,7 +5,8 @@
 //!
 //! One module per concern: [`purchase`] (the purchase path's call), [`loans`] (moves of
 //! units between shards), [`shards`] (a shard's counters and buyer records), [`orders`]
-//! (order streams and acknowledgements), [`dead_letters`], [`recovery`] (the recovery
+//! (order streams and acknowledgements), [`placement`] (the cluster's slot map and the
+//! reservation of placed shard indices), [`dead_letters`], [`recovery`] (the recovery
 //! worker's locks and scans), [`returns`] (units of cancelled and expired orders back to
 //! their sale), [`sales`] (sale definitions), [`audit`] (operators' actions
 //! on a sale), [`tokens`] (purchase-token issuance) and [`limits`] (the shared per-sale
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod loans;
 pub mod migration;
 pub mod orders;
+pub mod placement;
 pub mod pool;
 pub mod purchase;
 pub mod recovery;

@@ -8,7 +8,7 @@
 use redis::aio::ConnectionLike;
 
 use super::{Keys, StoreError, scripts};
-use crate::domain::{Layout, Operation, SaleDefinition, SaleId, SaleSpec, ShardRange};
+use crate::domain::{Layout, Operation, SaleDefinition, SaleId, SaleSpec, ShardSet};
 
 /// A sale's record in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub async fn load(
     let layout = match layout {
         Some(layout) => decode("sale layout", &layout)?,
         None => Layout::settled(
-            ShardRange::new(0, spec.shards())
+            ShardSet::contiguous(0, spec.shards())
                 .map_err(|e| StoreError::unexpected("stored sale shards", &e.to_string()))?,
         ),
     };
@@ -232,16 +232,15 @@ pub async fn reserve_shards(
     Ok(end - count)
 }
 
-/// Creates the shards of `range` (unless they exist), shard `range.base() + i` holding
-/// `units[i]` units.
+/// Creates the shards of `shards` (unless they exist), the `i`-th holding `units[i]` units.
 pub async fn init_shards(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
     id: &SaleId,
-    range: ShardRange,
+    shards: &ShardSet,
     units: &[u64],
 ) -> Result<(), StoreError> {
-    for (shard, &units) in range.indices().zip(units) {
+    for (shard, &units) in shards.indices().zip(units) {
         let mut cmd = scripts::evalsha(&scripts::INIT_SHARD, 1);
         cmd.arg(keys.shard(id, shard).shard).arg(units);
         scripts::run::<i64>(&scripts::INIT_SHARD, &cmd, conn).await?;
@@ -249,14 +248,14 @@ pub async fn init_shards(
     Ok(())
 }
 
-/// Deletes every key of the shards of `range`.
+/// Deletes every key of the shards `shards`.
 pub async fn delete_shards(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
     id: &SaleId,
-    range: std::ops::Range<u32>,
+    shards: impl IntoIterator<Item = u32>,
 ) -> Result<(), StoreError> {
-    for shard in range {
+    for shard in shards {
         let keys = keys.shard(id, shard);
         redis::cmd("DEL")
             .arg(&keys.all())

@@ -234,12 +234,18 @@ async fn reshard_mid_storm_on(target: RedisTarget) {
         "the reshards finished after the sale sold out ({first}, {second} sold): not mid-storm"
     );
     let (_, view) = a.get_json("/admin/v1/sales/hot", Some(ADMIN_TOKEN)).await;
-    assert_eq!(
-        view["layout"],
-        json!({"current": {"base": 72, "count": 4}}),
+    let current = &view["layout"]["current"];
+    // 8 + 64 + 4 shard indices on a single node; on a cluster, shards are placed by master
+    // and the indices walked past are skipped (`skip`), so the last layout starts later.
+    assert!(
+        current["count"] == 4
+            && current["base"].as_u64() >= Some(72)
+            && view["layout"].get("draining").is_none(),
         "{view}"
     );
-    // 8 + 64 + 4 shard indices were used.
+    if matches!(target, RedisTarget::Single(_)) {
+        assert_eq!(current, &json!({"base": 72, "count": 4}), "{view}");
+    }
     assert_storm_invariants(&a, &b, "hot", 76, &bought).await;
 }
 

@@ -33,6 +33,7 @@ mod operator;
 mod order_db;
 mod pause;
 mod persistence;
+mod placement;
 mod postgres_harness;
 mod pow_js;
 mod purchase;

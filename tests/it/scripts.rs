@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashgate::testing::config::LimitSettings;
-use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec, ShardRange, UserId};
+use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec, ShardSet, UserId};
 use flashgate::testing::limits::SharedSaleLimit;
 use flashgate::testing::sales::SaleRegistry;
 use flashgate::testing::stock::StockEngine;
@@ -557,9 +557,9 @@ async fn stock_change_run_twice_moves_each_shards_units_once() {
 async fn init_shard_run_twice_never_resets_a_shard() {
     let bench = Bench::start().await;
     let sale = SaleId::parse("init").unwrap();
-    let range = ShardRange::new(0, 2).unwrap();
+    let range = ShardSet::contiguous(0, 2).unwrap();
     let mut conn = bench.conn.clone();
-    sales::init_shards(&mut conn, &bench.keys, &sale, range, &[3, 4])
+    sales::init_shards(&mut conn, &bench.keys, &sale, &range, &[3, 4])
         .await
         .unwrap();
     // A shard sells a unit between the two runs: the second run must keep the sale.
@@ -572,7 +572,7 @@ async fn init_shard_run_twice_never_resets_a_shard() {
         .await
         .unwrap();
     let after_first = bench.snapshot().await;
-    sales::init_shards(&mut conn, &bench.keys, &sale, range, &[3, 4])
+    sales::init_shards(&mut conn, &bench.keys, &sale, &range, &[3, 4])
         .await
         .unwrap();
     assert_eq!(bench.snapshot().await, after_first);

@@ -369,6 +369,7 @@ impl TestApp {
 
     /// Units sold over every shard of `sale`, read straight from Redis.
     pub async fn sold(&self, sale: &str, shards: u32) -> u64 {
+        let shards = self.indices_used(sale, shards).await;
         self.shard_counters(sale, shards)
             .await
             .iter()
@@ -378,6 +379,7 @@ impl TestApp {
 
     /// Units left on the shelves of every shard of `sale`, read straight from Redis.
     pub async fn stock_left(&self, sale: &str, shards: u32) -> u64 {
+        let shards = self.indices_used(sale, shards).await;
         self.shard_counters(sale, shards)
             .await
             .iter()
@@ -411,6 +413,25 @@ impl TestApp {
             }
         }
         orders
+    }
+
+    /// How many shard indices from 0 to read to see every shard of `sale`: `shards`, or more
+    /// if the sale's stored layout reaches further (on a cluster its shards are placed by
+    /// master and skip indices; skipped ones have no keys and read as zero counters, empty
+    /// streams).
+    pub async fn indices_used(&self, sale: &str, shards: u32) -> u32 {
+        let sale = SaleId::parse(sale).unwrap();
+        let layout: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.sale_meta(&sale))
+            .arg("layout")
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap();
+        let end = layout.map_or(0, |text| {
+            let layout: flashgate::testing::domain::Layout = serde_json::from_str(&text).unwrap();
+            layout.next_base()
+        });
+        shards.max(end)
     }
 
     /// Every order row of `sale`: (order id, user, quantity).
