@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use flashgate::testing::auth::JwtKeys;
-use flashgate::testing::domain::{SaleId, UserId};
+use flashgate::testing::domain::UserId;
 use serde_json::{Value, json};
 
 use crate::support::app::{ADMIN_TOKEN, JWT_SECRET, eventually, live_sale};
