@@ -138,22 +138,6 @@ target/release/examples/hello "$HPORT" 2>"$tmp/hello.log" &
 pids+=($!)
 wait_for hello "${pids[-1]}" "$tmp/hello.log" 100 curl -sf "http://127.0.0.1:$HPORT/"
 
-# start_gateway NAME PREFIX [ENV...]: a release gateway on a free port (its port in $REPLY),
-# sharing the redis-server, with its own key prefix, database and log.
-start_gateway() {
-    local name=$1 prefix=$2
-    shift 2
-    free_port
-    env FLASHGATE_HTTP__ADDR="127.0.0.1:$REPLY" \
-        FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
-        FLASHGATE_REDIS__KEY_PREFIX="$prefix" \
-        FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
-        FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" \
-        FLASHGATE_DATABASE__URL="sqlite://$tmp/$name.db?mode=rwc" \
-        RUST_LOG=info "$@" target/release/flashgate serve 2>"$tmp/$name.log" &
-    pids+=($!)
-    wait_for "$name" "${pids[-1]}" "$tmp/$name.log" 300 curl -sf "http://127.0.0.1:$REPLY/health/ready"
-}
 
 # Guards off: no purchase token, no rate limit (the in-flight cap is always on).
 start_gateway gateway bench FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \

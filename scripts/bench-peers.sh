@@ -88,22 +88,6 @@ pids+=($!)
 nginx_master=${pids[-1]}
 wait_for nginx "$nginx_master" "$tmp/nginx.log" 100 curl -sf -X POST "http://127.0.0.1:$OPORT/"
 
-# start_gateway NAME PREFIX [ENV...]: a release gateway on a free port (its port in $REPLY,
-# its pid in ${pids[-1]}), sharing the redis-server, with its own key prefix and database.
-start_gateway() {
-    local name=$1 prefix=$2
-    shift 2
-    free_port
-    env FLASHGATE_HTTP__ADDR="127.0.0.1:$REPLY" \
-        FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
-        FLASHGATE_REDIS__KEY_PREFIX="$prefix" \
-        FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
-        FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" \
-        FLASHGATE_DATABASE__URL="sqlite://$tmp/$name.db?mode=rwc" \
-        RUST_LOG=info "$@" target/release/flashgate serve 2>"$tmp/$name.log" &
-    pids+=($!)
-    wait_for "$name" "${pids[-1]}" "$tmp/$name.log" 300 curl -sf "http://127.0.0.1:$REPLY/health/ready"
-}
 start_gateway guarded bench-g FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true \
     FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000 \
     FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10 \

@@ -45,31 +45,25 @@ rm -f "$OUT"/*
 
 start_redis "$tmp/redis"
 
-# start_gateway NAME [ENV...]: a release gateway (guards off, its own key prefix and SQLite
+# tail_gateway NAME [ENV...]: a guards-off release gateway (its own key prefix and SQLite
 # file) with a live 64-shard sale; its port in $REPLY.
-start_gateway() {
+tail_gateway() {
     local name=$1
     shift
-    free_port
-    env FLASHGATE_HTTP__ADDR="127.0.0.1:$REPLY" FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
-        FLASHGATE_REDIS__KEY_PREFIX="$name" FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
-        FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" FLASHGATE_DATABASE__URL="sqlite://$tmp/$name.db?mode=rwc" \
-        FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 \
-        FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 \
-        RUST_LOG=info "$@" target/release/flashgate serve 2>"$tmp/$name.log" &
-    pids+=($!)
-    wait_for "$name" "${pids[-1]}" "$tmp/$name.log" 300 curl -sf "http://127.0.0.1:$REPLY/health/ready"
+    start_gateway "$name" "$name" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
+        FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
+        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 "$@"
     put_live_sale "$REPLY" "$SALE" 100000000 64
 }
 
 names=(base)
 declare -A port
-start_gateway base
+tail_gateway base
 port[base]=$REPLY
 for variant in $VARIANTS; do
     name=${variant%%:*}
     IFS=, read -r -a settings <<<"${variant#*:}"
-    start_gateway "$name" "${settings[@]}"
+    tail_gateway "$name" "${settings[@]}"
     port[$name]=$REPLY
     names+=("$name")
 done

@@ -87,6 +87,25 @@ put_live_sale() {
     [[ $code == 20[01] ]] || die "PUT sale $2 answered $code: $(cat "$tmp/body.json")"
 }
 
+# start_gateway NAME PREFIX [ENV=value...]: a release gateway on a free port (its port in
+# $REPLY, its pid in ${pids[-1]}) on the caller's redis-server ($RPORT), with its own key
+# prefix, SQLite order database and log in $tmp, the caller's JWT_SECRET and ADMIN_TOKEN,
+# and ENV on top.
+start_gateway() {
+    local name=$1 prefix=$2
+    shift 2
+    free_port
+    env FLASHGATE_HTTP__ADDR="127.0.0.1:$REPLY" \
+        FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
+        FLASHGATE_REDIS__KEY_PREFIX="$prefix" \
+        FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
+        FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" \
+        FLASHGATE_DATABASE__URL="sqlite://$tmp/$name.db?mode=rwc" \
+        RUST_LOG=info "$@" target/release/flashgate serve 2>"$tmp/$name.log" &
+    pids+=($!)
+    wait_for "$name" "${pids[-1]}" "$tmp/$name.log" 300 curl -sf "http://127.0.0.1:$REPLY/health/ready"
+}
+
 # Stops every process in the caller's `pids` array and waits for them.
 stop_pids() {
     local pid
