@@ -96,15 +96,7 @@ async fn with_replica_durability_and_no_replica_a_purchase_is_accepted_and_the_u
     // counted.
     let response = app.purchase("lonely", "a", "a-2", 1).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
-    let scrape = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = app.metrics_text().await;
     let counted = scrape
         .lines()
         .find_map(|line| line.strip_prefix("flashgate_replica_wait_timeouts_total "))

@@ -143,15 +143,7 @@ async fn cancel_and_paid_are_owner_only_idempotent_and_refuse_forbidden_transiti
     assert_eq!(reconciliation["returned_units"], 1);
     assert_eq!(reconciliation["paid_units"], 1);
     assert_eq!(reconciliation["awaiting_units"], 1);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let returned: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("flashgate_orders_returned_total{"))

@@ -313,6 +313,17 @@ impl TestApp {
         body["purchase_token"].as_str().unwrap().to_owned()
     }
 
+    /// `GET /metrics`: the Prometheus text of this gateway.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     /// `GET path` as JSON with optional bearer.
     pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
         let mut request = self.client.get(format!("{}{path}", self.base));
