@@ -6,11 +6,14 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # Dependencies first, in a layer of their own that a change to flashgate's code does not
 # invalidate: the manifests, with placeholders for the targets Cargo.toml declares.
+# Every workspace member's manifest too: cargo loads them all, whichever package it builds.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src benches \
+COPY benches/peer-axum/Cargo.toml ./benches/peer-axum/
+RUN mkdir -p src benches/peer-axum/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/edge.rs \
+    && echo 'fn main() {}' > benches/peer-axum/src/main.rs \
     && cargo build --release --locked --bin flashgate \
     && rm -r src benches
 # Everything the build reads (tests/it/container.rs checks this list against Cargo.toml's

@@ -1,7 +1,8 @@
 //! The container build, checked without a Docker engine: the Dockerfile's build stage copies
 //! every path the build reads (Cargo.toml's declared targets, and the files that
 //! `include_str!`, `include_bytes!` and `sqlx::migrate!` embed at compile time), none of
-//! them is excluded by `.dockerignore`, and `docker-compose.yml` is valid
+//! them is excluded by `.dockerignore`, every workspace member's manifest reaches the
+//! dependency layer (cargo loads them all), and `docker-compose.yml` is valid
 //! (`docker-compose config -q`, which works offline).
 
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 #[derive(Deserialize)]
 struct Manifest {
     package: Package,
+    workspace: Option<Workspace>,
     lib: Option<Target>,
     #[serde(default)]
     bin: Vec<Target>,
@@ -26,6 +28,28 @@ struct Manifest {
     test: Vec<Target>,
     #[serde(default)]
     example: Vec<Target>,
+}
+
+#[derive(Deserialize)]
+struct Workspace {
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+/// The manifests of the workspace's other members (cargo loads every member's manifest,
+/// whichever package it builds), relative to the root.
+fn member_manifests() -> BTreeSet<String> {
+    let manifest: Manifest = Figment::from(Toml::file(Path::new(ROOT).join("Cargo.toml")))
+        .extract()
+        .expect("Cargo.toml parses");
+    manifest
+        .workspace
+        .map(|w| w.members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|member| member != ".")
+        .map(|member| format!("{}/Cargo.toml", member.trim_end_matches('/')))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -142,6 +166,23 @@ fn normalize(path: &Path) -> String {
     parts.join("/")
 }
 
+/// The sources a `COPY`/`ADD` instruction (split into words) takes from the build context,
+/// relative to it: none when it copies `--from` another stage.
+fn context_sources(words: &[&str]) -> Vec<String> {
+    if words.iter().any(|w| w.starts_with("--from")) {
+        return Vec::new();
+    }
+    let args: Vec<&str> = words[1..]
+        .iter()
+        .copied()
+        .filter(|w| !w.starts_with("--"))
+        .collect();
+    args[..args.len().saturating_sub(1)]
+        .iter()
+        .map(|s| normalize(Path::new(s)))
+        .collect()
+}
+
 /// The sources of the `COPY` instructions (from the build context, not `--from` another
 /// stage) in the stage that runs `cargo build`, relative to the context.
 fn build_stage_copies(dockerfile: &str) -> Vec<String> {
@@ -155,15 +196,9 @@ fn build_stage_copies(dockerfile: &str) -> Vec<String> {
         match instruction.as_str() {
             "FROM" => stages.push((Vec::new(), false)),
             "RUN" if line.contains("cargo build") => stages.last_mut().unwrap().1 = true,
-            "COPY" | "ADD" if !words.iter().any(|w| w.starts_with("--from")) => {
-                let args: Vec<&str> = words[1..]
-                    .iter()
-                    .copied()
-                    .filter(|w| !w.starts_with("--"))
-                    .collect();
-                let sources = &args[..args.len() - 1];
+            "COPY" | "ADD" => {
                 let stage = &mut stages.last_mut().unwrap().0;
-                stage.extend(sources.iter().map(|s| normalize(Path::new(s))));
+                stage.extend(context_sources(&words));
             }
             _ => {}
         }
@@ -210,8 +245,46 @@ fn not_copied(dockerfile: &str, dockerignore: &str, needed: &BTreeSet<String>) -
 
 fn needed_paths() -> BTreeSet<String> {
     let mut needed = manifest_paths();
+    needed.extend(member_manifests());
     needed.extend(embedded_paths());
     needed
+}
+
+/// The sources of the `COPY` instructions (from the build context) that come before the
+/// Dockerfile's first `cargo build`: what the dependency layer is built from.
+fn copies_before_first_build(dockerfile: &str) -> Vec<String> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let mut copies = Vec::new();
+    for line in joined.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+            Some("RUN") if line.contains("cargo build") => break,
+            Some("COPY" | "ADD") => copies.extend(context_sources(&words)),
+            _ => {}
+        }
+    }
+    copies
+}
+
+#[test]
+fn the_dependency_layer_gets_every_workspace_members_manifest() {
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    let early = copies_before_first_build(&dockerfile);
+    let missing: Vec<_> = member_manifests()
+        .into_iter()
+        .filter(|manifest| !copied(manifest, &early))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "cargo builds the dependency layer without {missing:?}: it would fail to load the workspace"
+    );
+    // The check itself: members copied only after the first build are caught.
+    let late = "FROM rust AS builder\nCOPY Cargo.toml Cargo.lock ./\nRUN cargo build --release\nCOPY benches ./benches\n";
+    let early = copies_before_first_build(late);
+    assert!(
+        member_manifests().iter().all(|m| !copied(m, &early)),
+        "{early:?}"
+    );
 }
 
 #[test]
