@@ -54,6 +54,8 @@ struct Record {
     status: Vec<AtomicU16>,
     /// Send to end of answer.
     latency_us: Vec<AtomicU32>,
+    /// When it was sent, from t0.
+    sent_us: Vec<AtomicU32>,
     /// Latest send and latest answer, from t0.
     last_send_us: AtomicU64,
     last_answer_us: AtomicU64,
@@ -171,6 +173,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let record = Arc::new(Record {
         status: (0..requests).map(|_| AtomicU16::new(0)).collect(),
         latency_us: (0..requests).map(|_| AtomicU32::new(0)).collect(),
+        sent_us: (0..requests).map(|_| AtomicU32::new(0)).collect(),
         last_send_us: AtomicU64::new(0),
         last_answer_us: AtomicU64::new(0),
         behind: AtomicU64::new(0),
@@ -185,6 +188,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let t0 = Instant::now();
+    let t0_unix = std::time::SystemTime::now();
     let mut late = Lateness::default();
     for (i, (auth, key)) in headers.into_iter().enumerate() {
         let due = t0 + interval.mul_f64(i as f64);
@@ -221,7 +225,35 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let all = u32::try_from(args.connections)?;
     let _all = slots.acquire_many(all).await?;
     report(&args, requests, &record, &late);
+    if let Some(path) = std::env::var_os("OPEN_LOOP_LATENCIES") {
+        write_latencies(&path, t0_unix, &record)?;
+    }
     Ok(())
+}
+
+/// Writes `send_us latency_us status` per request to `path`, after a first line
+/// `# t0_unix_us <microseconds>`: the wall-clock time send times count from.
+fn write_latencies(
+    path: &std::ffi::OsStr,
+    t0: std::time::SystemTime,
+    record: &Record,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let t0_us = t0
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    writeln!(out, "# t0_unix_us {t0_us}")?;
+    for ((sent, latency), status) in record
+        .sent_us
+        .iter()
+        .zip(&record.latency_us)
+        .zip(&record.status)
+    {
+        let (sent, latency) = (sent.load(Relaxed), latency.load(Relaxed));
+        writeln!(out, "{sent} {latency} {}", status.load(Relaxed))?;
+    }
+    out.flush()
 }
 
 /// Sends request `i` (due at `due`) and records its answer.
@@ -241,6 +273,8 @@ async fn send(
     }
     record.slip_max_us.fetch_max(micros(slip), Relaxed);
     record.last_send_us.fetch_max(micros(start - t0), Relaxed);
+    let sent = u32::try_from(micros(start - t0)).unwrap_or(u32::MAX);
+    record.sent_us[i].store(sent, Relaxed);
     let status = match client.execute(request).await {
         // Read the whole answer so the connection goes back to the pool.
         Ok(response) => {

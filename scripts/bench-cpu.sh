@@ -12,8 +12,11 @@
 #
 # Usage: scripts/bench-cpu.sh soldout|instock
 # Environment: DURATION (8s), ROUNDS (3), SHARDS (64), BENCH_TOKENS (600000), BIN (the
-# gateway binary, target/release/flashgate). Same wrk settings and request script as
-# bench-http.sh (-t2 -c64, benches/wrk/purchase.lua), gateway guards off.
+# gateway binary, target/release/flashgate), GUARDS (off; `on` for instock: a purchase token
+# required and per-IP, per-buyer and per-sale limits that refuse nothing, as bench-peers.sh's
+# guarded gateway), PERF (unset; a directory for instock: `perf record -g` of the gateway and
+# of redis-server during the run, and the top of each `perf report` there). Same wrk
+# settings and request script as bench-http.sh (-t2 -c64, benches/wrk/purchase.lua).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,6 +30,9 @@ ROUNDS=${ROUNDS:-3}
 SHARDS=${SHARDS:-64}
 BENCH_TOKENS=${BENCH_TOKENS:-600000}
 BIN=${BIN:-target/release/flashgate}
+GUARDS=${GUARDS:-off}
+PERF=${PERF:-}
+[[ $GUARDS == on || $GUARDS == off ]] || die "GUARDS is on or off"
 JWT_SECRET=bench-jwt-secret-0123456789abcdef
 ADMIN_TOKEN=bench-admin-token-0123456789abcdef
 
@@ -44,7 +50,14 @@ trap 'exit 130' INT TERM
 
 command -v wrk >/dev/null || die "wrk is missing (scripts/install-deps.sh installs it)"
 quietly "building" cargo build --release --bin flashgate --example hello --example mint_tokens
-quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
+[[ $GUARDS == on ]] ||
+    quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
+guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false FLASHGATE_LIMITS__IP__RATE_PER_SEC=0
+    FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0)
+[[ $GUARDS == off ]] || guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true
+    FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000
+    FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10
+    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000)
 
 start_redis "$tmp/redis"
 
@@ -53,9 +66,7 @@ GPORT=$REPLY
 FLASHGATE_HTTP__ADDR="127.0.0.1:$GPORT" FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
     FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" \
     FLASHGATE_DATABASE__URL="sqlite://$tmp/orders.db?mode=rwc" \
-    FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 \
-    FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 \
-    "$BIN" serve 2>"$tmp/gateway.log" &
+    env "${guards[@]}" "$BIN" serve 2>"$tmp/gateway.log" &
 pids+=($!)
 gateway_pid=${pids[-1]}
 wait_for gateway "$gateway_pid" "$tmp/gateway.log" 300 curl -sf "http://127.0.0.1:$GPORT/health/ready"
@@ -108,9 +119,30 @@ if [[ $MODE == soldout ]]; then
     done
 else
     put_live_sale "$GPORT" live 10000000 "$SHARDS"
+    if [[ $GUARDS == on ]]; then
+        generation=$(redis-cli -h 127.0.0.1 -p "$RPORT" HGET "fg:sale:{live}" generation)
+        quietly "minting $BENCH_TOKENS buyers with purchase tokens" target/release/examples/mint_tokens \
+            "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt" live "$generation"
+    fi
     redis-cli -h 127.0.0.1 -p "$RPORT" CONFIG RESETSTAT >/dev/null
+    perfs=()
+    if [[ -n $PERF ]]; then
+        mkdir -p "$PERF"
+        perf record -q -F 999 --call-graph dwarf,16384 -p "$gateway_pid" -o "$PERF/gateway.data" 2>"$PERF/gateway.err" &
+        perfs+=($!)
+        perf record -q -g -p "$redis_pid" -o "$PERF/redis.data" 2>"$PERF/redis.err" &
+        perfs+=($!)
+    fi
     gateway_before=$(ticks "$gateway_pid") redis_before=$(ticks "$redis_pid")
     measure "$GPORT" /api/v1/sales/live/purchase
+    if ((${#perfs[@]})); then
+        kill -INT "${perfs[@]}"
+        wait "${perfs[@]}" || true
+        for what in gateway redis; do
+            perf report -i "$PERF/$what.data" --no-children --percent-limit 0.5 --stdio -g none \
+                2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$PERF/$what.top"
+        done
+    fi
     accepted=$(awk '$1 == "status" && $2 == 202 { print $3 }' "$tmp/wrk.txt")
     [[ ${accepted:-0} -gt 0 ]] || die "no purchase was accepted: $(grep '^status' "$tmp/wrk.txt")"
     echo "in stock, $SHARDS shards: $RPS req/s, $accepted accepted"

@@ -8,11 +8,14 @@
 # VARIANTS="NAME:ENV=value,ENV=value NAME2:..." runs step 2 once more per variant, each on a
 # gateway of its own started with those settings (e.g. a shorter queue.batch_wait_ms), in
 # alternating rounds (ROUNDS), so a change to what makes the tail is measured side by side
-# with the default ("base").
+# with the default ("base"). Every round also sends the same open loop to an axum hello server
+# on the same runtime (examples/hello.rs, "hello"): the tail of HTTP and of the load generator
+# itself on this machine, the floor any gateway's p99 is read against.
 #
 # Usage: scripts/bench-tail.sh
 # Environment: RATE (half the measured maximum), SECONDS (20), MAX_SECONDS (10), ROUNDS (3),
-# CONNECTIONS (256), VARIANTS (none). Raw outputs in target/bench-tail/.
+# CONNECTIONS (256), VARIANTS (none). Raw outputs and each gateway's /metrics at the end in
+# target/bench-tail/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,7 +42,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
-quietly "cargo build --release" cargo build --release --bin flashgate --example open_loop --example mint_tokens
+quietly "cargo build --release" cargo build --release --bin flashgate --example open_loop --example mint_tokens --example hello
 mkdir -p "$OUT"
 rm -f "$OUT"/*
 
@@ -58,6 +61,11 @@ tail_gateway() {
 
 names=(base)
 declare -A port
+free_port
+port[hello]=$REPLY
+target/release/examples/hello "${port[hello]}" 2>"$tmp/hello.log" &
+pids+=($!)
+wait_for hello "${pids[-1]}" "$tmp/hello.log" 100 curl -sf "http://127.0.0.1:${port[hello]}/"
 tail_gateway base
 port[base]=$REPLY
 for variant in $VARIANTS; do
@@ -85,12 +93,18 @@ for round in $(seq 1 "$ROUNDS"); do
         target/release/examples/mint_tokens "$JWT_SECRET" "$tokens" "$tmp/r$round.txt"
 done
 for round in $(seq 1 "$ROUNDS"); do
-    for name in "${names[@]}"; do
+    for name in hello "${names[@]}"; do
         progress "round $round: $name at $RATE/s for ${SECONDS_EACH}s"
-        target/release/examples/open_loop "http://127.0.0.1:${port[$name]}" "$SALE" "$tmp/r$round.txt" \
+        OPEN_LOOP_LATENCIES="$OUT/$name-r$round.lat" target/release/examples/open_loop "http://127.0.0.1:${port[$name]}" "$SALE" "$tmp/r$round.txt" \
             "$RATE" "$SECONDS_EACH" "$CONNECTIONS" >"$OUT/$name-r$round.txt" 2>&1 ||
             { tail -n 20 "$OUT/$name-r$round.txt" >&2; die "open_loop failed"; }
     done
+done
+
+# Each gateway's own view (Redis call and HTTP latency histograms), for telling where a tail
+# comes from.
+for name in "${names[@]}"; do
+    curl -sf "http://127.0.0.1:${port[$name]}/metrics" >"$OUT/$name-metrics.txt" || true
 done
 
 [[ ! -t 2 ]] || printf '\r\033[K' >&2
@@ -98,13 +112,13 @@ echo "open loop at $RATE purchases/s for ${SECONDS_EACH}s, 64 shards, guards off
 field() { grep '^open_loop sent=' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 printf '%-12s %9s %9s %9s %10s %8s   %s\n' variant "p50 ms" "p99 ms" "max ms" "rate/s" "late" "p99 of rounds"
-for name in "${names[@]}"; do
+for name in hello "${names[@]}"; do
     p50=() p99=() pmax=() rate=() late=()
     for round in $(seq 1 "$ROUNDS"); do
         f=$OUT/$name-r$round.txt
         p50+=("$(field "$f" p50_ms)") p99+=("$(field "$f" p99_ms)") pmax+=("$(field "$f" max_ms)")
         rate+=("$(field "$f" rate)") late+=("$(field "$f" late)")
-        [[ $(field "$f" s202) == "$(field "$f" sent)" ]] ||
+        [[ $name == hello || $(field "$f" s202) == "$(field "$f" sent)" ]] ||
             echo "WARNING: $name round $round: not every purchase answered 202 ($(grep '^open_loop' "$f"))"
     done
     printf '%-12s %9s %9s %9s %10s %8s   %s\n' "$name" "$(median "${p50[@]}")" "$(median "${p99[@]}")" \

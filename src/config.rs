@@ -82,6 +82,9 @@ pub struct HttpSettings {
 /// Most connections `http.max_connections` may allow (the cap counts them in a `u32`).
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 
+/// The largest `http.body_limit_bytes`: 1 MiB.
+pub const MAX_BODY_LIMIT: usize = 1 << 20;
+
 impl HttpSettings {
     /// What is wrong with the edge's bounds on hostile clients, if anything.
     fn problems(&self) -> Vec<String> {
@@ -671,8 +674,12 @@ impl Settings {
                 "the config uses the demo secrets ({DEMO_SECRET}...) shipped in the repository: set your own auth.jwt_secret and admin token(s), or FLASHGATE_DEMO=true for a demo"
             ));
         }
-        if self.http.body_limit_bytes < 64 {
-            problems.push("http.body_limit_bytes must be at least 64".to_owned());
+        // No request of the API comes near a mebibyte; a larger cap only lets a client make
+        // the gateway buffer more (and axum's own 2 MiB default stays below it everywhere).
+        if !(64..=MAX_BODY_LIMIT).contains(&self.http.body_limit_bytes) {
+            problems.push(format!(
+                "http.body_limit_bytes must be between 64 and {MAX_BODY_LIMIT}"
+            ));
         }
         if self.http.max_in_flight == 0 {
             problems.push("http.max_in_flight must be positive".to_owned());
@@ -762,6 +769,20 @@ mod tests {
     #[test]
     fn defaults_with_secrets_are_valid() {
         assert!(valid().validate().is_ok());
+    }
+
+    #[test]
+    fn the_body_limit_is_bounded_on_both_sides() {
+        for (limit, ok) in [
+            (63, false),
+            (64, true),
+            (MAX_BODY_LIMIT, true),
+            (MAX_BODY_LIMIT + 1, false),
+        ] {
+            let mut s = valid();
+            s.http.body_limit_bytes = limit;
+            assert_eq!(s.validate().is_ok(), ok, "body_limit_bytes = {limit}");
+        }
     }
 
     #[test]

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, post_service};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -12,36 +15,30 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{AdmittedBuyer, ApiJson, Buyer, IdemKey, OrderPath, SalePath};
-use super::gate::IpLimit;
 use super::gate::{GateLayer, IpGate};
-use super::in_flight::{InFlight, InFlightLayer};
 use super::outcome::AnswerOutcome;
+use super::purchase_route::{self, PURCHASE_ROUTE};
 use super::state::AppState;
 use super::tokens;
-use crate::domain::{OrderId, Quantity, SaleId, SaleState};
+use crate::domain::{OrderId, Quantity, SaleId, SaleState, UserId};
 use crate::domain::{OrderRecord, OrderStatus};
 use crate::orders;
 use crate::purchase::{Accepted, Answer, Attempt, Purchased, Refusal};
 use crate::stock::SaleRuntime;
 use crate::store::StoreError;
 
-/// The purchase route's template (also the `route` label of its answers in
-/// `flashgate_http_requests_total`, those of the sold-out shortcut included).
-pub(crate) const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/purchase";
-
 /// Buyer routes. Purchases pass, in order: the per-IP rate limit, the in-flight cap
 /// `in_flight`, then (in the handler) the buyer's JWT, rate limit and in-flight slots before
-/// the body is read ([`AdmittedBuyer`]), the per-sale limit and the purchase token.
-/// Challenges and tokens pass the per-IP limit too, and the per-buyer issuance limit.
-pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppState> {
-    let capped = InFlightLayer::new(in_flight);
-    let mut purchase_route = post(purchase).route_layer(capped);
+/// the body is read ([`AdmittedBuyer`]), the per-sale limit and the purchase token; the
+/// server dispatches them in front of the router, to the same route service
+/// ([`super::purchase_route`]). Challenges and tokens pass the per-IP limit too, and the
+/// per-buyer issuance limit.
+pub fn router(state: &AppState) -> Router<AppState> {
     let mut challenge_route = post(tokens::challenge);
     let mut token_route = post(tokens::issue_token);
     // No per-IP limit configured: no layer, rather than a no-op on every request.
-    if ip_limit.limits.limits_ip() {
-        let by_ip = GateLayer::new(IpGate(ip_limit));
-        purchase_route = purchase_route.route_layer(by_ip.clone());
+    if state.ip_limit.limits.limits_ip() {
+        let by_ip = GateLayer::new(IpGate(Arc::clone(&state.ip_limit)));
         challenge_route = challenge_route.route_layer(by_ip.clone());
         token_route = token_route.route_layer(by_ip);
     }
@@ -49,7 +46,10 @@ pub fn router(in_flight: Arc<InFlight>, ip_limit: Arc<IpLimit>) -> Router<AppSta
         .route("/api/v1/sales/{sale_id}", get(get_sale))
         .route("/api/v1/sales/{sale_id}/challenge", challenge_route)
         .route("/api/v1/sales/{sale_id}/tokens", token_route)
-        .route(PURCHASE_ROUTE, purchase_route)
+        .route(
+            PURCHASE_ROUTE,
+            post_service(purchase_route::route_service(state)),
+        )
         .route("/api/v1/sales/{sale_id}/orders/mine", get(my_orders))
         .route("/api/v1/orders/{order_id}", get(get_order))
 }
@@ -136,8 +136,9 @@ pub struct AcceptedView {
     status: OrderStatus,
 }
 
-/// Extracts the attempt (the buyer's JWT, rate limit and in-flight slot come first, before
-/// the body), runs the purchase chain, and maps its answer.
+/// A purchase: the buyer's JWT, rate limit and in-flight slot come first, from the headers
+/// alone ([`AdmittedBuyer`]), then the sale in the path, the idempotency key and the body;
+/// then the purchase chain, whose answer is mapped to HTTP (and counted for the sale).
 #[utoipa::path(
     post,
     path = "/api/v1/sales/{sale_id}/purchase",
@@ -154,21 +155,51 @@ pub struct AcceptedView {
     responses((status = 202, description = "Accepted; the order is pending", body = AcceptedView)),
     security(("buyer_jwt" = [])),
 )]
-pub(super) async fn purchase(
-    State(state): State<AppState>,
-    AdmittedBuyer(user, _slot): AdmittedBuyer,
-    SalePath(sale): SalePath,
-    IdemKey(key): IdemKey,
-    ApiJson(body): ApiJson<PurchaseBody>,
-) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {
-    let attempt = Attempt {
+pub(super) async fn purchase(state: AppState, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let admitted = match AdmittedBuyer::from_request_parts(&mut parts, &state).await {
+        Ok(admitted) => admitted,
+        Err(error) => return error.into_response(),
+    };
+    let AdmittedBuyer(user, _slot) = admitted;
+    match read_attempt(&state, user, parts, body).await {
+        Ok(attempt) => purchase_answered(&state, &attempt).await.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The rest of the attempt, in order: the sale in the path, the `Idempotency-Key`, the body
+/// (no larger than `http.body_limit_bytes`).
+async fn read_attempt(
+    state: &AppState,
+    user: UserId,
+    mut parts: Parts,
+    body: Body,
+) -> Result<Attempt, ApiError> {
+    let sale = purchase_route::purchase_sale(parts.uri.path())
+        .and_then(|id| SaleId::parse(id).ok())
+        .ok_or(ApiError::NotFound("no such sale"))?;
+    let IdemKey(key) = IdemKey::from_request_parts(&mut parts, state).await?;
+    let limit = state.settings.http.body_limit_bytes;
+    let body = Body::new(http_body_util::Limited::new(body, limit));
+    let ApiJson(body) =
+        ApiJson::<PurchaseBody>::from_request(Request::from_parts(parts, body), state).await?;
+    Ok(Attempt {
         user,
         sale,
         key,
         quantity: body.quantity,
         token: body.purchase_token,
-    };
-    let Purchased { sale, answer } = state.purchases.purchase(&attempt).await;
+    })
+}
+
+/// Runs the purchase chain for `attempt` and maps its answer, counted in the sale's
+/// `flashgate_purchases_total`.
+async fn purchase_answered(
+    state: &AppState,
+    attempt: &Attempt,
+) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {
+    let Purchased { sale, answer } = state.purchases.purchase(attempt).await;
     let (outcome, answer) = purchase_answer(answer);
     if let Some(rt) = sale
         && state.metrics.is_enabled()

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::in_flight::BuyerSlot;
+use super::purchase_route::purchase_sale;
 use super::state::AppState;
 use crate::auth::{JwtError, admin_operator};
 use crate::domain::Rejection;
@@ -111,7 +112,7 @@ impl FromRequestParts<AppState> for AdmittedBuyer {
         match admitted {
             Ok(slot) => Ok(Self(user, slot)),
             Err(limited) => {
-                record_rate_limited(parts, state).await;
+                record_rate_limited(parts, state);
                 Err(ApiError::RateLimited(limited))
             }
         }
@@ -131,9 +132,11 @@ fn too_many_in_flight(limit: usize) -> Limited {
     }
 }
 
-/// Counts a rate-limited purchase in its sale's figures, if the sale is known.
-async fn record_rate_limited(parts: &mut Parts, state: &AppState) {
-    if let Ok(SalePath(sale)) = SalePath::from_request_parts(parts, state).await
+/// Counts a rate-limited purchase in its sale's figures, if the sale is known. (Read from
+/// the path itself: the purchase route is served in front of the router too, where no path
+/// parameters were matched.)
+fn record_rate_limited(parts: &Parts, state: &AppState) {
+    if let Some(sale) = purchase_sale(parts.uri.path()).and_then(|id| SaleId::parse(id).ok())
         && let Some(rt) = state.sales.cached(&sale)
     {
         rt.stats.record(Rejection::RateLimited);

@@ -26,6 +26,13 @@ pub trait Gate {
     fn answer(&self, req: &Request) -> Option<Response>;
 }
 
+/// An optional gate: with none configured, everything passes.
+impl<G: Gate> Gate for Option<G> {
+    fn answer(&self, req: &Request) -> Option<Response> {
+        self.as_ref()?.answer(req)
+    }
+}
+
 /// Puts a gate in front of each service it wraps.
 #[derive(Clone)]
 pub struct GateLayer<G> {

@@ -2,13 +2,17 @@
 
 use std::any::Any;
 use std::convert::Infallible;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use futures_util::future::Map;
+use futures_util::future::{Either, Map, Ready, ready};
+use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 use tokio::time::error::Elapsed;
 use tower::{Layer, Service};
@@ -87,6 +91,64 @@ pub async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+/// Answers 500 `internal` ([`panic_response`]) when the service it wraps panics, in `call`
+/// or while its future runs; the process stays up. Unlike tower-http's catcher, the answer
+/// keeps its body type: no body is boxed again on its way out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatchPanicLayer;
+
+impl<S> Layer<S> for CatchPanicLayer {
+    type Service = CatchPanic<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CatchPanic { inner }
+    }
+}
+
+/// The service made by [`CatchPanicLayer`].
+#[derive(Debug, Clone)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for CatchPanic<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Answered>, Caught<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(future) => Either::Right(Caught { inner: future }),
+            Err(panic) => Either::Left(ready(Ok(panic_response(panic)))),
+        }
+    }
+}
+
+pin_project! {
+    /// A future whose panic is answered (once it has panicked it is done: never polled again).
+    pub struct Caught<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = Answered>> Future for Caught<F> {
+    type Output = Answered;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
+        let inner = self.project().inner;
+        panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+            .unwrap_or_else(|panic| Poll::Ready(Ok(panic_response(panic))))
+    }
+}
+
 /// A panicking handler answers 500 (logged, details withheld); the process stays up.
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let message = panic
@@ -143,6 +205,46 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["type"], "/problems/overloaded");
         assert_eq!(body["detail"], "the request timed out");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_next_request_is_served() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fast", get(|| async { "ok" }))
+            .layer(CatchPanicLayer);
+        let get = |path: &str| axum::http::Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(get("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["type"], "/problems/internal");
+        assert_eq!(body["detail"], "internal error");
+        let response = app.oneshot(get("/fast")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_service_panicking_in_call_answers_500() {
+        let mut caught =
+            CatchPanicLayer.layer(tower::service_fn(|_: Request| -> Ready<Answered> {
+                panic!("in call")
+            }));
+        let future = caught.call(axum::http::Request::new(Body::empty()));
+        let response = futures_util::FutureExt::now_or_never(future)
+            .expect("answered at once")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[tokio::test]

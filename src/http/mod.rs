@@ -16,6 +16,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod operator;
 mod outcome;
+pub mod purchase_route;
 pub mod request_id;
 mod scrape;
 pub mod server;
@@ -33,30 +34,35 @@ use axum::extract::DefaultBodyLimit;
 use axum::response::Response;
 use tower::Layer;
 use tower::util::{Either, MapResponse, MapResponseLayer, option_layer};
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::Cors;
 use tower_http::trace::TraceLayer;
 
 use gate::Gated;
 use metrics::CountAnswersLayer;
+use purchase_route::{FastPurchase, PurchaseFirst};
 use request_id::{RequestIdLayer, RequestIds};
 use sold_out::SoldOutGate;
 
-/// What the server runs: the application behind the sold-out shortcut, behind CORS when
-/// origins are configured (so sold-out answers carry its headers too), with every failed
-/// request logged once on its way out ([`error::log_failure`]), all of it inside the
-/// request's id ([`request_id`]).
+/// What the server runs: purchases on their own path and everything else through the
+/// router ([`purchase_route`]), behind the sold-out shortcut, behind CORS when origins are
+/// configured (so sold-out answers carry its headers too), with every failed request logged
+/// once on its way out ([`error::log_failure`]), all of it inside the request's id
+/// ([`request_id`]).
 pub fn service(state: AppState) -> RequestIds<MapResponse<Edge, LogFailure>> {
     let cors = cors::layer(&state.settings.http.cors_origins);
-    let gated = Gated::new(app(state.clone()), SoldOutGate::new(state.clone()));
+    let routed = PurchaseFirst::new(purchase_route::fast_path(&state), app(state.clone()));
+    let gated = Gated::new(routed, SoldOutGate::new(state.clone()));
     let edge = option_layer(cors).layer(gated);
     let logged = MapResponseLayer::new(error::log_failure as LogFailure).layer(edge);
     let log = &state.settings.log;
     RequestIdLayer::new(log.request_ids, log.access).layer(logged)
 }
 
+/// Purchases on their own path, everything else through the router.
+pub type Routed = PurchaseFirst<FastPurchase, Router>;
+
 /// The application behind the sold-out shortcut, with or without CORS.
-pub type Edge = Either<Cors<Gated<Router, SoldOutGate>>, Gated<Router, SoldOutGate>>;
+pub type Edge = Either<Cors<Gated<Routed, SoldOutGate>>, Gated<Routed, SoldOutGate>>;
 
 /// The function [`service`] passes every response through.
 pub type LogFailure = fn(Response) -> Response;
@@ -68,10 +74,7 @@ pub fn app(state: AppState) -> Router {
     let trace = state.settings.http.trace_requests;
     let metered = state.metrics.is_enabled();
     let router = Router::new()
-        .merge(buyer::router(
-            state.in_flight.clone(),
-            state.ip_limit.clone(),
-        ))
+        .merge(buyer::router(&state))
         .merge(lifecycle::router())
         .merge(admin::router())
         .merge(operator::router())
@@ -88,7 +91,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::RequestTimeoutLayer::new(timeout))
-        .layer(CatchPanicLayer::custom(middleware::panic_response));
+        .layer(middleware::CatchPanicLayer);
     // Outside the timeout and the panic catcher, so that their answers are counted too.
     let router = if metered {
         router.layer(CountAnswersLayer::new(state.metrics.routes().clone()))

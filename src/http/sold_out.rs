@@ -19,10 +19,11 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use super::buyer::{PURCHASE_ROUTE, refusal_error};
+use super::buyer::refusal_error;
 use super::extract::bearer;
 use super::gate::Gate;
 use super::outcome::AnswerOutcome;
+use super::purchase_route::{PURCHASE_ROUTE, purchase_sale};
 use super::state::AppState;
 use crate::domain::SaleId;
 use crate::metrics::routes::RouteTally;
@@ -82,35 +83,4 @@ fn early_answer(state: &AppState, req: &Request) -> Option<Response> {
         AnswerOutcome::Refused(error.kind()).count_in(&rt.answers);
     }
     Some(error.into_response())
-}
-
-/// The sale id of a purchase path, `/api/v1/sales/{sale_id}/purchase`.
-fn purchase_sale(path: &str) -> Option<&str> {
-    path.strip_prefix("/api/v1/sales/")?
-        .strip_suffix("/purchase")
-        .filter(|id| !id.contains('/'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_purchase_paths_name_a_sale() {
-        assert_eq!(purchase_sale("/api/v1/sales/s1/purchase"), Some("s1"));
-        for path in [
-            "/api/v1/sales/s1",
-            "/api/v1/sales/s1/tokens",
-            "/api/v1/sales/a/b/purchase",
-            "/api/v1/sales/s1/purchase/",
-            "/admin/v1/sales/s1/purchase",
-            "/api/v1/sales//purchase",
-        ] {
-            let named = purchase_sale(path);
-            assert!(
-                named.is_none_or(|id| SaleId::parse(id).is_err()),
-                "{path}: {named:?}"
-            );
-        }
-    }
 }
