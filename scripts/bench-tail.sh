@@ -8,7 +8,8 @@
 # VARIANTS="NAME:ENV=value,ENV=value NAME2:..." runs step 2 once more per variant, each on a
 # gateway of its own started with those settings (e.g. a shorter queue.batch_wait_ms), in
 # alternating rounds (ROUNDS), so a change to what makes the tail is measured side by side
-# with the default ("base"). Every round also sends the same open loop to an axum hello server
+# with the default ("base"); a setting BIN=PATH runs that variant on another gateway binary
+# (e.g. a copy of the previous build), for A/B pairs of a change. Every round also sends the same open loop to an axum hello server
 # on the same runtime (examples/hello.rs, "hello"): the tail of HTTP and of the load generator
 # itself on this machine, the floor any gateway's p99 is read against.
 #
@@ -48,14 +49,17 @@ rm -f "$OUT"/*
 
 start_redis "$tmp/redis"
 
-# tail_gateway NAME [ENV...]: a guards-off release gateway (its own key prefix and SQLite
-# file) with a live 64-shard sale; its port in $REPLY.
+# tail_gateway NAME [ENV...] [BIN=PATH]: a guards-off release gateway (its own key prefix
+# and SQLite file; the binary PATH if given) with a live 64-shard sale; its port in $REPLY.
 tail_gateway() {
-    local name=$1
+    local name=$1 bin=target/release/flashgate setting env=()
     shift
-    start_gateway "$name" "$name" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
+    for setting in "$@"; do
+        if [[ $setting == BIN=* ]]; then bin=${setting#BIN=}; else env+=("$setting"); fi
+    done
+    GATEWAY_BIN=$bin start_gateway "$name" "$name" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
         FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
-        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 "$@"
+        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 "${env[@]}"
     put_live_sale "$REPLY" "$SALE" 100000000 64
 }
 

@@ -90,7 +90,7 @@ put_live_sale() {
 # start_gateway NAME PREFIX [ENV=value...]: a release gateway on a free port (its port in
 # $REPLY, its pid in ${pids[-1]}) on the caller's redis-server ($RPORT), with its own key
 # prefix, SQLite order database and log in $tmp, the caller's JWT_SECRET and ADMIN_TOKEN,
-# and ENV on top.
+# and ENV on top. GATEWAY_BIN (default target/release/flashgate) picks the binary.
 start_gateway() {
     local name=$1 prefix=$2
     shift 2
@@ -101,7 +101,7 @@ start_gateway() {
         FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
         FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" \
         FLASHGATE_DATABASE__URL="sqlite://$tmp/$name.db?mode=rwc" \
-        RUST_LOG=info "$@" target/release/flashgate serve 2>"$tmp/$name.log" &
+        RUST_LOG=info "$@" "${GATEWAY_BIN:-target/release/flashgate}" serve 2>"$tmp/$name.log" &
     pids+=($!)
     wait_for "$name" "${pids[-1]}" "$tmp/$name.log" 300 curl -sf "http://127.0.0.1:$REPLY/health/ready"
 }
