@@ -23,8 +23,10 @@ pub struct ShardKeys {
     pub shard: String,
     /// Hash: the records of the buyers whose home is this shard: `<user>` -> the units the
     /// buyer holds, then one line `\n<idempotency key> <order id> <quantity> <fingerprint>`
-    /// per accepted order (ending ` ~` once its units were given back); `#<token id>` ->
-    /// `1` for every purchase token spent.
+    /// per accepted order (` #<token id>` after it when a purchase token paid for it, ` ~`
+    /// at its end once its units were given back) ([`super::buyer_record`]); and markers
+    /// that are no user ids: `*` ([`super::sales::TABLE_MARK`]), `!` and `?` (a reshard's,
+    /// [`super::migration`]).
     pub buyers: String,
     /// Stream: durable records of the orders not yet persisted.
     pub orders: String,

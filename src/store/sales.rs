@@ -232,6 +232,17 @@ pub async fn reserve_shards(
     Ok(end - count)
 }
 
+/// The field `init_shard.lua` writes in a new shard's buyer hash: no user id (`*` is not a
+/// character of one), so every reader of buyer records passes it by, as it passes the
+/// reshard markers.
+pub const TABLE_MARK: &str = "*";
+
+/// The value of [`TABLE_MARK`]: longer than Redis's `hash-max-listpack-value` (64 bytes by
+/// default; an operator who raises it past this length gets the listpack start back), so
+/// the buyer hash is a hash table from its first buyer on (`lua/init_shard.lua` says why).
+pub const TABLE_MARK_VALUE: &str = "flashgate: this field keeps the buyer hash a hash table from its \
+    first buyer on, instead of a listpack scanned by every lookup";
+
 /// Creates the shards of `shards` (unless they exist), the `i`-th holding `units[i]` units.
 pub async fn init_shards(
     conn: &mut impl ConnectionLike,
@@ -241,8 +252,12 @@ pub async fn init_shards(
     units: &[u64],
 ) -> Result<(), StoreError> {
     for (shard, &units) in shards.indices().zip(units) {
-        let mut cmd = scripts::evalsha(&scripts::INIT_SHARD, 1);
-        cmd.arg(keys.shard(id, shard).shard).arg(units);
+        let keys = keys.shard(id, shard);
+        let mut cmd = scripts::evalsha(&scripts::INIT_SHARD, 2);
+        cmd.arg(&keys.shard)
+            .arg(&keys.buyers)
+            .arg(units)
+            .arg(TABLE_MARK_VALUE);
         scripts::run::<i64>(&scripts::INIT_SHARD, &cmd, conn).await?;
     }
     Ok(())

@@ -578,6 +578,36 @@ async fn init_shard_run_twice_never_resets_a_shard() {
     assert_eq!(bench.snapshot().await, after_first);
 }
 
+/// A buyer record without a purchase token is under 64 bytes: left to Redis, a new buyer
+/// hash would be a listpack (a linear scan per lookup) until its 129th buyer.
+#[tokio::test]
+async fn init_shard_makes_each_buyer_hash_a_hash_table_from_its_first_buyer() {
+    let bench = Bench::start().await;
+    let sale = SaleId::parse("table").unwrap();
+    let range = ShardSet::contiguous(0, 2).unwrap();
+    let mut conn = bench.conn.clone();
+    sales::init_shards(&mut conn, &bench.keys, &sale, &range, &[3, 4])
+        .await
+        .unwrap();
+    for shard in 0..2 {
+        let buyers = bench.keys.shard(&sale, shard).buyers;
+        let _: () = redis::cmd("HSET")
+            .arg(&buyers)
+            .arg("u1")
+            .arg("1\nk table.0.1-0 1 fp")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&buyers)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(encoding, "hashtable", "shard {shard}");
+    }
+}
+
 #[tokio::test]
 async fn sale_update_run_twice_from_one_epoch_applies_once() {
     let bench = Bench::start().await;

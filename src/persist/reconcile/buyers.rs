@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use super::{Finding, ReconcileError};
 use crate::store::buyer_record::BuyerRecord;
 use crate::store::migration::{HANDED_OVER, SEAL};
+use crate::store::sales::TABLE_MARK;
 use crate::store::{BulkConn, ShardKeys, shards};
 
 /// Fields read per `HSCAN`.
@@ -25,9 +26,13 @@ pub async fn scan(
     let mut cursor = 0u64;
     loop {
         let (next, fields) = shards::scan_buyer_records(conn, keys, cursor, PAGE).await?;
-        // `!` and `?` mark a reshard's shards (sealed, handed over); every other field is a
-        // buyer.
-        for (user, record) in fields.iter().filter(|(f, _)| f != SEAL && f != HANDED_OVER) {
+        // `!` and `?` mark a reshard's shards (sealed, handed over), `*` keeps the hash a
+        // hash table; every other field is a buyer.
+        let markers = [SEAL, HANDED_OVER, TABLE_MARK];
+        for (user, record) in fields
+            .iter()
+            .filter(|(f, _)| !markers.contains(&f.as_str()))
+        {
             findings.extend(check(index, user, record, recorded));
         }
         if next == 0 {
