@@ -9,9 +9,10 @@
 # gateway of its own started with those settings (e.g. a shorter queue.batch_wait_ms), in
 # alternating rounds (ROUNDS), so a change to what makes the tail is measured side by side
 # with the default ("base"); a setting BIN=PATH runs that variant on another gateway binary
-# (e.g. a copy of the previous build), for A/B pairs of a change. Every round also sends the same open loop to an axum hello server
-# on the same runtime (examples/hello.rs, "hello"): the tail of HTTP and of the load generator
-# itself on this machine, the floor any gateway's p99 is read against.
+# (e.g. a copy of the previous build), for A/B pairs of a change. Every round also sends the
+# same open loop to an axum hello server on the same runtime (examples/hello.rs, "hello"): the
+# tail of HTTP and of the load generator itself on this machine, the floor any gateway's p99
+# is read against.
 #
 # Usage: scripts/bench-tail.sh
 # Environment: RATE (half the measured maximum), SECONDS (20), MAX_SECONDS (10), ROUNDS (3),

@@ -71,7 +71,8 @@ async fn load(redis: &Redis, shards: &[Arc<ShardKeys>]) -> Result<HashSet<UserId
         let mut cursor = 0;
         loop {
             let (next, fields) = shards::scan_buyers(&mut conn, keys, cursor, PAGE).await?;
-            // A token field (`#<token id>`) is no user id: `parse` leaves it out.
+            // The hash's markers (`*`, and a reshard's `!` and `?`) are no user ids:
+            // `parse` leaves them out.
             holders.extend(fields.iter().filter_map(|f| UserId::parse(f).ok()));
             if next == 0 {
                 break;
