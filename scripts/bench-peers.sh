@@ -106,26 +106,39 @@ for round in $(seq 1 "$ROUNDS"); do
         "$SALE" "$generation"
 done
 
-# CPU time (user + system, clock ticks) of the processes PIDS and their children (nginx's
-# workers).
+# CPU time (user + system, clock ticks) of the processes PIDS, of the children they have
+# reaped (Redis's append-only-file rewrites) and of their live children (nginx's workers, a
+# rewrite under way). A child that ends between two readings moves from the live count to
+# its parent's reaped count, so the sum only grows.
 ticks() {
-    local pid all=()
+    local pid
     for pid in "$@"; do
-        all+=("$pid")
-        mapfile -t -O "${#all[@]}" all < <(pgrep -P "$pid" || true)
-    done
-    for pid in "${all[@]}"; do
-        awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true
+        awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pid/stat" 2>/dev/null || true
+        for child in $(pgrep -P "$pid" || true); do
+            awk '{ print $14 + $15 }' "/proc/$child/stat" 2>/dev/null || true
+        done
     done | awk '{ s += $1 } END { print s + 0 }'
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-# measure NAME PORT TOKENS SERVER_PIDS: one wrk run; appends "name,round,rps,server_us,redis_us"
-# (CPU µs per answered request) to results.csv.
+# The gateway on PORT's purchase calls to Redis so far: "<calls> <seconds spent in them>"
+# (its Redis call histogram; "0 0" for a server that has none).
+purchase_calls() {
+    curl -sf "http://127.0.0.1:$1/metrics" 2>/dev/null |
+        awk '/^flashgate_redis_call_duration_seconds_(count|sum)\{call="purchase"\}/ { v[$1 ~ /_count/] = $2 }
+             END { printf "%d %.6f\n", v[1], v[0] }'
+}
+
+# measure NAME PORT TOKENS SERVER_PIDS: one wrk run; appends "name,round,rps,server_us,
+# redis_us,calls_per_req,call_ms" to results.csv: CPU µs per answered request, and for a
+# flashgate target its purchase calls to Redis per request and their mean duration as the
+# gateway saw it (where a round's time went when the CPUs sat idle: waiting on Redis, or
+# elsewhere).
 measure() {
     local name=$1 port=$2 tokens=$3 server_pids=$4 file="$OUT/$1-r$round.txt"
-    local server_before redis_before reqs rps
+    local server_before redis_before reqs rps calls_before calls_after
     progress "round $round: wrk ($name)"
+    calls_before=$(purchase_calls "$port")
     # shellcheck disable=SC2086 # SERVER_PIDS is a list
     server_before=$(ticks $server_pids) redis_before=$(ticks "$redis_pid")
     wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency -s benches/wrk/purchase.lua \
@@ -133,16 +146,19 @@ measure() {
         { cat "$file" >&2; die "wrk ($name) failed"; }
     # shellcheck disable=SC2086
     server_after=$(ticks $server_pids) redis_after=$(ticks "$redis_pid")
+    calls_after=$(purchase_calls "$port")
     reqs=$(awk '/requests in/ { print $1 }' "$file")
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$file")
     ((reqs > 0)) || die "($name) answered nothing"
     if [[ $name != hello ]]; then
         grep -q '^status 202 ' "$file" || die "($name) accepted nothing: $(grep '^status' "$file" | tr '\n' ' ')"
     fi
-    echo "$name,$round,$rps,$(awk -v d="$((server_after - server_before))" -v u="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", d * u / n }'),$(awk -v d="$((redis_after - redis_before))" -v u="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", d * u / n }')" >>"$OUT/results.csv"
+    echo "$name,$round,$rps,$(awk -v d="$((server_after - server_before))" -v u="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", d * u / n }'),$(awk -v d="$((redis_after - redis_before))" -v u="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", d * u / n }'),$(awk -v b="$calls_before" -v a="$calls_after" -v n="$reqs" 'BEGIN {
+        split(b, x, " "); split(a, y, " "); c = y[1] - x[1]
+        printf "%.3f,%.3f", c / n, (c > 0 ? (y[2] - x[2]) * 1000 / c : 0) }')" >>"$OUT/results.csv"
 }
 
-echo "target,round,rps,server_us,redis_us" >"$OUT/results.csv"
+echo "target,round,rps,server_us,redis_us,calls_per_req,call_ms" >"$OUT/results.csv"
 for round in $(seq 1 "$ROUNDS"); do
     plain=$tmp/plain-r$round.txt
     measure hello "$HPORT" "$plain" "$hello_pids"
@@ -185,6 +201,10 @@ b_a = per_round("unguarded", "hello", rps)
 print(f"(d)/(o) req/s, guarded flashgate vs OpenResty: median {statistics.median(d_o):.2f} (rounds {' '.join(f'{x:.2f}' for x in d_o)}; target >= 1.5)")
 print(f"(d)/(m) server + Redis CPU per request, vs the minimal peer: median {statistics.median(d_m):.2f} (rounds {' '.join(f'{x:.2f}' for x in d_m)}; target <= 1.5)")
 print(f"(b)/(a) req/s, unguarded flashgate vs hello: median {statistics.median(b_a):.2f}")
+for key, label in names[3:]:
+    mine = [r for r in rows if r["target"] == key]
+    print(f"{label}: purchase calls to Redis per request / their mean ms, by round: "
+          + " ".join(f"{float(r['calls_per_req']):.2f}/{float(r['call_ms']):.2f}" for r in mine))
 json.dump({"title": "Purchase cost per request, medians (server + Redis CPU)", "unit": "µs",
            "labels": [label for _, label in names],
            "series": [{"name": "server", "values": [round(med[k][1], 1) for k, _ in names]},
