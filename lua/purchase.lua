@@ -31,21 +31,26 @@
 --   A per-user limit of 0 (with no token and no credits) makes a purchase a replay lookup:
 --   it can only answer "replay", "conflict" or "limit", and writes nothing.
 --
--- Returns an array of n replies, the i-th for purchase i, each one of:
---   {"ok", entry id, stock left}   accepted: stock taken, order appended to the stream; the
+-- Returns one string: n lines joined by "\n", the i-th the reply to purchase i, each one of
+--   "ok <entry id> <stock left>"   accepted: stock taken, order appended to the stream; the
 --                                  order id is "<sale>.<shard>.<entry id>"
---   {"replay", order id, quantity} the same idempotency key and body were accepted before
---   {"conflict"}                   the same idempotency key came with another body
---   {"used"}                       the purchase token was spent on an earlier purchase
---   {"limit", units held}          the buyer would go over the per-user limit
---   {"short", stock}               this shard holds fewer units than asked for
---   {"moved"}                      this shard is sealed, or the buyer's record was handed
+--   "replay <order id> <quantity>" the same idempotency key and body were accepted before
+--   "conflict"                     the same idempotency key came with another body
+--   "used"                         the purchase token was spent on an earlier purchase
+--   "limit <units held>"           the buyer would go over the per-user limit
+--   "short <stock>"                this shard holds fewer units than asked for
+--   "moved"                        this shard is sealed, or the buyer's record was handed
 --                                  over: the sale has a new layout
---   {"import"}                     import was "?", the buyer has no record here, and not every
+--   "import"                       import was "?", the buyer has no record here, and not every
 --                                  record was handed over yet: fetch theirs from their
 --                                  previous home (export_buyer.lua) and retry
---   {"error", message}             a Redis command of this purchase failed (e.g. out of
---                                  memory); the other purchases of the call stand
+--   "error <message>"              a Redis command of this purchase failed (e.g. out of
+--                                  memory); the other purchases of the call stand (line
+--                                  breaks in the message become spaces)
+-- (One string, not an array of arrays: a client parses one bulk reply per call instead of
+-- four values per purchase, and Redis writes one. Numbers are integers below 2^53, which
+-- Lua prints exactly. No field holds a space or a line break: entry and order ids,
+-- quantities and counts never do.)
 --
 -- Why each purchase is atomic: Redis runs a script alone. In a Redis Cluster a call carries
 -- one purchase, and every key carries the shard's hash tag, so one cluster slot holds them
@@ -97,13 +102,13 @@ local function purchase(k, a)
   local fields = redis.call('HMGET', buyers, user, '!')
   local record = fields[1]
   if fields[2] or (record and string.byte(record, 1) == 62) then
-    return {'moved'}
+    return 'moved'
   end
   if not record and import ~= '' then
     -- "?" on a home means every record of the draining layout was handed over: a buyer
     -- with no record here has none anywhere.
     if import == '?' and redis.call('HEXISTS', buyers, '?') == 0 then
-      return {'import'}
+      return 'import'
     end
     record = string.sub(import, 2)
     if record == '' then
@@ -117,19 +122,19 @@ local function purchase(k, a)
       local prev_order, prev_qty, prev_fp =
         string.match(record, '^([^ ]*) ([^ ]*) ([^ \n]*)', line + #idem_key + 2)
       if prev_fp == fingerprint then
-        return {'replay', prev_order, tonumber(prev_qty)}
+        return 'replay ' .. prev_order .. ' ' .. prev_qty
       end
-      return {'conflict'}
+      return 'conflict'
     end
     if token ~= '' and string.find(record, ' #' .. token, 1, true) then
-      return {'used'}
+      return 'used'
     end
     held_text, orders = string.match(record, '^(%d+)(.*)$')
   end
 
   local holds = tonumber(held_text)
   if holds + qty > limit then
-    return {'limit', holds}
+    return 'limit ' .. holds
   end
 
   local left = redis.call('HINCRBY', shard, 'stock', '-' .. qty_text)
@@ -139,7 +144,7 @@ local function purchase(k, a)
       -- The shard did not exist (its sale was deleted meanwhile): leave no key behind.
       redis.call('DEL', shard)
     end
-    return {'short', left + qty}
+    return 'short ' .. (left + qty)
   end
 
   local entry = redis.call('XADD', stream, '*',
@@ -153,7 +158,7 @@ local function purchase(k, a)
     record = record .. ' #' .. token
   end
   redis.call('HSET', buyers, user, record)
-  return {'ok', entry, left}
+  return 'ok ' .. entry .. ' ' .. left
 end
 
 local n = tonumber(ARGV[1])
@@ -166,8 +171,9 @@ for i = 1, n do
   else
     -- A failed Redis command raises a table with an `err` field, anything else a string.
     -- (Not an error reply: a client library may fail the whole call on one such element.)
-    replies[i] = {'error', type(reply) == 'table' and reply.err or tostring(reply)}
+    local message = type(reply) == 'table' and reply.err or tostring(reply)
+    replies[i] = 'error ' .. string.gsub(message, '[\r\n]', ' ')
   end
   a = a + 11 + 2 * tonumber(ARGV[a + 11])
 end
-return replies
+return table.concat(replies, '\n')

@@ -120,17 +120,15 @@ pub async fn purchase_many_with(
     durability: &Durability,
 ) -> Result<Vec<Result<PurchaseReply, StoreError>>, StoreError> {
     let cmd = purchase_command(calls);
-    let (replies, wait): (Vec<Value>, _) = match durability {
+    let (reply, wait): (Value, _) = match durability {
         Durability::Async => (scripts::run(&scripts::PURCHASE, &cmd, conn).await?, None),
         Durability::Replica(wait) => {
-            let (replies, acknowledged) = wait.run(&scripts::PURCHASE, &cmd).await?;
-            (replies, Some((wait, acknowledged)))
+            let (reply, acknowledged) = wait.run(&scripts::PURCHASE, &cmd).await?;
+            (reply, Some((wait, acknowledged)))
         }
     };
-    if replies.len() != calls.len() {
-        return Err(StoreError::unexpected("purchase.lua", &replies));
-    }
-    let replies: Vec<_> = replies.into_iter().map(decode_purchase).collect();
+    let replies = decode_replies(&reply, calls.len())
+        .ok_or_else(|| StoreError::unexpected("purchase.lua", &reply))?;
     if let Some((wait, acknowledged)) = wait {
         let accepted = replies
             .iter()
@@ -170,18 +168,25 @@ fn purchase_command(calls: &[PurchaseCall]) -> redis::Cmd {
     cmd
 }
 
-fn decode_purchase(reply: Value) -> Result<PurchaseReply, StoreError> {
-    let Value::Array(fields) = reply else {
-        return Err(StoreError::unexpected("purchase.lua", &reply));
+/// The replies of a call of `count` purchases: `purchase.lua` answers one string, a line
+/// per purchase. `None` if it is not that.
+fn decode_replies(reply: &Value, count: usize) -> Option<Vec<Result<PurchaseReply, StoreError>>> {
+    let Value::BulkString(text) = reply else {
+        return None;
     };
-    if let [kind, message] = fields.as_slice()
-        && redis::from_redis_value_ref::<String>(kind).is_ok_and(|k| k == "error")
-    {
-        let message: String = redis::from_redis_value_ref(message)
-            .map_err(|_| StoreError::unexpected("purchase.lua", &fields))?;
-        return Err(command_failed(&message));
+    let replies: Vec<_> = text.split(|&b| b == b'\n').map(decode_line).collect();
+    (replies.len() == count).then_some(replies)
+}
+
+/// One purchase's reply line.
+fn decode_line(line: &[u8]) -> Result<PurchaseReply, StoreError> {
+    if let Some(message) = line.strip_prefix(b"error ") {
+        return Err(command_failed(&String::from_utf8_lossy(message)));
     }
-    decode_fields(&fields).ok_or_else(|| StoreError::unexpected("purchase.lua", &fields))
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(decode_fields)
+        .ok_or_else(|| StoreError::unexpected("purchase.lua", &String::from_utf8_lossy(line)))
 }
 
 /// The error of a Redis command that failed inside a script, as the Redis error it was
@@ -194,32 +199,34 @@ fn command_failed(message: &str) -> StoreError {
     }
 }
 
-fn decode_fields(reply: &[Value]) -> Option<PurchaseReply> {
-    let text = |i: usize| -> Option<String> { redis::from_redis_value_ref(reply.get(i)?).ok() };
-    // Via i64: redis-rs would wrap a negative integer into a huge u64.
-    let num = |i: usize| -> Option<u64> {
-        let n: i64 = redis::from_redis_value_ref(reply.get(i)?).ok()?;
-        u64::try_from(n).ok()
-    };
-    Some(match text(0)?.as_str() {
+/// A reply line other than an error: its kind, then its fields, separated by spaces.
+fn decode_fields(line: &str) -> Option<PurchaseReply> {
+    let mut fields = line.split(' ');
+    let kind = fields.next()?;
+    let mut next = || fields.next();
+    let reply = match kind {
         "ok" => PurchaseReply::Accepted {
-            entry_id: text(1)?,
-            stock_left: num(2)?,
+            entry_id: next()?.to_owned(),
+            stock_left: next()?.parse().ok()?,
         },
         "replay" => PurchaseReply::Replay {
-            order_id: text(1)?,
-            quantity: u32::try_from(num(2)?).ok()?,
+            order_id: next()?.to_owned(),
+            quantity: next()?.parse().ok()?,
         },
         "conflict" => PurchaseReply::Conflict,
         "used" => PurchaseReply::TokenUsed,
         "limit" => PurchaseReply::Limit {
-            held: u32::try_from(num(1)?).ok()?,
+            held: next()?.parse().ok()?,
         },
-        "short" => PurchaseReply::Short { stock: num(1)? },
+        "short" => PurchaseReply::Short {
+            stock: next()?.parse().ok()?,
+        },
         "moved" => PurchaseReply::Moved,
         "import" => PurchaseReply::Import,
         _ => return None,
-    })
+    };
+    // Exactly the fields of its kind: anything more is not a reply this code understands.
+    fields.next().is_none().then_some(reply)
 }
 
 #[cfg(test)]
@@ -232,55 +239,77 @@ mod tests {
 
     #[test]
     fn purchase_replies_decode() {
-        let ok = [bulk("ok"), bulk("1-0"), Value::Int(7)];
         assert_eq!(
-            decode_fields(&ok),
+            decode_fields("ok 1-0 7"),
             Some(PurchaseReply::Accepted {
                 entry_id: "1-0".into(),
                 stock_left: 7,
             })
         );
         assert_eq!(
-            decode_fields(&[bulk("short"), Value::Int(0)]),
+            decode_fields("replay s.3.1-0 2"),
+            Some(PurchaseReply::Replay {
+                order_id: "s.3.1-0".into(),
+                quantity: 2,
+            })
+        );
+        assert_eq!(
+            decode_fields("short 0"),
             Some(PurchaseReply::Short { stock: 0 })
         );
+        assert_eq!(decode_fields("conflict"), Some(PurchaseReply::Conflict));
         assert_eq!(
-            decode_fields(&[bulk("conflict")]),
-            Some(PurchaseReply::Conflict)
-        );
-        assert_eq!(
-            decode_fields(&[bulk("limit"), Value::Int(2)]),
+            decode_fields("limit 2"),
             Some(PurchaseReply::Limit { held: 2 })
         );
+        assert_eq!(decode_fields("moved"), Some(PurchaseReply::Moved));
+        assert_eq!(decode_fields("import"), Some(PurchaseReply::Import));
     }
 
     #[test]
     fn unknown_or_truncated_replies_are_rejected() {
-        assert_eq!(decode_fields(&[]), None);
-        assert_eq!(decode_fields(&[bulk("ok")]), None);
-        assert_eq!(decode_fields(&[bulk("maybe")]), None);
-        assert_eq!(decode_fields(&[bulk("short"), Value::Int(-1)]), None);
+        assert_eq!(decode_fields(""), None);
+        assert_eq!(decode_fields("ok"), None);
+        assert_eq!(decode_fields("ok 1-0"), None);
+        assert_eq!(decode_fields("ok 1-0 7 8"), None);
+        assert_eq!(decode_fields("maybe"), None);
+        assert_eq!(decode_fields("short -1"), None);
+        assert_eq!(decode_fields("limit 99999999999"), None);
+    }
+
+    #[test]
+    fn a_call_answers_one_line_per_purchase_in_order() {
+        let replies = decode_replies(&bulk("ok 1-0 7\nused\nshort 3"), 3).unwrap();
+        assert!(matches!(replies[0], Ok(PurchaseReply::Accepted { .. })));
+        assert!(matches!(replies[1], Ok(PurchaseReply::TokenUsed)));
+        assert!(matches!(replies[2], Ok(PurchaseReply::Short { stock: 3 })));
+        // A reply of another count, or of another shape, is not this call's.
+        assert!(decode_replies(&bulk("ok 1-0 7\nused"), 3).is_none());
+        assert!(decode_replies(&Value::Int(1), 1).is_none());
+        assert!(decode_replies(&Value::Array(vec![bulk("ok 1-0 7")]), 1).is_none());
     }
 
     #[test]
     fn each_purchase_of_a_call_keeps_its_own_error() {
-        let failed = Value::Array(vec![
-            bulk("error"),
-            bulk("WRONGTYPE Operation against a key holding the wrong kind of value"),
-        ]);
-        let Err(StoreError::Redis(err)) = decode_purchase(failed) else {
+        let replies = decode_replies(
+            &bulk(
+                "error WRONGTYPE Operation against a key holding the wrong kind of value\nok 2-0 1",
+            ),
+            2,
+        )
+        .unwrap();
+        let Err(StoreError::Redis(err)) = &replies[0] else {
             panic!("a failed purchase decoded as a reply")
         };
         assert_eq!(err.code(), Some("WRONGTYPE"));
+        assert!(matches!(replies[1], Ok(PurchaseReply::Accepted { .. })));
         // Whatever the message holds, it stays one error.
-        let odd = Value::Array(vec![bulk("error"), bulk("user_script:1: bad\r\nthing")]);
-        assert!(matches!(decode_purchase(odd), Err(StoreError::Redis(_))));
         assert!(matches!(
-            decode_purchase(Value::Array(vec![bulk("used")])),
-            Ok(PurchaseReply::TokenUsed)
+            decode_line(b"error user_script:1: bad thing"),
+            Err(StoreError::Redis(_))
         ));
         assert!(matches!(
-            decode_purchase(Value::Int(1)),
+            decode_line(b"nonsense"),
             Err(StoreError::UnexpectedReply { .. })
         ));
     }
