@@ -8,6 +8,9 @@
 # SHA-256 runs without the CPU's SHA instructions. Use it to compare builds, component by
 # component; use bench-ab.sh for what a change does to real CPU time.
 #
+# TARGET=minimal counts benches/peer-axum instead, bench-peers.sh's (m): axum and one EVALSHA
+# per request, nothing else (the floor the (d)/(m) ratio is read against).
+#
 # One redis-server; the gateway (guarded as bench-peers.sh's (d), 64 shards, SQLite) under
 # `valgrind --tool=callgrind` with instrumentation off until a warm-up of WARMUP seconds has
 # passed; then wrk -t1 -c16 sends fresh buyers for SECS with instrumentation on. Reports the
@@ -15,11 +18,12 @@
 # COMPONENTS (function names as callgrind_annotate prints them).
 #
 # Usage: scripts/bench-instructions.sh
-# Environment: BIN (target/release/flashgate), SECS (15), WARMUP (5), COMPONENTS (a default
-# list). The profile is kept as target/bench-instructions/purchases.callgrind.
+# Environment: TARGET (flashgate | minimal), BIN (target/release/flashgate), SECS (15),
+# WARMUP (5), COMPONENTS (a default list, for flashgate). The profile is kept as target/bench-instructions/purchases.callgrind.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+TARGET=${TARGET:-flashgate}
 BIN=${BIN:-target/release/flashgate}
 SECS=${SECS:-15}
 WARMUP=${WARMUP:-5}
@@ -50,13 +54,22 @@ trap 'exit 130' INT TERM
 
 quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
 command -v valgrind >/dev/null || die "valgrind is missing (apt-get install -y valgrind)"
+[[ $TARGET == flashgate || $TARGET == minimal ]] || die "TARGET is flashgate or minimal"
 quietly "cargo build --release" cargo build --release --bin flashgate --example mint_tokens
+[[ $TARGET == flashgate ]] || quietly "cargo build --release -p peer-axum" cargo build --release -p peer-axum
 mkdir -p "$OUT"
 rm -f "$OUT"/callgrind.out*
 
 start_redis "$tmp/redis"
 free_port
 GPORT=$REPLY
+callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out")
+if [[ $TARGET == minimal ]]; then
+    BIN=target/release/peer-axum
+    COMPONENTS=""
+    redis-cli -h 127.0.0.1 -p "$RPORT" SET 'peer:{m}:stock' 1000000000 >/dev/null
+    "${callgrind[@]}" "$BIN" "$GPORT" "redis://127.0.0.1:$RPORT" 'peer:{m}:stock' 2>"$tmp/gateway.log" &
+else
 env FLASHGATE_HTTP__ADDR="127.0.0.1:$GPORT" FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
     FLASHGATE_REDIS__KEY_PREFIX=bench FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
     FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" FLASHGATE_DATABASE__URL="sqlite://$tmp/orders.db?mode=rwc" \
@@ -64,17 +77,22 @@ env FLASHGATE_HTTP__ADDR="127.0.0.1:$GPORT" FLASHGATE_REDIS__URL="redis://127.0.
     FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000 \
     FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10 \
     FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000 \
-    RUST_LOG=info valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$OUT/callgrind.out" "$BIN" serve 2>"$tmp/gateway.log" &
+    RUST_LOG=info "${callgrind[@]}" "$BIN" serve 2>"$tmp/gateway.log" &
+fi
 pids+=($!)
 gateway_pid=${pids[-1]}
-wait_for gateway "$gateway_pid" "$tmp/gateway.log" 1200 curl -sf "http://127.0.0.1:$GPORT/health/ready"
-put_live_sale "$GPORT" "$SALE" 100000000 64
-generation=$(redis-cli -h 127.0.0.1 -p "$RPORT" HGET "bench:sale:{$SALE}" generation)
+if [[ $TARGET == minimal ]]; then
+    wait_for peer-axum "$gateway_pid" "$tmp/gateway.log" 1200 curl -sf -X POST "http://127.0.0.1:$GPORT/"
+    mint_for_sale=()
+else
+    wait_for gateway "$gateway_pid" "$tmp/gateway.log" 1200 curl -sf "http://127.0.0.1:$GPORT/health/ready"
+    put_live_sale "$GPORT" "$SALE" 100000000 64
+    mint_for_sale=("$SALE" "$(redis-cli -h 127.0.0.1 -p "$RPORT" HGET "bench:sale:{$SALE}" generation)")
+fi
 # Separate buyers for the warm-up and the measurement: a buyer seen before would be a replay.
 for part in warmup measured; do
     MINT_USER_PREFIX="$part-" quietly "minting buyers ($part)" target/release/examples/mint_tokens \
-        "$JWT_SECRET" 200000 "$tmp/$part.txt" "$SALE" "$generation"
+        "$JWT_SECRET" 200000 "$tmp/$part.txt" "${mint_for_sale[@]}"
 done
 purchase() {
     wrk -t1 -c16 -d"$1s" -s benches/wrk/purchase.lua \
