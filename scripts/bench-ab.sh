@@ -48,15 +48,7 @@ quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
 quietly "cargo build --release" cargo build --release --bin flashgate --example mint_tokens
 mkdir -p "$OUT"
 
-if [[ $GUARDS == on ]]; then
-    guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true
-        FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000
-        FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10
-        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000)
-else
-    guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false FLASHGATE_LIMITS__IP__RATE_PER_SEC=0
-        FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0)
-fi
+guard_settings "$GUARDS"
 
 start_redis "$tmp/redis"
 declare -A port pid

@@ -52,12 +52,7 @@ command -v wrk >/dev/null || die "wrk is missing (scripts/install-deps.sh instal
 quietly "building" cargo build --release --bin flashgate --example hello --example mint_tokens
 [[ $GUARDS == on ]] ||
     quietly "minting $BENCH_TOKENS tokens" target/release/examples/mint_tokens "$JWT_SECRET" "$BENCH_TOKENS" "$tmp/tokens.txt"
-guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false FLASHGATE_LIMITS__IP__RATE_PER_SEC=0
-    FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0)
-[[ $GUARDS == off ]] || guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true
-    FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000
-    FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10
-    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000)
+guard_settings "$GUARDS"
 
 start_redis "$tmp/redis"
 

@@ -139,27 +139,21 @@ pids+=($!)
 wait_for hello "${pids[-1]}" "$tmp/hello.log" 100 curl -sf "http://127.0.0.1:$HPORT/"
 
 
-# Guards off: no purchase token, no rate limit (the in-flight cap is always on).
-start_gateway gateway bench FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
-    FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
-    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0
+# Guards off (no purchase token, no rate limit) and on (guard_settings says which limits).
+guard_settings off
+start_gateway gateway bench "${guards[@]}"
 GPORT=$REPLY
-# Guards on: tokens required; per-IP and per-sale limits far above what one machine sends
-# (every request comes from 127.0.0.1), per-buyer at the shipped 5/s, burst 10.
-start_gateway guarded "$GUARDED_PREFIX" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true \
-    FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000 \
-    FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10 \
-    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000
+guard_settings on
+start_gateway guarded "$GUARDED_PREFIX" "${guards[@]}"
 G2PORT=$REPLY
 
 # (f), when COMPARE_ENV is set: the (b) gateway once more with those settings on top (e.g.
 # observability off), its own key prefix, so the same buyers buy again there.
 ports=("$GPORT" "$G2PORT")
 if [[ -n ${COMPARE_ENV:-} ]]; then
+    guard_settings off
     # shellcheck disable=SC2086 # COMPARE_ENV is a list of NAME=value words
-    start_gateway compare compare FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
-        FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
-        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 $COMPARE_ENV
+    start_gateway compare compare "${guards[@]}" $COMPARE_ENV
     G3PORT=$REPLY
     ports+=("$G3PORT")
 fi

@@ -70,14 +70,11 @@ if [[ $TARGET == minimal ]]; then
     redis-cli -h 127.0.0.1 -p "$RPORT" SET 'peer:{m}:stock' 1000000000 >/dev/null
     "${callgrind[@]}" "$BIN" "$GPORT" "redis://127.0.0.1:$RPORT" 'peer:{m}:stock' 2>"$tmp/gateway.log" &
 else
-env FLASHGATE_HTTP__ADDR="127.0.0.1:$GPORT" FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
-    FLASHGATE_REDIS__KEY_PREFIX=bench FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
-    FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" FLASHGATE_DATABASE__URL="sqlite://$tmp/orders.db?mode=rwc" \
-    FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true \
-    FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000 \
-    FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10 \
-    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000 \
-    RUST_LOG=info "${callgrind[@]}" "$BIN" serve 2>"$tmp/gateway.log" &
+    guard_settings on
+    env FLASHGATE_HTTP__ADDR="127.0.0.1:$GPORT" FLASHGATE_REDIS__URL="redis://127.0.0.1:$RPORT" \
+        FLASHGATE_REDIS__KEY_PREFIX=bench FLASHGATE_AUTH__JWT_SECRET="$JWT_SECRET" \
+        FLASHGATE_ADMIN__TOKEN="$ADMIN_TOKEN" FLASHGATE_DATABASE__URL="sqlite://$tmp/orders.db?mode=rwc" \
+        "${guards[@]}" RUST_LOG=info "${callgrind[@]}" "$BIN" serve 2>"$tmp/gateway.log" &
 fi
 pids+=($!)
 gateway_pid=${pids[-1]}

@@ -88,14 +88,11 @@ pids+=($!)
 nginx_master=${pids[-1]}
 wait_for nginx "$nginx_master" "$tmp/nginx.log" 100 curl -sf -X POST "http://127.0.0.1:$OPORT/"
 
-start_gateway guarded bench-g FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true \
-    FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000 \
-    FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10 \
-    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000
+guard_settings on
+start_gateway guarded bench-g "${guards[@]}"
 DPORT=$REPLY guarded_pids=${pids[-1]}
-start_gateway unguarded bench FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
-    FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
-    FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0
+guard_settings off
+start_gateway unguarded bench "${guards[@]}"
 BPORT=$REPLY unguarded_pids=${pids[-1]}
 put_live_sale "$DPORT" "$SALE" 100000000 64
 put_live_sale "$BPORT" "$SALE" 100000000 64

@@ -58,9 +58,8 @@ tail_gateway() {
     for setting in "$@"; do
         if [[ $setting == BIN=* ]]; then bin=${setting#BIN=}; else env+=("$setting"); fi
     done
-    GATEWAY_BIN=$bin start_gateway "$name" "$name" FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false \
-        FLASHGATE_LIMITS__IP__RATE_PER_SEC=0 FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 \
-        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0 "${env[@]}"
+    guard_settings off
+    GATEWAY_BIN=$bin start_gateway "$name" "$name" "${guards[@]}" "${env[@]}"
     put_live_sale "$REPLY" "$SALE" 100000000 64
 }
 

@@ -87,6 +87,22 @@ put_live_sale() {
     [[ $code == 20[01] ]] || die "PUT sale $2 answered $code: $(cat "$tmp/body.json")"
 }
 
+# guard_settings on|off: sets the array `guards` to the settings of the benchmarks' guarded
+# gateway (a purchase token required; per-IP and per-sale limits far above what one machine
+# sends, since every request comes from 127.0.0.1; per-buyer at the shipped 5/s, burst 10) or
+# of their unguarded one (no token, no rate limit; the in-flight cap is always on).
+guard_settings() {
+    case $1 in
+    on) guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=true
+        FLASHGATE_LIMITS__IP__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__IP__BURST=10000000
+        FLASHGATE_LIMITS__USER__RATE_PER_SEC=5 FLASHGATE_LIMITS__USER__BURST=10
+        FLASHGATE_LIMITS__SALE__RATE_PER_SEC=10000000 FLASHGATE_LIMITS__SALE__BURST=10000000) ;;
+    off) guards=(FLASHGATE_TOKENS__REQUIRE_PURCHASE_TOKEN=false FLASHGATE_LIMITS__IP__RATE_PER_SEC=0
+        FLASHGATE_LIMITS__USER__RATE_PER_SEC=0 FLASHGATE_LIMITS__SALE__RATE_PER_SEC=0) ;;
+    *) die "guard_settings: on or off, not '$1'" ;;
+    esac
+}
+
 # start_gateway NAME PREFIX [ENV=value...]: a release gateway on a free port (its port in
 # $REPLY, its pid in ${pids[-1]}) on the caller's redis-server ($RPORT), with its own key
 # prefix, SQLite order database and log in $tmp, the caller's JWT_SECRET and ADMIN_TOKEN,
