@@ -3,6 +3,7 @@
 //! the writer and by recovery, say) is one row.
 
 mod error;
+mod jsonb;
 mod lifecycle;
 mod postgres;
 mod reads;

@@ -2,13 +2,14 @@
 //! row is what makes an order safe to forget in Redis), a whole batch inserted by one
 //! statement.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{DbError, DbTimeouts};
+use super::{DbError, DbTimeouts, jsonb};
 use crate::domain::NewOrder;
 
 /// The SQLite order database: one connection that writes, a small pool that reads.
@@ -61,13 +62,15 @@ pub(super) fn sale_key_range(sale: &str) -> (String, String) {
     (format!("{sale}."), format!("{sale}/"))
 }
 
-/// Inserts a whole batch with one constant statement: the rows travel as one JSON array
-/// (`[[order_id, sale_id, shard, user_id, quantity, created_at_ms], ...]`) that SQLite
-/// unpacks with `jsonb_each`. One bind instead of seven per row, no SQL text built per batch,
-/// the prepared statement reused, and the statement is its own transaction. `jsonb_each`,
-/// not `json_each`: it hands each row over as binary JSON, which `->>` reads directly,
-/// where `json_each` prints the row back to text for each `->>` to parse again (SQLite CPU
-/// per row 2.3-2.6 -> 1.8 µs). (`WHERE true` is how SQLite tells the upsert's `ON` from a
+/// Inserts a whole batch with one constant statement: the rows travel as one binary JSON
+/// (JSONB) array (`[[order_id, sale_id, shard, user_id, quantity, created_at_ms], ...]`,
+/// written by [`super::jsonb`]) that SQLite unpacks with `jsonb_each`. One bind instead of
+/// seven per row, no SQL text built per batch, the prepared statement reused, and the
+/// statement is its own transaction. `jsonb_each`, not `json_each`: it hands each row over
+/// as JSONB, which `->>` reads directly, where `json_each` prints the row back to text for
+/// each `->>` to parse again (SQLite CPU per row 2.3-2.6 -> 1.8 µs); and the batch is bound as
+/// JSONB, not JSON text, so that nothing escapes it here or parses it there (about 3,000
+/// fewer instructions per order). (`WHERE true` is how SQLite tells the upsert's `ON` from a
 /// join's when an INSERT takes a SELECT.)
 const INSERT_FROM_JSON: &str = "INSERT INTO orders \
      (order_id, sale_id, shard, user_id, quantity, created_at_ms, persisted_at_ms) \
@@ -80,26 +83,34 @@ pub(super) async fn insert(
     orders: &[NewOrder],
     persisted_at_ms: i64,
 ) -> Result<u64, DbError> {
-    let rows: Vec<_> = orders
-        .iter()
-        .map(|order| {
-            (
-                &order.order_id,
-                order.order_id.sale(),
-                order.order_id.shard(),
-                &order.user,
-                order.quantity.get(),
-                order.created_ms,
-            )
-        })
-        .collect();
-    let rows = serde_json::to_string(&rows).map_err(DbError::Encode)?;
     let done = sqlx::query(INSERT_FROM_JSON)
-        .bind(rows)
+        .bind(rows_as_jsonb(orders))
         .bind(persisted_at_ms)
         .execute(pool)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// `orders` as the JSONB array [`INSERT_FROM_JSON`] unpacks.
+fn rows_as_jsonb(orders: &[NewOrder]) -> Vec<u8> {
+    /// Room for one row: its ids, its numbers and their headers.
+    const ROW_BYTES: usize = 128;
+    let mut rows = jsonb::Array::with_capacity(orders.len() * ROW_BYTES);
+    let mut row = jsonb::Array::with_capacity(ROW_BYTES);
+    let mut order_id = String::with_capacity(64);
+    for order in orders {
+        order_id.clear();
+        write!(order_id, "{}", order.order_id).expect("writing to a String cannot fail");
+        row.clear();
+        row.text(&order_id)
+            .text(order.order_id.sale().as_str())
+            .int(i64::from(order.order_id.shard()))
+            .text(order.user.as_str())
+            .int(i64::from(order.quantity.get()))
+            .int(order.created_ms);
+        rows.array(&row);
+    }
+    rows.into_bytes()
 }
 
 pub(super) async fn existing(pool: &SqlitePool, ids: &[String]) -> Result<Vec<String>, DbError> {
