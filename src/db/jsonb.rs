@@ -39,7 +39,7 @@ impl Array {
         self.element(TEXT_RAW, value.as_bytes())
     }
 
-    /// Appends an array (as finished by [`Array::into_bytes`]'s caller, element by element).
+    /// Appends `array` as one element (a nested array).
     pub fn array(&mut self, array: &Array) -> &mut Self {
         self.element(ARRAY, &array.elements)
     }
