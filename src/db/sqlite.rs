@@ -2,7 +2,6 @@
 //! row is what makes an order safe to forget in Redis), a whole batch inserted by one
 //! statement.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -100,7 +99,7 @@ fn rows_as_jsonb(orders: &[NewOrder]) -> Vec<u8> {
     let mut order_id = String::with_capacity(64);
     for order in orders {
         order_id.clear();
-        write!(order_id, "{}", order.order_id).expect("writing to a String cannot fail");
+        order.order_id.push_to(&mut order_id);
         row.clear();
         row.text(&order_id)
             .text(order.order_id.sale().as_str())

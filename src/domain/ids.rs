@@ -158,11 +158,24 @@ impl EntryId {
     pub fn millis(self) -> u64 {
         self.ms
     }
+
+    /// Appends the text form, `<ms>-<seq>`, to `out`: what `Display` writes, without the
+    /// formatting machinery (every accepted order's id is written several times on its way
+    /// to the database).
+    pub fn push_to(self, out: &mut String) {
+        let mut digits = itoa::Buffer::new();
+        out.push_str(digits.format(self.ms));
+        out.push('-');
+        out.push_str(digits.format(self.seq));
+    }
 }
 
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        let mut digits = itoa::Buffer::new();
+        f.write_str(digits.format(self.ms))?;
+        f.write_str("-")?;
+        f.write_str(digits.format(self.seq))
     }
 }
 
@@ -216,17 +229,41 @@ impl OrderId {
     pub fn entry(&self) -> EntryId {
         self.entry
     }
+
+    /// Appends the text form, `<sale_id>.<shard>.<ms>-<seq>`, to `out`: what `Display`
+    /// writes, without the formatting machinery.
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(self.sale.as_str());
+        out.push('.');
+        out.push_str(itoa::Buffer::new().format(self.shard));
+        out.push('.');
+        self.entry.push_to(out);
+    }
+
+    /// The text form in a new string.
+    pub fn text(&self) -> String {
+        /// A sale id's longest, a shard's and an entry id's: no reallocation.
+        const MOST: usize = 64 + 1 + 10 + 1 + 41;
+        let mut out = String::with_capacity(MOST);
+        self.push_to(&mut out);
+        out
+    }
 }
 
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.sale, self.shard, self.entry)
+        f.write_str(self.sale.as_str())?;
+        f.write_str(".")?;
+        f.write_str(itoa::Buffer::new().format(self.shard))?;
+        f.write_str(".")?;
+        fmt::Display::fmt(&self.entry, f)
     }
 }
 
 impl Serialize for OrderId {
+    /// One string, written whole (`collect_str` would escape each piece `Display` writes).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.text())
     }
 }
 
@@ -278,7 +315,12 @@ mod tests {
         fn order_id_round_trips(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024, ms in any::<u64>(), seq in any::<u64>()) {
             let sale = SaleId::parse(&sale).unwrap();
             let entry = EntryId::parse(&format!("{ms}-{seq}")).unwrap();
-            let id = OrderId::new(sale, shard, entry);
+            prop_assert_eq!(entry.to_string(), format!("{ms}-{seq}"));
+            let id = OrderId::new(sale.clone(), shard, entry);
+            let text = format!("{sale}.{shard}.{ms}-{seq}");
+            prop_assert_eq!(id.to_string(), text.clone());
+            prop_assert!(id.text().len() <= 64 + 1 + 10 + 1 + 41);
+            prop_assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
             let parsed = OrderId::parse(&id.to_string()).unwrap();
             prop_assert_eq!(parsed, id);
         }

@@ -23,7 +23,7 @@ use futures_util::future::try_join_all;
 
 use crate::clock::Clock;
 use crate::db::{DbError, OrderDb};
-use crate::domain::{NewOrder, SaleId};
+use crate::domain::{EntryId, NewOrder, SaleId};
 use crate::metrics::PersistMetrics;
 use crate::store::orders::{self, ShardAcks};
 use crate::store::{Redis, StoreError};
@@ -98,13 +98,13 @@ impl Persister {
         let lags = (inserted == orders.len() as u64).then(|| orders.iter().map(|o| o.created_ms));
         self.metrics
             .committed(inserted, lags.into_iter().flatten(), self.clock.now_ms());
-        let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(String, u32)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<(&SaleId, u32), Vec<(EntryId, u32)>> = BTreeMap::new();
         for order in orders {
             let shard = (order.order_id.sale(), order.order_id.shard());
             by_shard
                 .entry(shard)
                 .or_default()
-                .push((order.order_id.entry().to_string(), order.quantity.get()));
+                .push((order.order_id.entry(), order.quantity.get()));
         }
         let shards = by_shard
             .into_iter()
@@ -172,7 +172,9 @@ mod tests {
         let sale = SaleId::parse("s").unwrap();
         ShardAcks {
             keys: Keys::new("t").shard(&sale, index),
-            orders: (0..orders).map(|i| (format!("{i}-0"), 1)).collect(),
+            orders: (0..orders)
+                .map(|i| (EntryId::parse(&format!("{i}-0")).unwrap(), 1))
+                .collect(),
         }
     }
 
@@ -188,7 +190,7 @@ mod tests {
         assert!(calls.iter().flatten().all(|s| !s.orders.is_empty()));
         for (i, n) in (0..).zip(sizes) {
             let keys = shard(i, 0).keys;
-            let got: Vec<&(String, u32)> = calls
+            let got: Vec<&(EntryId, u32)> = calls
                 .iter()
                 .flatten()
                 .filter(|s| s.keys == keys)

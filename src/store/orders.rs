@@ -86,7 +86,7 @@ pub fn record_from_entry(sale: &SaleId, shard: u32, entry: &StreamId) -> Option<
 #[derive(Debug, Clone)]
 pub struct ShardAcks {
     pub keys: ShardKeys,
-    pub orders: Vec<(String, u32)>,
+    pub orders: Vec<(EntryId, u32)>,
 }
 
 /// Most entry ids in one `XDEL` of `ack.lua`: the script hands a group to `XDEL` with
@@ -97,10 +97,10 @@ const XDEL_IDS: usize = 1024;
 impl ShardAcks {
     /// The shard's entry ids grouped by their orders' quantity, as `ack.lua` takes them: at
     /// most [`XDEL_IDS`] ids a group (a quantity with more gets several groups).
-    fn by_quantity(&self) -> Vec<(u32, Vec<&str>)> {
-        let mut by_quantity: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for (entry, quantity) in &self.orders {
-            by_quantity.entry(*quantity).or_default().push(entry);
+    fn by_quantity(&self) -> Vec<(u32, Vec<EntryId>)> {
+        let mut by_quantity: BTreeMap<u32, Vec<EntryId>> = BTreeMap::new();
+        for &(entry, quantity) in &self.orders {
+            by_quantity.entry(quantity).or_default().push(entry);
         }
         by_quantity
             .into_iter()
@@ -127,8 +127,15 @@ pub async fn ack(conn: &mut impl ConnectionLike, shards: &[ShardAcks]) -> Result
     for groups in &groups {
         cmd.arg(groups.len());
     }
+    // Each id written into one reused buffer, which the command copies.
+    let mut id = String::with_capacity(41);
     for (quantity, entries) in groups.iter().flatten() {
-        cmd.arg(*quantity).arg(entries.len()).arg(entries);
+        cmd.arg(*quantity).arg(entries.len());
+        for entry in entries {
+            id.clear();
+            entry.push_to(&mut id);
+            cmd.arg(id.as_str());
+        }
     }
     Ok(scripts::run(&scripts::ACK, &cmd, conn).await?)
 }
@@ -204,10 +211,10 @@ mod tests {
     #[test]
     fn acks_group_by_quantity_and_no_group_outgrows_one_xdel() {
         let sale = SaleId::parse("s").unwrap();
-        let mut orders: Vec<(String, u32)> =
-            (0..XDEL_IDS + 3).map(|i| (format!("{i}-0"), 1)).collect();
-        orders.insert(5, ("a-0".into(), 3));
-        orders.push(("b-0".into(), 2));
+        let entry = |ms: usize| EntryId::parse(&format!("{ms}-0")).unwrap();
+        let mut orders: Vec<(EntryId, u32)> = (0..XDEL_IDS + 3).map(|i| (entry(i), 1)).collect();
+        orders.insert(5, (entry(XDEL_IDS + 10), 3));
+        orders.push((entry(XDEL_IDS + 11), 2));
         let acks = ShardAcks {
             keys: crate::store::Keys::new("t").shard(&sale, 0),
             orders,
@@ -216,9 +223,9 @@ mod tests {
         let shape: Vec<(u32, usize)> = groups.iter().map(|(q, ids)| (*q, ids.len())).collect();
         assert_eq!(shape, [(1, XDEL_IDS), (1, 3), (2, 1), (3, 1)]);
         // Every order once, under its own quantity.
-        let mut seen: Vec<(String, u32)> = groups
+        let mut seen: Vec<(EntryId, u32)> = groups
             .iter()
-            .flat_map(|(q, ids)| ids.iter().map(|id| (id.to_string(), *q)))
+            .flat_map(|(q, ids)| ids.iter().map(|id| (*id, *q)))
             .collect();
         let mut expected = acks.orders.clone();
         seen.sort();

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use flashgate::testing::domain::{IdempotencyKey, SaleId, UserId};
+use flashgate::testing::domain::{EntryId, IdempotencyKey, SaleId, UserId};
 use flashgate::testing::store::RedisConn;
 use flashgate::testing::store::orders::{self, ShardAcks};
 use flashgate::testing::store::purchase::{self, Import, PurchaseCall, PurchaseReply};
@@ -46,7 +46,10 @@ async fn buy(
 fn acks(app: &TestApp, shard: u32, orders: &[(String, u32)]) -> ShardAcks {
     ShardAcks {
         keys: app.keys.shard(&SaleId::parse("a").unwrap(), shard),
-        orders: orders.to_vec(),
+        orders: orders
+            .iter()
+            .map(|(id, quantity)| (EntryId::parse(id).unwrap(), *quantity))
+            .collect(),
     }
 }
 
@@ -144,7 +147,9 @@ async fn one_call_forgets_more_orders_of_one_quantity_than_lua_can_unpack_at_onc
             .ignore();
     }
     pipe.query_async::<()>(&mut conn).await.unwrap();
-    let orders = (1..=ORDERS).map(|i| (format!("1-{i}"), 1)).collect();
+    let orders = (1..=ORDERS)
+        .map(|i| (EntryId::parse(&format!("1-{i}")).unwrap(), 1))
+        .collect();
     let call = [ShardAcks {
         keys: keys.clone(),
         orders,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashgate::testing::config::LimitSettings;
-use flashgate::testing::domain::{SaleDefinition, SaleId, SaleSpec, ShardSet, UserId};
+use flashgate::testing::domain::{EntryId, SaleDefinition, SaleId, SaleSpec, ShardSet, UserId};
 use flashgate::testing::limits::SharedSaleLimit;
 use flashgate::testing::sales::SaleRegistry;
 use flashgate::testing::stock::StockEngine;
@@ -310,7 +310,7 @@ async fn ack_run_twice_acknowledges_each_order_once() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        orders.push((id, quantity));
+        orders.push((EntryId::parse(&id).unwrap(), quantity));
     }
     let acks = [ShardAcks {
         keys: keys.clone(),
