@@ -16,9 +16,15 @@
 # read from /proc. Reported: the median of each over ROUNDS, and the acceptance ratios
 # (d)/(o) req/s and (d)/(m) server + Redis CPU per request.
 #
+# WORKERS=N runs every server with N workers: TOKIO_WORKER_THREADS=N for the Rust ones and
+# `worker_processes N` for nginx (by default tokio starts one worker per core and nginx is
+# `auto`, one per core too). On a machine of few cores shared with Redis and wrk, fewer
+# workers than cores may serve more (README: the one-worker setting); this compares every
+# target so configured, not flashgate alone.
+#
 # Usage: scripts/bench-peers.sh
 # Environment: WRK_THREADS (2), WRK_CONNS (64), WRK_DURATION (10s), ROUNDS (5),
-# BENCH_TOKENS (600000: buyers per round for each flashgate target).
+# BENCH_TOKENS (600000: buyers per round for each flashgate target), WORKERS (unset).
 # Raw outputs in target/bench-peers/ (wrk outputs, results.csv, peers.json, peers.svg).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,6 +34,7 @@ WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
 ROUNDS=${ROUNDS:-5}
 BENCH_TOKENS=${BENCH_TOKENS:-600000}
+WORKERS=${WORKERS:-}
 SALE=bench-live
 JWT_SECRET=bench-jwt-secret-0123456789abcdef
 ADMIN_TOKEN=bench-admin-token-0123456789abcdef
@@ -47,6 +54,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+[[ -z $WORKERS || $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS is a positive number"
+# Inherited by every Rust server started below (tokio's multi-thread runtime reads it).
+[[ -z $WORKERS ]] || export TOKIO_WORKER_THREADS=$WORKERS
 quietly "scripts/install-deps.sh" bash scripts/install-deps.sh
 quietly "cargo build --release" cargo build --release --bin flashgate --example hello --example mint_tokens
 quietly "cargo build --release -p peer-axum" cargo build --release -p peer-axum
@@ -81,7 +91,7 @@ OPORT=$REPLY
 nginx_dir=$tmp/nginx
 mkdir -p "$nginx_dir"
 sed -e "s#@DIR@#$nginx_dir#g" -e "s#@PORT@#$OPORT#g" -e "s#@REDIS_PORT@#$RPORT#g" \
-    -e "s#@SHA@#$deduct_sha#g" -e "s#@KEY@#peer:{o}:stock#g" \
+    -e "s#@SHA@#$deduct_sha#g" -e "s#@KEY@#peer:{o}:stock#g" -e "s#@WORKERS@#${WORKERS:-auto}#g" \
     benches/openresty/nginx.conf.in >"$nginx_dir/nginx.conf"
 nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -e "$nginx_dir/error.log" 2>"$tmp/nginx.log" &
 pids+=($!)
@@ -126,16 +136,22 @@ purchase_calls() {
              END { printf "%d %.6f\n", v[1], v[0] }'
 }
 
+# Redis's forks so far (each an append-only-file rewrite: the fork stops Redis while it
+# copies the page tables, and the child copies the whole dataset).
+forks() {
+    redis-cli -h 127.0.0.1 -p "$RPORT" INFO stats | awk -F: '/^total_forks:/ { print $2 + 0 }'
+}
+
 # measure NAME PORT TOKENS SERVER_PIDS: one wrk run; appends "name,round,rps,server_us,
-# redis_us,calls_per_req,call_ms" to results.csv: CPU µs per answered request, and for a
+# redis_us,calls_per_req,call_ms,forks" to results.csv: CPU µs per answered request, for a
 # flashgate target its purchase calls to Redis per request and their mean duration as the
 # gateway saw it (where a round's time went when the CPUs sat idle: waiting on Redis, or
-# elsewhere).
+# elsewhere), and the Redis forks during the run.
 measure() {
     local name=$1 port=$2 tokens=$3 server_pids=$4 file="$OUT/$1-r$round.txt"
-    local server_before redis_before reqs rps calls_before calls_after
+    local server_before redis_before reqs rps calls_before calls_after forks_before
     progress "round $round: wrk ($name)"
-    calls_before=$(purchase_calls "$port")
+    calls_before=$(purchase_calls "$port") forks_before=$(forks)
     # shellcheck disable=SC2086 # SERVER_PIDS is a list
     server_before=$(ticks $server_pids) redis_before=$(ticks "$redis_pid")
     wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency -s benches/wrk/purchase.lua \
@@ -152,10 +168,10 @@ measure() {
     fi
     echo "$name,$round,$rps,$(awk -v d="$((server_after - server_before))" -v u="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", d * u / n }'),$(awk -v d="$((redis_after - redis_before))" -v u="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", d * u / n }'),$(awk -v b="$calls_before" -v a="$calls_after" -v n="$reqs" 'BEGIN {
         split(b, x, " "); split(a, y, " "); c = y[1] - x[1]
-        printf "%.3f,%.3f", c / n, (c > 0 ? (y[2] - x[2]) * 1000 / c : 0) }')" >>"$OUT/results.csv"
+        printf "%.3f,%.3f", c / n, (c > 0 ? (y[2] - x[2]) * 1000 / c : 0) }'),$(($(forks) - forks_before))" >>"$OUT/results.csv"
 }
 
-echo "target,round,rps,server_us,redis_us,calls_per_req,call_ms" >"$OUT/results.csv"
+echo "target,round,rps,server_us,redis_us,calls_per_req,call_ms,forks" >"$OUT/results.csv"
 for round in $(seq 1 "$ROUNDS"); do
     plain=$tmp/plain-r$round.txt
     measure hello "$HPORT" "$plain" "$hello_pids"
@@ -167,7 +183,7 @@ done
 
 # Report: medians per target, then the acceptance ratios.
 [[ ! -t 2 ]] || printf '\r\033[K' >&2
-echo "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, benches/wrk/purchase.lua, 127.0.0.1, $(nproc) cores, $ROUNDS rounds, $(date -u +%FT%TZ)"
+echo "wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, benches/wrk/purchase.lua, 127.0.0.1, $(nproc) cores, ${WORKERS:-default} workers per server, $ROUNDS rounds, $(date -u +%FT%TZ)"
 python3 - "$OUT" <<'PY'
 import csv, json, statistics, sys
 out = sys.argv[1]
@@ -202,6 +218,8 @@ for key, label in names[3:]:
     mine = [r for r in rows if r["target"] == key]
     print(f"{label}: purchase calls to Redis per request / their mean ms, by round: "
           + " ".join(f"{float(r['calls_per_req']):.2f}/{float(r['call_ms']):.2f}" for r in mine))
+print("Redis forks (append-only-file rewrites) during each run, by round: " + "; ".join(
+    f"{key} {' '.join(r['forks'] for r in rows if r['target'] == key)}" for key, _ in names))
 json.dump({"title": "Purchase cost per request, medians (server + Redis CPU)", "unit": "µs",
            "labels": [label for _, label in names],
            "series": [{"name": "server", "values": [round(med[k][1], 1) for k, _ in names]},

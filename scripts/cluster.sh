@@ -99,7 +99,8 @@ redis_node() {
         spawn "$name" redis-server --bind 127.0.0.1 --port "$port" --dir "$STATE/$name" \
             --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT" --appendonly yes \
-            --appendfsync "$APPENDFSYNC" --stream-node-max-entries 16 --save '' \
+            --appendfsync "$APPENDFSYNC" --auto-aof-rewrite-percentage 400 \
+            --stream-node-max-entries 16 --save '' \
             --repl-diskless-sync-delay 0 --protected-mode no --daemonize no
         pid=$(cat "$STATE/pids/$name")
         for _ in $(seq 1 100); do

@@ -9,14 +9,21 @@ PG_MAJOR=${PG_MAJOR:-15}
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 
 # start_redis DIR: a redis-server with the settings the README recommends for flashgate
-# (append-only file, fsync every second, 16-entry stream nodes) on a free loopback port, data
-# and log under DIR. Sets RPORT and redis_pid, and adds the process to `pids`.
+# (append-only file, fsync every second, rewritten at 400 % growth, 16-entry stream nodes) on
+# a free loopback port, data
+# and log under DIR, and the settings in REDIS_ARGS on top (e.g.
+# REDIS_ARGS="--auto-aof-rewrite-percentage 0"). Sets RPORT and redis_pid, and adds the
+# process to `pids`.
 start_redis() {
+    local extra=()
+    read -r -a extra <<<"${REDIS_ARGS:-}"
     mkdir -p "$1"
     free_port
     RPORT=$REPLY
     redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$1" --appendonly yes \
-        --appendfsync everysec --stream-node-max-entries 16 --save '' --logfile "$1/redis.log" &
+        --appendfsync everysec --auto-aof-rewrite-percentage 400 --stream-node-max-entries 16 \
+        --save '' --logfile "$1/redis.log" \
+        "${extra[@]}" &
     pids+=($!)
     redis_pid=${pids[-1]}
     wait_for redis-server "$redis_pid" "$1/redis.log" 100 redis-cli -h 127.0.0.1 -p "$RPORT" ping

@@ -261,6 +261,38 @@ async fn two_gateways_on_one_data_directory_share_one_redis_server() {
     assert_eq!(first.sold("shared").await, 2);
     assert_eq!(second.sold("shared").await, 2);
     assert_eq!(servers_over(&redis_dir).len(), 1);
+    // It runs with the settings the README recommends for flashgate's Redis.
+    let settings = server_settings(servers_over(&redis_dir)[0]).await;
+    for (name, value) in [
+        ("appendonly", "yes"),
+        ("appendfsync", "everysec"),
+        ("auto-aof-rewrite-percentage", "400"),
+        ("stream-node-max-entries", "16"),
+    ] {
+        assert_eq!(
+            settings.get(name).map(String::as_str),
+            Some(value),
+            "{name}"
+        );
+    }
+}
+
+/// The configuration of the redis-server `pid`, asked over the port its process title names
+/// (`redis-server 127.0.0.1:<port>`).
+async fn server_settings(pid: u32) -> std::collections::HashMap<String, String> {
+    let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let address = title
+        .split(['\0', ' '])
+        .find(|part| part.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in the title {title:?}"));
+    let client = redis::Client::open(format!("redis://{address}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,14 @@ pub enum EmbeddedRedisError {
 /// recommended for an external Redis (README, "Running Redis for flashgate").
 pub const RECOMMENDED_STREAM_NODE: [&str; 2] = ["--stream-node-max-entries", "16"];
 
+/// `auto-aof-rewrite-percentage` (Redis's default is 100): how far the append-only file grows
+/// past its last rewrite before Redis rewrites it. A purchase adds ~450 bytes to the file and
+/// ~115 to a rewrite's snapshot, and a rewrite forks Redis and writes every record out again,
+/// so at 100 each purchase costs about four records' rewriting, ~7.6 us of CPU; at 400 a
+/// quarter of that, for a file up to five times the snapshot between rewrites
+/// (docs/BENCHMARKS.md §8). The same setting is recommended for an external Redis (README).
+pub const RECOMMENDED_AOF_REWRITE: [&str; 2] = ["--auto-aof-rewrite-percentage", "400"];
+
 /// The embedded server as this gateway uses it: started here or joined, and supervised
 /// until [`EmbeddedRedis::stop`] (or until dropped).
 #[derive(Debug)]

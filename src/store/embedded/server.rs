@@ -17,7 +17,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::{Instant, sleep, timeout};
 
 use super::data_dir::{DataDir, url_of};
-use super::{EmbeddedRedisError, RECOMMENDED_STREAM_NODE};
+use super::{EmbeddedRedisError, RECOMMENDED_AOF_REWRITE, RECOMMENDED_STREAM_NODE};
 
 /// Starts `"$@"` (redis-server and its arguments) and stops it when standard input ends.
 /// fd 3 carries the pipe to the watcher: a background job's standard input would be
@@ -59,6 +59,7 @@ impl ServerProcess {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
             .args(RECOMMENDED_STREAM_NODE)
+            .args(RECOMMENDED_AOF_REWRITE)
             .args(["--save", "", "--protected-mode", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir.path())
