@@ -163,19 +163,22 @@ impl EntryId {
     /// formatting machinery (every accepted order's id is written several times on its way
     /// to the database).
     pub fn push_to(self, out: &mut String) {
+        self.write_to(out).expect("writing to a String cannot fail");
+    }
+
+    /// Writes the text form piece by piece, numbers by `itoa`: for `Display` and
+    /// [`Self::push_to`] alike.
+    fn write_to(self, out: &mut impl fmt::Write) -> fmt::Result {
         let mut digits = itoa::Buffer::new();
-        out.push_str(digits.format(self.ms));
-        out.push('-');
-        out.push_str(digits.format(self.seq));
+        out.write_str(digits.format(self.ms))?;
+        out.write_str("-")?;
+        out.write_str(digits.format(self.seq))
     }
 }
 
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = itoa::Buffer::new();
-        f.write_str(digits.format(self.ms))?;
-        f.write_str("-")?;
-        f.write_str(digits.format(self.seq))
+        self.write_to(f)
     }
 }
 
@@ -233,11 +236,17 @@ impl OrderId {
     /// Appends the text form, `<sale_id>.<shard>.<ms>-<seq>`, to `out`: what `Display`
     /// writes, without the formatting machinery.
     pub fn push_to(&self, out: &mut String) {
-        out.push_str(self.sale.as_str());
-        out.push('.');
-        out.push_str(itoa::Buffer::new().format(self.shard));
-        out.push('.');
-        self.entry.push_to(out);
+        self.write_to(out).expect("writing to a String cannot fail");
+    }
+
+    /// Writes the text form piece by piece, numbers by `itoa`: for `Display` and
+    /// [`Self::push_to`] alike.
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        out.write_str(self.sale.as_str())?;
+        out.write_str(".")?;
+        out.write_str(itoa::Buffer::new().format(self.shard))?;
+        out.write_str(".")?;
+        self.entry.write_to(out)
     }
 
     /// The text form in a new string.
@@ -252,11 +261,7 @@ impl OrderId {
 
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.sale.as_str())?;
-        f.write_str(".")?;
-        f.write_str(itoa::Buffer::new().format(self.shard))?;
-        f.write_str(".")?;
-        fmt::Display::fmt(&self.entry, f)
+        self.write_to(f)
     }
 }
 
