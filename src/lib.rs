@@ -14,6 +14,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod orders;
+mod panics;
 mod persist;
 mod purchase;
 mod sales;

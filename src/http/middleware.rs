@@ -151,12 +151,7 @@ impl<F: Future<Output = Answered>> Future for Caught<F> {
 
 /// A panicking handler answers 500 (logged, details withheld); the process stays up.
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %message, "handler panicked");
+    tracing::error!(panic = crate::panics::message(&*panic), "handler panicked");
     Problem {
         kind: ProblemKind::Internal,
         detail: "internal error".into(),

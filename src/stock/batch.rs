@@ -10,8 +10,10 @@
 //! purchase still waits for exactly one round trip, and `purchase.lua` runs the purchases of
 //! a call one after the other, exactly as separate calls would (docs/DESIGN.md §3).
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::CallTimer;
@@ -98,9 +100,12 @@ async fn run(mut rx: mpsc::Receiver<Job>, calls: Calls, max_batch: usize) {
     loop {
         if may_send(in_flight.len(), pending.len(), max_batch) {
             let batch = std::mem::replace(&mut pending, Vec::with_capacity(max_batch));
-            // Each call in a task of its own: a panic there loses that batch's answers
-            // (its purchases get an error), never the batching task.
-            in_flight.push(tokio::spawn(send(calls.clone(), batch)));
+            // The calls are polled here, not spawned: when a reply arrives, this task answers
+            // its purchases and sends the next batch in the same wake-up, where a task per call
+            // cost a spawn and one more wake-up per call. A panic in a call is caught at the
+            // call: it loses that batch's answers (its purchases get an error), never the
+            // batching task.
+            in_flight.push(AssertUnwindSafe(send(calls.clone(), batch)).catch_unwind());
             continue;
         }
         if !open && pending.is_empty() && in_flight.is_empty() {
@@ -109,8 +114,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, calls: Calls, max_batch: usize) {
         tokio::select! {
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(err) = done {
-                    tracing::error!(error = %err, "a purchase.lua batch call panicked");
+                if let Err(panic) = done {
+                    let panic = crate::panics::message(&*panic);
+                    tracing::error!(panic, "a purchase.lua batch call panicked");
                 }
             }
             job = rx.recv(), if open => match job {
