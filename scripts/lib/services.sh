@@ -10,8 +10,7 @@ PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 
 # start_redis DIR: a redis-server with the settings the README recommends for flashgate
 # (append-only file, fsync every second, rewritten at 400 % growth, 16-entry stream nodes) on
-# a free loopback port, data
-# and log under DIR, and the settings in REDIS_ARGS on top (e.g.
+# a free loopback port, data and log under DIR, and the settings in REDIS_ARGS on top (e.g.
 # REDIS_ARGS="--auto-aof-rewrite-percentage 0"). Sets RPORT and redis_pid, and adds the
 # process to `pids`.
 start_redis() {
