@@ -71,17 +71,24 @@ impl OrderDb {
                     .execute(pool)
                     .await?
                     .rows_affected(),
-                    Backend::Sqlite(store) => sqlx::query(
-                        "UPDATE orders SET status = ?2, settled_at_ms = ?3, return_lease_ms = ?4 \
-                         WHERE order_id = ?1 AND status = 'confirmed'",
-                    )
-                    .bind(id.to_string())
-                    .bind(status)
-                    .bind(now_ms)
-                    .bind(lease)
-                    .execute(&store.writes)
-                    .await?
-                    .rows_affected(),
+                    Backend::Sqlite(store) => {
+                        let (sale, ms, seq, shard) = sqlite::key(id);
+                        sqlx::query(
+                            "UPDATE orders SET status = ?5, settled_at_ms = ?6, return_lease_ms = ?7 \
+                             WHERE sale_id = ?1 AND entry_ms = ?2 AND entry_seq = ?3 AND shard = ?4 \
+                             AND status = 'confirmed'",
+                        )
+                        .bind(sale)
+                        .bind(ms)
+                        .bind(seq)
+                        .bind(shard)
+                        .bind(status)
+                        .bind(now_ms)
+                        .bind(lease)
+                        .execute(&store.writes)
+                        .await?
+                        .rows_affected()
+                    }
                 })
             })
             .await?;
@@ -123,17 +130,15 @@ impl OrderDb {
                     .fetch_all(pool)
                     .await?,
                     Backend::Sqlite(store) => {
-                        let (from, to) = sqlite::sale_key_range(sale.as_str());
                         sqlx::query_as(
-                            "UPDATE orders SET status = 'expired', settled_at_ms = ?6, return_lease_ms = ?7 \
-                             WHERE order_id IN (SELECT order_id FROM orders \
-                               WHERE order_id >= ?1 AND order_id < ?2 AND sale_id = ?3 \
-                               AND status = 'confirmed' AND created_at_ms <= ?4 LIMIT ?5) \
+                            "UPDATE orders SET status = 'expired', settled_at_ms = ?4, return_lease_ms = ?5 \
+                             WHERE sale_id = ?1 AND (entry_ms, entry_seq, shard) IN \
+                               (SELECT entry_ms, entry_seq, shard FROM orders \
+                                WHERE sale_id = ?1 AND status = 'confirmed' AND created_at_ms <= ?2 \
+                                LIMIT ?3) \
                              AND status = 'confirmed' \
                              RETURNING order_id, user_id, quantity, status",
                         )
-                        .bind(from)
-                        .bind(to)
                         .bind(sale.as_str())
                         .bind(cutoff_ms)
                         .bind(i64::from(limit))
@@ -178,8 +183,9 @@ impl OrderDb {
                     }
                     Backend::Sqlite(store) => {
                         sqlx::query_as(
-                            "UPDATE orders SET return_lease_ms = ?2 WHERE order_id IN \
-                           (SELECT order_id FROM orders \
+                            "UPDATE orders SET return_lease_ms = ?2 \
+                           WHERE (sale_id, entry_ms, entry_seq, shard) IN \
+                           (SELECT sale_id, entry_ms, entry_seq, shard FROM orders \
                             WHERE status IN ('cancelled', 'expired') AND returned_at_ms IS NULL \
                             AND (return_lease_ms IS NULL OR return_lease_ms <= ?1) LIMIT ?3) \
                          RETURNING order_id, user_id, quantity, status",
@@ -198,7 +204,7 @@ impl OrderDb {
 
     /// Records that the units of orders `ids` are back on their sale's shelves. Returns how
     /// many were not marked yet.
-    pub async fn mark_returned(&self, ids: &[String], now_ms: i64) -> Result<u64, DbError> {
+    pub async fn mark_returned(&self, ids: &[OrderId], now_ms: i64) -> Result<u64, DbError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -208,24 +214,21 @@ impl OrderDb {
                     "UPDATE orders SET returned_at_ms = $2 \
                      WHERE order_id = ANY($1) AND returned_at_ms IS NULL",
                 )
-                .bind(ids)
+                .bind(ids.iter().map(OrderId::text).collect::<Vec<_>>())
                 .bind(now_ms)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-                Backend::Sqlite(store) => {
-                    let ids = serde_json::to_string(ids).map_err(DbError::Encode)?;
-                    sqlx::query(
-                        "UPDATE orders SET returned_at_ms = ?2 \
-                         WHERE order_id IN (SELECT value FROM json_each(?1)) \
-                         AND returned_at_ms IS NULL",
-                    )
-                    .bind(ids)
-                    .bind(now_ms)
-                    .execute(&store.writes)
-                    .await?
-                    .rows_affected()
-                }
+                Backend::Sqlite(store) => sqlx::query(concat!(
+                    "UPDATE orders SET returned_at_ms = ?2 FROM json_each(?1) AS k WHERE ",
+                    sqlite::key_is_k!(),
+                    " AND returned_at_ms IS NULL"
+                ))
+                .bind(sqlite::keys_json(ids)?)
+                .bind(now_ms)
+                .execute(&store.writes)
+                .await?
+                .rows_affected(),
             })
         })
         .await
@@ -245,15 +248,11 @@ impl OrderDb {
                     .fetch_all(pool)
                     .await?,
                     Backend::Sqlite(store) => {
-                        let (from, to) = sqlite::sale_key_range(sale.as_str());
                         sqlx::query_as(
                             "SELECT shard, status, COALESCE(SUM(quantity), 0), \
                                COALESCE(SUM(CASE WHEN returned_at_ms IS NULL THEN 0 ELSE quantity END), 0) \
-                             FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? \
-                             GROUP BY shard, status",
+                             FROM orders WHERE sale_id = ? GROUP BY shard, status",
                         )
-                        .bind(from)
-                        .bind(to)
                         .bind(sale.as_str())
                         .fetch_all(&store.reads)
                         .await?

@@ -166,33 +166,47 @@ mod tests {
     use super::*;
     use crate::domain::{EntryId, Quantity, SaleId, UserId};
 
-    fn order(sale: &str, shard: u32, seq: u64, quantity: u32) -> NewOrder {
+    fn order(sale: &str, shard: u32, entry: (u64, u64), quantity: u32) -> NewOrder {
+        let (ms, seq) = entry;
         NewOrder {
             order_id: OrderId::new(
                 SaleId::parse(sale).unwrap(),
                 shard,
-                EntryId::parse(&format!("1700000000000-{seq}")).unwrap(),
+                EntryId::parse(&format!("{ms}-{seq}")).unwrap(),
             ),
-            user: UserId::parse(&format!("u{seq}")).unwrap(),
+            user: UserId::parse(&format!("u{ms}x{seq}")).unwrap(),
             quantity: Quantity::new(quantity).unwrap(),
-            created_ms: 1_700_000_000_000 + seq as i64,
+            created_ms: ms as i64,
         }
     }
 
-    /// Per-sale queries on SQLite read the sale's key range: sales whose ids sort right
-    /// next to it ("a-b", "a_b", "ab", "a0") must not leak into its listing or totals.
+    fn ids(orders: &[NewOrder]) -> Vec<OrderId> {
+        orders.iter().map(|o| o.order_id.clone()).collect()
+    }
+
+    async fn sqlite(dir: &tempfile::TempDir) -> OrderDb {
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        OrderDb::connect(&url).await.unwrap()
+    }
+
+    /// Per-sale queries on SQLite read the sale's part of the key: sales whose ids sort
+    /// right next to it ("a-b", "a_b", "ab", "a0") must not leak into its listing or
+    /// totals, and one entry id on two shards is two orders.
     #[tokio::test]
     async fn sqlite_per_sale_queries_see_exactly_that_sale() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = OrderDb::connect(&url).await.unwrap();
+        let store = sqlite(&dir).await;
+        const MS: u64 = 1_700_000_000_000;
+        // Inserted out of arrival order, with an entry id shared by two shards and a
+        // sequence number that sorts before its predecessor as text ("10" < "9").
         let mut orders = vec![
-            order("a", 0, 1, 2),
-            order("a", 1, 2, 1),
-            order("a", 1, 3, 3),
+            order("a", 1, (MS + 1, 10), 3),
+            order("a", 0, (MS, 0), 2),
+            order("a", 1, (MS, 0), 1),
+            order("a", 2, (MS + 1, 9), 4),
         ];
         for (i, neighbour) in ["a-b", "a_b", "ab", "a0", "A"].iter().enumerate() {
-            orders.push(order(neighbour, 0, 10 + i as u64, 5));
+            orders.push(order(neighbour, 0, (MS, i as u64), 5));
         }
         assert_eq!(store.insert(&orders, 1).await.unwrap(), orders.len() as u64);
         assert_eq!(
@@ -201,66 +215,146 @@ mod tests {
             "inserts are idempotent"
         );
 
-        let first = &orders[0];
-        let row = store.find(&first.order_id).await.unwrap().expect("a row");
-        assert_eq!(
-            (
-                row.user_id.as_str(),
-                row.quantity,
-                row.created_at_ms,
-                row.persisted_at_ms
-            ),
-            ("u1", 2, first.created_ms, 1),
-            "the first insert wrote the row; the second changed nothing"
-        );
-        let ids = [first.order_id.to_string(), "a.0.1-1".to_owned()];
-        assert_eq!(store.existing(&ids).await.unwrap(), [ids[0].clone()]);
+        for placed in &orders {
+            let row = store.find(&placed.order_id).await.unwrap().expect("a row");
+            assert_eq!(
+                (row.order_id.clone(), row.user_id.as_str(), row.quantity),
+                (
+                    placed.order_id.clone(),
+                    placed.user.as_str(),
+                    placed.quantity.get()
+                ),
+                "found by its id"
+            );
+            assert_eq!(
+                row.persisted_at_ms, 1,
+                "the first insert wrote the row; the second changed nothing"
+            );
+        }
+        let absent = OrderId::parse("a.0.1700000000000-1").unwrap();
+        assert_eq!(store.find(&absent).await.unwrap(), None);
+        let asked = [orders[1].order_id.clone(), absent];
+        assert_eq!(store.existing(&asked).await.unwrap(), [asked[0].clone()]);
 
         let sale = SaleId::parse("a").unwrap();
-        let listed: Vec<String> = store
+        let listed: Vec<OrderId> = store
             .list(&sale)
             .await
             .unwrap()
-            .iter()
-            .map(|row| row.order_id.to_string())
+            .into_iter()
+            .map(|row| row.order_id)
             .collect();
-        let expected: Vec<String> = orders[..3].iter().map(|o| o.order_id.to_string()).collect();
-        assert_eq!(listed, expected);
+        assert_eq!(listed.len(), 4);
+        assert!(
+            listed
+                .windows(2)
+                .all(|w| w[0].entry().millis() <= w[1].entry().millis()),
+            "oldest first: {listed:?}"
+        );
 
-        let mut paged: Vec<String> = Vec::new();
+        let mut paged: Vec<OrderId> = Vec::new();
         loop {
-            let page = store
-                .order_ids_after(&sale, paged.last().map(String::as_str), 2)
-                .await
-                .unwrap();
+            let page = store.order_ids_after(&sale, paged.last(), 2).await.unwrap();
             paged.extend(page.iter().cloned());
             if page.len() < 2 {
                 break;
             }
         }
-        let mut by_id = expected.clone();
-        by_id.sort();
+        let arrival = ids(&[
+            orders[1].clone(),
+            orders[2].clone(),
+            orders[3].clone(),
+            orders[0].clone(),
+        ]);
         assert_eq!(
-            paged, by_id,
-            "pages of two cover the sale once, in key order"
+            paged, arrival,
+            "pages of two cover the sale once, in arrival order (entry id, then shard)"
         );
 
         let mut totals = store.totals(&sale).await.unwrap();
         totals.sort_by_key(|t| t.shard);
         assert_eq!(
             totals,
+            [(0, 1, 2), (1, 2, 4), (2, 1, 4)].map(|(shard, rows, units)| ShardTotals {
+                shard,
+                rows,
+                units
+            })
+        );
+    }
+
+    /// A database whose rows were keyed by order id comes out of the arrival-keyed
+    /// migration with every row, its lifecycle state and its id intact.
+    #[tokio::test]
+    async fn sqlite_rows_keyed_by_order_id_survive_the_arrival_key_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        {
+            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            let mut before = sqlx::migrate!("migrations/sqlite");
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 4)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            before.run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO orders (order_id, sale_id, shard, user_id, quantity, created_at_ms, \
+                   persisted_at_ms, status, settled_at_ms, returned_at_ms, return_lease_ms) VALUES \
+                 ('s-1.12.1700000000123-45', 's-1', 12, 'alice', 2, 10, 11, 'cancelled', 12, NULL, 13), \
+                 ('s-1.0.1700000000000-0', 's-1', 0, 'bob', 1, 20, 21, 'paid', 22, NULL, NULL), \
+                 ('t.3.9-9223372036854775807', 't', 3, 'carol', 5, 30, 31, 'confirmed', NULL, NULL, NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+
+        let store = OrderDb::connect(&url).await.unwrap();
+        let alice = OrderId::parse("s-1.12.1700000000123-45").unwrap();
+        let row = store.find(&alice).await.unwrap().expect("alice's row");
+        assert_eq!(
+            (
+                row.user_id.as_str(),
+                row.quantity,
+                row.created_at_ms,
+                row.persisted_at_ms,
+                row.status
+            ),
+            ("alice", 2, 10, 11, OrderStatus::Cancelled)
+        );
+        let carol = OrderId::parse("t.3.9-9223372036854775807").unwrap();
+        assert_eq!(
+            store.find(&carol).await.unwrap().map(|r| r.status),
+            Some(OrderStatus::Confirmed)
+        );
+        let sale = SaleId::parse("s-1").unwrap();
+        assert_eq!(
+            store.order_ids_after(&sale, None, 10).await.unwrap(),
             [
-                ShardTotals {
-                    shard: 0,
-                    rows: 1,
-                    units: 2
-                },
-                ShardTotals {
-                    shard: 1,
-                    rows: 2,
-                    units: 4
-                },
-            ]
+                OrderId::parse("s-1.0.1700000000000-0").unwrap(),
+                alice.clone()
+            ],
+            "the sale's rows, oldest first"
+        );
+        // The return outbox still sees alice's cancelled order, under its lease.
+        let due = store.claim_returns(13, 100, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|d| &d.order_id).collect::<Vec<_>>(),
+            [&alice]
+        );
+        assert_eq!(store.mark_returned(&[alice], 50).await.unwrap(), 1);
+        assert!(
+            store
+                .claim_returns(1_000, 2_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 }

@@ -18,8 +18,12 @@ impl OrderDb {
                             .await?
                     }
                     Backend::Sqlite(store) => {
-                        sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE order_id = ?")
-                            .bind(id.to_string())
+                        let (sale, ms, seq, shard) = sqlite::key(id);
+                        sqlx::query_as("SELECT user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE sale_id = ? AND entry_ms = ? AND entry_seq = ? AND shard = ?")
+                            .bind(sale)
+                            .bind(ms)
+                            .bind(seq)
+                            .bind(shard)
                             .fetch_optional(&store.reads)
                             .await?
                     }
@@ -56,10 +60,7 @@ impl OrderDb {
                             .await?
                     }
                     Backend::Sqlite(store) => {
-                        let (from, to) = sqlite::sale_key_range(sale.as_str());
-                        sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? ORDER BY created_at_ms")
-                            .bind(from)
-                            .bind(to)
+                        sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE sale_id = ? ORDER BY created_at_ms")
                             .bind(sale.as_str())
                             .fetch_all(&store.reads)
                             .await?
@@ -70,7 +71,7 @@ impl OrderDb {
         rows.into_iter()
             .map(
                 |(id, user_id, quantity, created_at_ms, persisted_at_ms, status)| {
-                    let order_id = OrderId::parse(&id).map_err(|_| DbError::BadRow(id.clone()))?;
+                    let order_id = parse_stored_id(id.clone())?;
                     let quantity =
                         u32::try_from(quantity).map_err(|_| DbError::BadRow(id.clone()))?;
                     let status = OrderStatus::parse_stored(&status).ok_or(DbError::BadRow(id))?;
@@ -87,59 +88,63 @@ impl OrderDb {
             .collect()
     }
 
-    /// Up to `limit` order ids of `sale` that sort after `after` (from the first with
-    /// `None`), in the database's order for the key (so the primary key serves each page):
-    /// a sale's rows read page by page.
+    /// Up to `limit` order ids of `sale` that come after `after` (from the first with
+    /// `None`) in the order of the database's key (so the primary key serves each page): a
+    /// sale's rows read page by page.
     pub async fn order_ids_after(
         &self,
         sale: &SaleId,
-        after: Option<&str>,
+        after: Option<&OrderId>,
         limit: u32,
-    ) -> Result<Vec<String>, DbError> {
-        let (from, to) = sqlite::sale_key_range(sale.as_str());
-        let after = after.unwrap_or("");
-        self.bounded("page order ids", async {
-            Ok(match &self.backend {
-                Backend::Postgres(pool) => {
-                    sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = $1 AND order_id > $2 ORDER BY order_id LIMIT $3")
-                        .bind(sale.as_str())
-                        .bind(after)
-                        .bind(i64::from(limit))
-                        .fetch_all(pool)
-                        .await?
-                }
-                Backend::Sqlite(store) => {
-                    sqlx::query_scalar("SELECT order_id FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? AND order_id > ? ORDER BY order_id LIMIT ?")
-                        .bind(from)
-                        .bind(to)
-                        .bind(sale.as_str())
-                        .bind(after)
-                        .bind(i64::from(limit))
-                        .fetch_all(&store.reads)
-                        .await?
-                }
+    ) -> Result<Vec<OrderId>, DbError> {
+        let ids: Vec<String> = self
+            .bounded("page order ids", async {
+                Ok(match &self.backend {
+                    Backend::Postgres(pool) => {
+                        sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = $1 AND order_id > $2 ORDER BY order_id LIMIT $3")
+                            .bind(sale.as_str())
+                            .bind(after.map(OrderId::text).unwrap_or_default())
+                            .bind(i64::from(limit))
+                            .fetch_all(pool)
+                            .await?
+                    }
+                    Backend::Sqlite(store) => {
+                        // Before every key of the sale: entry parts are never negative.
+                        let (_, ms, seq, shard) = after.map_or(("", -1, -1, -1), sqlite::key);
+                        sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = ? AND (entry_ms, entry_seq, shard) > (?, ?, ?) ORDER BY entry_ms, entry_seq, shard LIMIT ?")
+                            .bind(sale.as_str())
+                            .bind(ms)
+                            .bind(seq)
+                            .bind(shard)
+                            .bind(i64::from(limit))
+                            .fetch_all(&store.reads)
+                            .await?
+                    }
+                })
             })
-        })
-        .await
+            .await?;
+        ids.into_iter().map(parse_stored_id).collect()
     }
 
-    /// Which of `ids` are rows.
-    pub async fn existing(&self, ids: &[String]) -> Result<Vec<String>, DbError> {
+    /// Those of `ids` that are rows.
+    pub async fn existing(&self, ids: &[OrderId]) -> Result<Vec<OrderId>, DbError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.bounded("find existing orders", async {
-            match &self.backend {
-                Backend::Postgres(pool) => Ok(sqlx::query_scalar(
-                    "SELECT order_id FROM orders WHERE order_id = ANY($1)",
-                )
-                .bind(ids)
-                .fetch_all(pool)
-                .await?),
-                Backend::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
-            }
-        })
-        .await
+        let found = self
+            .bounded("find existing orders", async {
+                match &self.backend {
+                    Backend::Postgres(pool) => Ok(sqlx::query_scalar(
+                        "SELECT order_id FROM orders WHERE order_id = ANY($1)",
+                    )
+                    .bind(ids.iter().map(OrderId::text).collect::<Vec<_>>())
+                    .fetch_all(pool)
+                    .await?),
+                    Backend::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
+                }
+            })
+            .await?;
+        found.into_iter().map(parse_stored_id).collect()
     }
 
     /// Rows and units per shard of `sale`.
@@ -154,10 +159,7 @@ impl OrderDb {
                             .await?
                     }
                     Backend::Sqlite(store) => {
-                        let (from, to) = sqlite::sale_key_range(sale.as_str());
-                        sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE order_id >= ? AND order_id < ? AND sale_id = ? GROUP BY shard")
-                            .bind(from)
-                            .bind(to)
+                        sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE sale_id = ? GROUP BY shard")
                             .bind(sale.as_str())
                             .fetch_all(&store.reads)
                             .await?
@@ -190,4 +192,9 @@ impl OrderDb {
         })
         .await
     }
+}
+
+/// An order id read from a row.
+pub(super) fn parse_stored_id(id: String) -> Result<OrderId, DbError> {
+    OrderId::parse(&id).map_err(|_| DbError::BadRow(id))
 }

@@ -9,7 +9,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{DbError, DbTimeouts, jsonb};
-use crate::domain::NewOrder;
+use crate::domain::{NewOrder, OrderId};
 
 /// The SQLite order database: one connection that writes, a small pool that reads.
 ///
@@ -53,18 +53,37 @@ pub(super) async fn connect(url: &str, timeouts: DbTimeouts) -> Result<SqliteDb,
     })
 }
 
-/// Bounds of the order ids of `sale`: ids are `<sale>.<shard>.<entry>`, so the primary key
-/// keeps a sale's rows together between `<sale>.` and `<sale>/` ('/' follows '.'). No sale
-/// id contains '.' or '/', so no other sale's ids fall in between; the queries still filter
-/// on `sale_id` as well, which costs nothing on rows already in range.
-pub(super) fn sale_key_range(sale: &str) -> (String, String) {
-    (format!("{sale}."), format!("{sale}/"))
+/// An order's primary key in the `orders` table, `(sale_id, entry_ms, entry_seq, shard)`:
+/// the parts of its id with the stream entry before the shard, so that a sale's rows sort
+/// in the order Redis accepted them and each batch appends where the last one ended.
+pub(super) fn key(id: &OrderId) -> (&str, i64, i64, i64) {
+    let (ms, seq) = id.entry().sql_parts();
+    (id.sale().as_str(), ms, seq, i64::from(id.shard()))
 }
 
+/// The keys of `ids` as a JSON array of `[sale_id, entry_ms, entry_seq, shard]` arrays, for
+/// a statement to read as `json_each(?1) AS k` and match by `key_is_k!`.
+pub(super) fn keys_json(ids: &[OrderId]) -> Result<String, DbError> {
+    let keys: Vec<_> = ids.iter().map(key).collect();
+    serde_json::to_string(&keys).map_err(DbError::Encode)
+}
+
+/// "The `orders` row has the key `k`", `k` an element of [`keys_json`]'s array: a join on
+/// the whole primary key, with the array as the outer loop, so each element is one lookup.
+/// (`(sale_id, ...) IN (SELECT ... FROM json_each(?))` is not: the planner uses the key's
+/// first column only and scans each sale's rows.)
+macro_rules! key_is_k {
+    () => {
+        "orders.sale_id = k.value ->> 0 AND orders.entry_ms = k.value ->> 1 \
+         AND orders.entry_seq = k.value ->> 2 AND orders.shard = k.value ->> 3"
+    };
+}
+pub(super) use key_is_k;
+
 /// Inserts a whole batch with one constant statement: the rows travel as one binary JSON
-/// (JSONB) array (`[[order_id, sale_id, shard, user_id, quantity, created_at_ms], ...]`,
-/// written by [`super::jsonb`]) that SQLite unpacks with `jsonb_each`. One bind instead of
-/// seven per row, no SQL text built per batch, the prepared statement reused, and the
+/// (JSONB) array (`[[sale_id, entry_ms, entry_seq, shard, user_id, quantity, created_at_ms],
+/// ...]`, written by [`super::jsonb`]) that SQLite unpacks with `jsonb_each`. One bind instead
+/// of eight per row, no SQL text built per batch, the prepared statement reused, and the
 /// statement is its own transaction. `jsonb_each`, not `json_each`: it hands each row over
 /// as JSONB, which `->>` reads directly, where `json_each` prints the row back to text for
 /// each `->>` to parse again (SQLite CPU per row 2.3-2.6 -> 1.8 µs); and the batch is bound as
@@ -72,10 +91,11 @@ pub(super) fn sale_key_range(sale: &str) -> (String, String) {
 /// fewer instructions per order). (`WHERE true` is how SQLite tells the upsert's `ON` from a
 /// join's when an INSERT takes a SELECT.)
 const INSERT_FROM_JSON: &str = "INSERT INTO orders \
-     (order_id, sale_id, shard, user_id, quantity, created_at_ms, persisted_at_ms) \
-     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, ?2 \
+     (sale_id, entry_ms, entry_seq, shard, user_id, quantity, created_at_ms, persisted_at_ms) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+       value ->> 6, ?2 \
      FROM jsonb_each(?1) WHERE true \
-     ON CONFLICT (order_id) DO NOTHING";
+     ON CONFLICT DO NOTHING";
 
 pub(super) async fn insert(
     pool: &SqlitePool,
@@ -96,14 +116,13 @@ fn rows_as_jsonb(orders: &[NewOrder]) -> Vec<u8> {
     const ROW_BYTES: usize = 128;
     let mut rows = jsonb::Array::with_capacity(orders.len() * ROW_BYTES);
     let mut row = jsonb::Array::with_capacity(ROW_BYTES);
-    let mut order_id = String::with_capacity(64);
     for order in orders {
-        order_id.clear();
-        order.order_id.push_to(&mut order_id);
+        let (sale, ms, seq, shard) = key(&order.order_id);
         row.clear();
-        row.text(&order_id)
-            .text(order.order_id.sale().as_str())
-            .int(i64::from(order.order_id.shard()))
+        row.text(sale)
+            .int(ms)
+            .int(seq)
+            .int(shard)
             .text(order.user.as_str())
             .int(i64::from(order.quantity.get()))
             .int(order.created_ms);
@@ -112,12 +131,13 @@ fn rows_as_jsonb(orders: &[NewOrder]) -> Vec<u8> {
     rows.into_bytes()
 }
 
-pub(super) async fn existing(pool: &SqlitePool, ids: &[String]) -> Result<Vec<String>, DbError> {
-    let ids = serde_json::to_string(ids).map_err(DbError::Encode)?;
-    Ok(sqlx::query_scalar(
-        "SELECT order_id FROM orders WHERE order_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(ids)
+/// The ids of those of `ids` that are rows.
+pub(super) async fn existing(pool: &SqlitePool, ids: &[OrderId]) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(concat!(
+        "SELECT orders.order_id FROM json_each(?1) AS k JOIN orders ON ",
+        key_is_k!()
+    ))
+    .bind(keys_json(ids)?)
     .fetch_all(pool)
     .await?)
 }

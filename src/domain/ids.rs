@@ -129,7 +129,9 @@ impl Quantity {
     }
 }
 
-/// A Redis Stream entry id, `<ms>-<seq>`: unique and increasing within one stream.
+/// A Redis Stream entry id, `<ms>-<seq>`: unique and increasing within one stream. Each
+/// part is at most `i64::MAX`: what Redis generates (a unix time in ms and a counter within
+/// it) always is, and so each part fits a SQL integer column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntryId {
     ms: u64,
@@ -142,10 +144,11 @@ impl EntryId {
         let (ms, seq) = s.split_once('-').ok_or(IdError::BadOrderId)?;
         let number = |part: &str| -> Result<u64, IdError> {
             let digits =
-                !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit());
+                !part.is_empty() && part.len() <= 19 && part.bytes().all(|b| b.is_ascii_digit());
             digits
-                .then(|| part.parse().ok())
+                .then(|| part.parse::<i64>().ok())
                 .flatten()
+                .and_then(|n| u64::try_from(n).ok())
                 .ok_or(IdError::BadOrderId)
         };
         Ok(Self {
@@ -157,6 +160,12 @@ impl EntryId {
     /// The millisecond part (the Redis server time of the XADD).
     pub fn millis(self) -> u64 {
         self.ms
+    }
+
+    /// The two parts as SQL integers, `(ms, seq)`.
+    pub fn sql_parts(self) -> (i64, i64) {
+        let part = |n: u64| i64::try_from(n).expect("parse bounds each part to i64::MAX");
+        (part(self.ms), part(self.seq))
     }
 
     /// Appends the text form, `<ms>-<seq>`, to `out`: what `Display` writes, without the
@@ -252,7 +261,7 @@ impl OrderId {
     /// The text form in a new string.
     pub fn text(&self) -> String {
         /// A sale id's longest, a shard's and an entry id's: no reallocation.
-        const MOST: usize = 64 + 1 + 10 + 1 + 41;
+        const MOST: usize = 64 + 1 + 10 + 1 + 39;
         let mut out = String::with_capacity(MOST);
         self.push_to(&mut out);
         out
@@ -310,6 +319,8 @@ mod tests {
             "a..0190",
             "a.1.2.3",
             "a.-1.0123456789abcdef0123456789abcdef",
+            "a.0.9223372036854775808-0",
+            "a.0.0-9223372036854775808",
         ] {
             assert!(OrderId::parse(bad).is_err(), "{bad}");
         }
@@ -317,16 +328,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn order_id_round_trips(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024, ms in any::<u64>(), seq in any::<u64>()) {
+        fn order_id_round_trips(sale in "[A-Za-z0-9_-]{1,64}", shard in 0u32..1024, ms in 0..=i64::MAX as u64, seq in 0..=i64::MAX as u64) {
             let sale = SaleId::parse(&sale).unwrap();
             let entry = EntryId::parse(&format!("{ms}-{seq}")).unwrap();
             prop_assert_eq!(entry.to_string(), format!("{ms}-{seq}"));
             let id = OrderId::new(sale.clone(), shard, entry);
             let text = format!("{sale}.{shard}.{ms}-{seq}");
             prop_assert_eq!(id.to_string(), text.clone());
-            prop_assert!(id.text().len() <= 64 + 1 + 10 + 1 + 41);
+            prop_assert!(id.text().len() <= 64 + 1 + 10 + 1 + 39);
             prop_assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
             let parsed = OrderId::parse(&id.to_string()).unwrap();
+            prop_assert_eq!(parsed.entry().sql_parts(), (ms as i64, seq as i64));
             prop_assert_eq!(parsed, id);
         }
 

@@ -55,11 +55,11 @@ impl Lifecycle {
                         order.order_id.sale().as_str(),
                         order.reason.status().as_str(),
                     );
-                    done.push(order.order_id.to_string());
+                    done.push(order.order_id.clone());
                 }
                 Some(ReturnOutcome::Already) => {
                     pass.already += 1;
-                    done.push(order.order_id.to_string());
+                    done.push(order.order_id.clone());
                 }
                 None => {
                     pass.deferred += 1;

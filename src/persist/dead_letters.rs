@@ -164,8 +164,8 @@ pub async fn drop_letter(
         .await?
         .ok_or_else(|| DeadLetterError::NotFound(id.clone()))?;
     if let Some(order) = &letter.order {
-        let ids = [order.order_id.to_string()];
-        if !persister.db().existing(&ids).await?.is_empty() {
+        let ids = std::slice::from_ref(&order.order_id);
+        if !persister.db().existing(ids).await?.is_empty() {
             forget_persisted(persister, id, order.quantity.get()).await?;
             return Ok(DropOutcome::WasPersisted);
         }

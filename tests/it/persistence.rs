@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flashgate::testing::db::DbError;
-use flashgate::testing::domain::SaleId;
+use flashgate::testing::domain::{OrderId, SaleId};
 use flashgate::testing::persist::queue::QueuePolicy;
 use flashgate::testing::store::RedisTarget;
 use sqlx::{Connection, PgConnection};
@@ -109,7 +109,7 @@ async fn caller_runs_confirms_rows_before_answering(db: TestDb) {
             let row_at_answer = match (&answer.order_id, answer.body["status"] == "confirmed") {
                 (Some(id), true) => Some(
                     !app.db
-                        .existing(std::slice::from_ref(id))
+                        .existing(&[OrderId::parse(id).unwrap()])
                         .await
                         .unwrap()
                         .is_empty(),

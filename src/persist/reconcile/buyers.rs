@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use super::{Finding, ReconcileError};
+use crate::domain::OrderId;
 use crate::store::buyer_record::BuyerRecord;
 use crate::store::migration::{HANDED_OVER, SEAL};
 use crate::store::sales::TABLE_MARK;
@@ -20,7 +21,7 @@ pub async fn scan(
     conn: &mut BulkConn,
     keys: &ShardKeys,
     index: u32,
-    recorded: &mut HashSet<String>,
+    recorded: &mut HashSet<OrderId>,
 ) -> Result<Vec<Finding>, ReconcileError> {
     let mut findings = Vec::new();
     let mut cursor = 0u64;
@@ -45,14 +46,14 @@ pub async fn scan(
 /// The finding about one buyer's record, if any; records its order ids. A record handed
 /// over to a newer layout (a tombstone) is checked like any other: the order ids it names
 /// are the same as its copy's at the new home.
-fn check(index: u32, user: &str, record: &str, recorded: &mut HashSet<String>) -> Option<Finding> {
+fn check(index: u32, user: &str, record: &str, recorded: &mut HashSet<OrderId>) -> Option<Finding> {
     let Ok((parsed, _)) = BuyerRecord::parse_stored(record) else {
         return Some(Finding::UnreadableBuyerRecord {
             shard: index,
             user_id: user.to_owned(),
         });
     };
-    recorded.extend(parsed.orders.iter().map(|o| o.order_id.to_string()));
+    recorded.extend(parsed.orders.iter().map(|o| o.order_id.clone()));
     let in_orders = parsed.ordered_units();
     (parsed.held != in_orders).then(|| Finding::HeldMismatch {
         shard: index,
@@ -81,7 +82,7 @@ mod tests {
         );
         assert_eq!(
             recorded,
-            HashSet::from(["s.0.1-0".to_owned(), "s.2.1-0".to_owned()])
+            HashSet::from(["s.0.1-0", "s.2.1-0"].map(|id| OrderId::parse(id).unwrap()))
         );
     }
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::Persister;
 use crate::db::DbError;
-use crate::domain::SaleId;
+use crate::domain::{OrderId, SaleId};
 use crate::stock::SaleRuntime;
 use crate::store::StoreError;
 
@@ -143,20 +143,20 @@ fn summed(sale_id: SaleId, shards: Vec<ShardLedger>, findings: Vec<Finding>) -> 
 async fn unrecorded_rows(
     persister: &Persister,
     sale: &SaleId,
-    recorded: &HashSet<String>,
+    recorded: &HashSet<OrderId>,
 ) -> Result<Vec<Finding>, ReconcileError> {
     let mut findings = Vec::new();
     let mut more = 0;
-    let mut after: Option<String> = None;
+    let mut after: Option<OrderId> = None;
     loop {
         let page = persister
             .db()
-            .order_ids_after(sale, after.as_deref(), ROW_PAGE)
+            .order_ids_after(sale, after.as_ref(), ROW_PAGE)
             .await?;
         for order_id in page.iter().filter(|id| !recorded.contains(*id)) {
             if findings.len() < ROW_FINDINGS {
                 findings.push(Finding::UnrecordedRow {
-                    order_id: order_id.clone(),
+                    order_id: order_id.text(),
                 });
             } else {
                 more += 1;

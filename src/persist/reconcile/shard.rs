@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::ReconcileError;
+use crate::domain::OrderId;
 use crate::persist::Persister;
 use crate::stock::SaleRuntime;
 use crate::store::{BulkConn, ShardKeys, dead_letters, loans, orders, returns, shards};
@@ -107,14 +108,9 @@ async fn pending_orders(
         // counts as an entry, with no units known.
         let page = orders::order_page(conn, keys, (&rt.sale.id, index), &from, PAGE).await?;
         entries += page.entries as u64;
-        let ids: Vec<String> = page.orders.iter().map(|o| o.order_id.to_string()).collect();
+        let ids: Vec<OrderId> = page.orders.iter().map(|o| o.order_id.clone()).collect();
         let rows = rows_among(persister, &ids).await?;
-        for (order, _) in page
-            .orders
-            .iter()
-            .zip(&ids)
-            .filter(|(_, id)| !rows.contains(*id))
-        {
+        for order in page.orders.iter().filter(|o| !rows.contains(&o.order_id)) {
             pending += 1;
             units += u64::from(order.quantity.get());
         }
@@ -134,20 +130,17 @@ async fn dead_letters_not_rows(
 ) -> Result<(u64, u64), ReconcileError> {
     let keys = persister.redis().keys();
     let letters = dead_letters::list_shard(conn, keys, &rt.sale.id, index).await?;
-    let ids: Vec<String> = letters.iter().map(|l| l.order_id.to_string()).collect();
+    let ids: Vec<OrderId> = letters.iter().map(|l| l.order_id.clone()).collect();
     let rows = rows_among(persister, &ids).await?;
-    let waiting = letters
-        .iter()
-        .zip(&ids)
-        .filter(|(_, id)| !rows.contains(*id));
-    Ok(waiting.fold((0, 0), |(count, units), (letter, _)| {
+    let waiting = letters.iter().filter(|l| !rows.contains(&l.order_id));
+    Ok(waiting.fold((0, 0), |(count, units), letter| {
         (count + 1, units + u64::from(letter.quantity.unwrap_or(0)))
     }))
 }
 
 async fn rows_among(
     persister: &Persister,
-    ids: &[String],
-) -> Result<HashSet<String>, ReconcileError> {
+    ids: &[OrderId],
+) -> Result<HashSet<OrderId>, ReconcileError> {
     Ok(persister.db().existing(ids).await?.into_iter().collect())
 }
