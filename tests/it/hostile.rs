@@ -300,8 +300,7 @@ async fn a_request_with_a_200_kb_header_is_answered_431_and_closed() {
 /// global cap of four handlers: two hold their buyer's slots (until the body timeout answers
 /// them 408), the other eight are refused at once with 429, and other buyers are still
 /// served while the two stall. (The body timeout is the window the checks in between must fit
-/// in, the ten connections' set-up included, so it is generous: with five seconds, one CI
-/// run on a loaded machine never saw two running and eight refused at once.)
+/// in, the ten connections' set-up included, so it is generous.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_buyer_stalling_bodies_cannot_hold_the_in_flight_cap() {
     let (_redis, app) = gateway(|s| {
@@ -311,18 +310,23 @@ async fn a_buyer_stalling_bodies_cannot_hold_the_in_flight_cap() {
     })
     .await;
     app.create_sale("stall", &live_sale(100, 2, 1, 1)).await;
+    let in_flight = app.state.in_flight.clone();
     let mut stalled = Vec::new();
     for i in 0..10 {
         let mut stream = connect(&app).await;
         let head = purchase_head(&app, "stall", "stalling", &format!("k{i}"), 14, "");
         stream.write_all(head.as_bytes()).await.unwrap();
         stalled.push(stream);
+        // One at a time: each request is running or refused (and out of the global cap)
+        // before the next comes. Sent together, a refusal still on its way out could fill
+        // the global cap for a moment, and the next request be shed by it (503) instead of
+        // refused by the buyer's cap.
+        let (running, refused) = if i < 2 { (i + 1, 0) } else { (2, i - 1) };
+        eventually("each stalled request runs or is refused", || {
+            in_flight.running() == running && in_flight.refused_per_buyer() == refused
+        })
+        .await;
     }
-    let in_flight = app.state.in_flight.clone();
-    eventually("two stalled handlers run, eight are refused", || {
-        in_flight.running() == 2 && in_flight.refused_per_buyer() == 8
-    })
-    .await;
 
     assert_eq!(
         purchase(&app, "stall", "patient", "p", "").await.status,
