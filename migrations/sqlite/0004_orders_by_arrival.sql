@@ -6,8 +6,10 @@
 -- fewer instructions per inserted row, and shorter commits for the writer). A sale's rows
 -- are still one key range (`WHERE sale_id = ?`), now oldest first.
 --
--- The order id remains a column, computed from the key when read (VIRTUAL: nothing stored).
--- Lookups by id bind the key's parts, never the computed column, which has no index.
+-- The order id is not stored: it is the key's parts, "<sale_id>.<shard>.<entry_ms>-<entry_seq>",
+-- and lookups by id bind them. (Not a generated column either, not even a VIRTUAL one: SQLite
+-- computes every generated column on each insert, three number-to-text conversions and a
+-- concatenation per row.) The view orders_by_id shows the rows with their ids, for people.
 CREATE TABLE orders_by_arrival (
     sale_id         TEXT    NOT NULL,
     -- The order's entry id in its shard's stream, "<entry_ms>-<entry_seq>".
@@ -23,8 +25,6 @@ CREATE TABLE orders_by_arrival (
     settled_at_ms   INTEGER,
     returned_at_ms  INTEGER,
     return_lease_ms INTEGER,
-    order_id        TEXT GENERATED ALWAYS AS
-        (sale_id || '.' || shard || '.' || entry_ms || '-' || entry_seq) VIRTUAL,
     PRIMARY KEY (sale_id, entry_ms, entry_seq, shard)
 ) WITHOUT ROWID;
 
@@ -47,3 +47,9 @@ ALTER TABLE orders_by_arrival RENAME TO orders;
 -- What the return outbox reads: orders that owe their units back, by when their lease ends.
 CREATE INDEX orders_return_due ON orders (return_lease_ms)
     WHERE status IN ('cancelled', 'expired') AND returned_at_ms IS NULL;
+
+-- The rows with their order ids, for a person at the sqlite3 prompt (`WHERE order_id = ...`
+-- reads the whole table: the gateway looks orders up by their key).
+CREATE VIEW orders_by_id AS
+    SELECT sale_id || '.' || shard || '.' || entry_ms || '-' || entry_seq AS order_id, *
+    FROM orders;

@@ -130,15 +130,17 @@ impl OrderDb {
                     .fetch_all(pool)
                     .await?,
                     Backend::Sqlite(store) => {
-                        sqlx::query_as(
+                        sqlx::query_as(concat!(
                             "UPDATE orders SET status = 'expired', settled_at_ms = ?4, return_lease_ms = ?5 \
                              WHERE sale_id = ?1 AND (entry_ms, entry_seq, shard) IN \
                                (SELECT entry_ms, entry_seq, shard FROM orders \
                                 WHERE sale_id = ?1 AND status = 'confirmed' AND created_at_ms <= ?2 \
                                 LIMIT ?3) \
                              AND status = 'confirmed' \
-                             RETURNING order_id, user_id, quantity, status",
-                        )
+                             RETURNING ",
+                            sqlite::order_id!(),
+                            ", user_id, quantity, status"
+                        ))
                         .bind(sale.as_str())
                         .bind(cutoff_ms)
                         .bind(i64::from(limit))
@@ -182,14 +184,16 @@ impl OrderDb {
                         .await?
                     }
                     Backend::Sqlite(store) => {
-                        sqlx::query_as(
+                        sqlx::query_as(concat!(
                             "UPDATE orders SET return_lease_ms = ?2 \
                            WHERE (sale_id, entry_ms, entry_seq, shard) IN \
                            (SELECT sale_id, entry_ms, entry_seq, shard FROM orders \
                             WHERE status IN ('cancelled', 'expired') AND returned_at_ms IS NULL \
                             AND (return_lease_ms IS NULL OR return_lease_ms <= ?1) LIMIT ?3) \
-                         RETURNING order_id, user_id, quantity, status",
-                        )
+                         RETURNING ",
+                            sqlite::order_id!(),
+                            ", user_id, quantity, status"
+                        ))
                         .bind(now_ms)
                         .bind(lease_until_ms)
                         .bind(i64::from(limit))

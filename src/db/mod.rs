@@ -342,6 +342,23 @@ mod tests {
             ],
             "the sale's rows, oldest first"
         );
+        let Backend::Sqlite(db) = &store.backend else {
+            unreachable!("a SQLite URL")
+        };
+        let by_id: Vec<String> =
+            sqlx::query_scalar("SELECT order_id FROM orders_by_id ORDER BY order_id")
+                .fetch_all(&db.reads)
+                .await
+                .unwrap();
+        assert_eq!(
+            by_id,
+            [
+                "s-1.0.1700000000000-0",
+                "s-1.12.1700000000123-45",
+                "t.3.9-9223372036854775807"
+            ],
+            "the view shows each row with its id"
+        );
         // The return outbox still sees alice's cancelled order, under its lease.
         let due = store.claim_returns(13, 100, 10).await.unwrap();
         assert_eq!(

@@ -60,7 +60,7 @@ impl OrderDb {
                             .await?
                     }
                     Backend::Sqlite(store) => {
-                        sqlx::query_as("SELECT order_id, user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE sale_id = ? ORDER BY created_at_ms")
+                        sqlx::query_as(concat!("SELECT ", sqlite::order_id!(), ", user_id, quantity, created_at_ms, persisted_at_ms, status FROM orders WHERE sale_id = ? ORDER BY created_at_ms"))
                             .bind(sale.as_str())
                             .fetch_all(&store.reads)
                             .await?
@@ -111,7 +111,7 @@ impl OrderDb {
                     Backend::Sqlite(store) => {
                         // Before every key of the sale: entry parts are never negative.
                         let (_, ms, seq, shard) = after.map_or(("", -1, -1, -1), sqlite::key);
-                        sqlx::query_scalar("SELECT order_id FROM orders WHERE sale_id = ? AND (entry_ms, entry_seq, shard) > (?, ?, ?) ORDER BY entry_ms, entry_seq, shard LIMIT ?")
+                        sqlx::query_scalar(concat!("SELECT ", sqlite::order_id!(), " FROM orders WHERE sale_id = ? AND (entry_ms, entry_seq, shard) > (?, ?, ?) ORDER BY entry_ms, entry_seq, shard LIMIT ?"))
                             .bind(sale.as_str())
                             .bind(ms)
                             .bind(seq)

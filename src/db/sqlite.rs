@@ -68,6 +68,16 @@ pub(super) fn keys_json(ids: &[OrderId]) -> Result<String, DbError> {
     serde_json::to_string(&keys).map_err(DbError::Encode)
 }
 
+/// The order id of an `orders` row, `<sale>.<shard>.<ms>-<seq>`, computed from its key: for
+/// the statements that return ids. (Not a generated column of the table: SQLite computes
+/// those, virtual ones too, on every insert.)
+macro_rules! order_id {
+    () => {
+        "(sale_id || '.' || shard || '.' || entry_ms || '-' || entry_seq)"
+    };
+}
+pub(super) use order_id;
+
 /// "The `orders` row has the key `k`", `k` an element of [`keys_json`]'s array: a join on
 /// the whole primary key, with the array as the outer loop, so each element is one lookup.
 /// (`(sale_id, ...) IN (SELECT ... FROM json_each(?))` is not: the planner uses the key's
@@ -134,7 +144,9 @@ fn rows_as_jsonb(orders: &[NewOrder]) -> Vec<u8> {
 /// The ids of those of `ids` that are rows.
 pub(super) async fn existing(pool: &SqlitePool, ids: &[OrderId]) -> Result<Vec<String>, DbError> {
     Ok(sqlx::query_scalar(concat!(
-        "SELECT orders.order_id FROM json_each(?1) AS k JOIN orders ON ",
+        "SELECT ",
+        order_id!(),
+        " FROM json_each(?1) AS k JOIN orders ON ",
         key_is_k!()
     ))
     .bind(keys_json(ids)?)
