@@ -3,7 +3,6 @@
 //! the writer and by recovery, say) is one row.
 
 mod error;
-mod jsonb;
 mod lifecycle;
 mod postgres;
 mod reads;
@@ -281,6 +280,59 @@ mod tests {
                 units
             })
         );
+    }
+
+    /// A batch goes in statements of several sizes: every row of it is inserted once, a row
+    /// already present is skipped, and the count says how many were new.
+    #[tokio::test]
+    async fn sqlite_batches_of_any_size_insert_each_new_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        let batch: Vec<NewOrder> = (0..167)
+            .map(|i| {
+                order(
+                    "big",
+                    i % 5,
+                    (1_700_000_000_000 + u64::from(i / 3), u64::from(i % 3)),
+                    1 + i % 4,
+                )
+            })
+            .collect();
+        // Every third row first (56), then all of them: 64 + 64 + 32 + 4 + 2 + 1.
+        let some: Vec<NewOrder> = batch.iter().step_by(3).cloned().collect();
+        assert_eq!(store.insert(&some, 1).await.unwrap(), 56);
+        assert_eq!(store.insert(&batch, 2).await.unwrap(), 167 - 56);
+        let sale = SaleId::parse("big").unwrap();
+        let rows = store.list(&sale).await.unwrap();
+        assert_eq!(rows.len(), 167);
+        for (row, placed) in rows.iter().zip({
+            let mut sorted = batch.clone();
+            sorted.sort_by_key(|o| o.created_ms);
+            sorted
+        }) {
+            assert_eq!(row.created_at_ms, placed.created_ms);
+        }
+        let units: u64 = store
+            .totals(&sale)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.units)
+            .sum();
+        assert_eq!(
+            units,
+            batch
+                .iter()
+                .map(|o| u64::from(o.quantity.get()))
+                .sum::<u64>()
+        );
+        for placed in &batch {
+            let row = store.find(&placed.order_id).await.unwrap().expect("a row");
+            assert_eq!(
+                (row.user_id.as_str(), row.quantity),
+                (placed.user.as_str(), placed.quantity.get())
+            );
+        }
     }
 
     /// A database whose rows were keyed by order id comes out of the arrival-keyed
