@@ -307,6 +307,10 @@ async fn a_buyer_stalling_bodies_cannot_hold_the_in_flight_cap() {
         s.http.max_in_flight = 4;
         s.http.max_in_flight_per_buyer = 2;
         s.http.body_read_timeout_ms = 20_000;
+        // Well past the body timeout: the request timeout starts first (when the request
+        // enters the stack, before its body is read), so at the same length it fires first
+        // whenever the two land in different timer ticks, and answers 503 instead of 408.
+        s.http.request_timeout_ms = 40_000;
     })
     .await;
     app.create_sale("stall", &live_sale(100, 2, 1, 1)).await;
