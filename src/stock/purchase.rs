@@ -114,20 +114,27 @@ impl StockEngine {
         } else {
             0
         };
+        // Whether the buyer's home has answered this request: until it has, a snapshot's
+        // "sold out" or "not enough" may hide an earlier order under this key (a retry).
+        let mut home_asked = false;
         for round in 0..MAX_ROUNDS {
             let mut credits = Vec::new();
             if need > 0 {
                 credits = self.borrow_for(rt, home, need, req.now_ms).await?;
                 if credits.is_empty() {
                     match self.judge(rt, home, qty).await? {
-                        Judgement::SoldOut => {
+                        Judgement::SoldOut if home_asked => {
                             return Ok(PurchaseOutcome::Refused(Refusal::SoldOut));
                         }
-                        Judgement::Insufficient(remaining) => {
+                        Judgement::Insufficient(remaining) if home_asked => {
                             return Ok(PurchaseOutcome::Refused(Refusal::Insufficient {
                                 remaining,
                             }));
                         }
+                        // Ask home, below: its record replays a retry (or refuses a
+                        // reused key or token) before it looks at stock, and it answers
+                        // "short" otherwise, which comes back here with `home_asked` set.
+                        Judgement::SoldOut | Judgement::Insufficient(_) => {}
                         Judgement::Stale => return Ok(PurchaseOutcome::Stale),
                         Judgement::TryAgain { home_stock } => {
                             need = qty.saturating_sub(home_stock);
@@ -144,6 +151,7 @@ impl StockEngine {
             let call = self.call(rt, req, home, credits.clone(), import.clone());
             // On error the credits' fate is unknown; their loan records let recovery finish them.
             let reply = self.send(call).await?;
+            home_asked = true;
             if let PurchaseReply::Accepted {
                 entry_id,
                 stock_left,

@@ -114,15 +114,20 @@ async fn create_sale(base: &str, sale: &str, stock: u64) {
     assert!(response.status().is_success());
 }
 
-/// The counters of every shard of `sale`, summed, as Redis holds them now.
-async fn counters_now(redis_url: &str, prefix: &str, sale: &str) -> ShardCounters {
+/// A connection to the test's Redis.
+async fn connect(redis_url: &str) -> RedisConn {
     let timeouts = RedisTimeouts {
         response: Duration::from_secs(2),
         connect: Duration::from_secs(2),
     };
-    let mut conn = RedisConn::connect(&RedisTarget::Single(redis_url.to_owned()), timeouts)
+    RedisConn::connect(&RedisTarget::Single(redis_url.to_owned()), timeouts)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The counters of every shard of `sale`, summed, as Redis holds them now.
+async fn counters_now(redis_url: &str, prefix: &str, sale: &str) -> ShardCounters {
+    let mut conn = connect(redis_url).await;
     let (keys, sale) = (Keys::new(prefix), SaleId::parse(sale).unwrap());
     let mut total = ShardCounters::default();
     for shard in 0..SHARDS {
@@ -146,6 +151,34 @@ async fn drained_sold(redis_url: &str, prefix: &str, sale: &str) -> u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("orders still pending after 30 s");
+}
+
+/// The buyers refused a final answer although Redis records an order of theirs (a retry
+/// that should have been answered with it).
+async fn refused_holders(
+    redis_url: &str,
+    prefix: &str,
+    sale: &str,
+    finals: &HashMap<usize, Final>,
+) -> Vec<String> {
+    let mut conn = connect(redis_url).await;
+    let (keys, sale) = (Keys::new(prefix), SaleId::parse(sale).unwrap());
+    let mut holding = Vec::new();
+    for (i, outcome) in finals {
+        if !matches!(outcome, Final::Refused(_)) {
+            continue;
+        }
+        let user = UserId::parse(&format!("c{i}")).unwrap();
+        for shard in 0..SHARDS {
+            let record = shards::read_buyer_record(&mut conn, &keys.shard(&sale, shard), &user)
+                .await
+                .unwrap();
+            if let Some(record) = record {
+                holding.push(format!("{user}: {record:?}"));
+            }
+        }
+    }
+    holding
 }
 
 /// Every 202 is a row, rows == units deducted, no duplicates, and the reconcile command
@@ -180,7 +213,15 @@ async fn assert_every_accepted_order_is_a_row(
     let row_ids: HashSet<String> = rows.iter().map(|r| r.order_id.to_string()).collect();
     assert_eq!(row_ids.len(), rows.len(), "duplicate rows");
     let accepted: HashSet<String> = accepted.into_iter().cloned().collect();
-    assert_eq!(row_ids, accepted, "rows and 202 answers differ");
+    let unanswered: Vec<&String> = row_ids.difference(&accepted).collect();
+    let missing: Vec<&String> = accepted.difference(&row_ids).collect();
+    assert!(
+        unanswered.is_empty() && missing.is_empty(),
+        "rows and 202 answers differ: {} rows, {} answers; rows never answered 202: \
+         {unanswered:?}; 202 answers with no row: {missing:?}",
+        row_ids.len(),
+        accepted.len(),
+    );
     assert_eq!(
         rows.iter().map(|r| u64::from(r.quantity)).sum::<u64>(),
         sold,
@@ -232,7 +273,11 @@ async fn sigkill_ten_times_during_a_storm_loses_no_accepted_order() {
             }
         }
         let sold = drained_sold(&redis.url(), &prefix, "crash").await;
-        panic!("accepted {accepted}, refusals {refusals:?}, units sold in redis {sold}");
+        let holding = refused_holders(&redis.url(), &prefix, "crash", &finals).await;
+        panic!(
+            "accepted {accepted}, refusals {refusals:?}, units sold in redis {sold}, \
+             refused buyers who hold an order: {holding:?}"
+        );
     }
     assert_every_accepted_order_is_a_row(
         &gateway,

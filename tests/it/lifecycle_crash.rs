@@ -18,6 +18,9 @@ const BUYERS: usize = 200;
 const CANCELLING: usize = 80;
 const SHARDS: u32 = 4;
 const SALE: &str = "crashlife";
+/// The sale's payment window: long enough for every cancel to land, through a SIGKILL and
+/// a restart, before any order expires, even on a loaded machine.
+const WINDOW_S: u64 = 10;
 
 fn token(user: &str) -> String {
     let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
@@ -30,16 +33,21 @@ async fn until_answered(
     request: impl Fn() -> reqwest::RequestBuilder,
     finals: &[u16],
 ) -> (u16, Value) {
+    let mut last = String::from("no answer");
     for _ in 0..600 {
-        if let Ok(response) = request().send().await {
-            let status = response.status().as_u16();
-            if finals.contains(&status) {
-                return (status, response.json().await.unwrap_or(Value::Null));
+        match request().send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if finals.contains(&status) {
+                    return (status, response.json().await.unwrap_or(Value::Null));
+                }
+                last = format!("{status} {}", response.text().await.unwrap_or_default());
             }
+            Err(error) => last = error.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no final answer within 30 s");
+    panic!("no final answer after 600 tries; the last: {last}");
 }
 
 async fn reconcile(client: &reqwest::Client, base: &str) -> Value {
@@ -107,7 +115,7 @@ async fn returns_survive_sigkills(redis: (&'static str, String)) {
         .build()
         .unwrap();
     let mut sale = live_sale(BUYERS as u64, SHARDS, 1, 1);
-    sale["payment_window_s"] = json!(3);
+    sale["payment_window_s"] = json!(WINDOW_S);
     let created = client
         .put(format!("{base}/admin/v1/sales/{SALE}"))
         .bearer_auth(ADMIN_TOKEN)
@@ -136,6 +144,8 @@ async fn returns_survive_sigkills(redis: (&'static str, String)) {
         }
     });
     let orders: Vec<String> = futures_util::future::join_all(buys).await;
+    // Every order was created before this moment, so every one is due by a window after it.
+    let all_due = tokio::time::Instant::now() + Duration::from_secs(WINDOW_S);
 
     // Cancels, retried through a SIGKILL and a restart of the only gateway.
     let cancels = tokio::spawn({
@@ -173,7 +183,7 @@ async fn returns_survive_sigkills(redis: (&'static str, String)) {
     }
 
     // Past the window the sweeper expires the rest: kill it again and again meanwhile.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep_until(all_due).await;
     for pause_ms in [40, 90, 150] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         gateway.restart().await;

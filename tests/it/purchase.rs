@@ -210,6 +210,26 @@ async fn a_retry_after_sell_out_still_returns_the_original_order() {
     assert_eq!((retry.status, retry.order_id), (202, winner.order_id));
 }
 
+/// A retry that finds its home shard empty, on an instance that has not yet seen the sale
+/// sold out (as one started after a crash finds it, or as here, the instance whose last
+/// sale emptied the shard), goes on to borrow, finds nothing anywhere, and must still ask
+/// the buyer's record before it says "sold out": the earlier order is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_to_an_empty_home_before_sell_out_is_known_returns_the_original_order() {
+    let (_redis, app) = spawn_single().await;
+    app.create_sale("emptied", &live_sale(1, 1, 2, 2)).await;
+    let winner = Answer::of(app.purchase("emptied", "winner", "w", 1).await).await;
+    assert_eq!(winner.status, 202);
+    let retry = Answer::of(app.purchase("emptied", "winner", "w", 1).await).await;
+    assert_eq!((retry.status, retry.order_id), (202, winner.order_id));
+    // The same key with another body is still a conflict, not "sold out".
+    let other = Answer::of(app.purchase("emptied", "winner", "w", 2).await).await;
+    assert_eq!(other.slug.as_deref(), Some("idempotency-conflict"));
+    let loser = Answer::of(app.purchase("emptied", "loser", "l", 1).await).await;
+    assert_eq!(loser.slug.as_deref(), Some("sold-out"));
+    assert_eq!(app.sold("emptied", 1).await, 1);
+}
+
 /// After sell-out, purchases by buyers who hold nothing are answered from memory, before the
 /// router: the shortcut must answer exactly "sold out" and count it, and leave everything it
 /// is not sure about to the full path.
