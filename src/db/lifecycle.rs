@@ -28,19 +28,6 @@ pub struct DueReturn {
     pub reason: Settlement,
 }
 
-/// Units of one shard's rows by lifecycle state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LifecycleTotals {
-    pub shard: u32,
-    /// Units of `confirmed` rows (awaiting payment).
-    pub awaiting: u64,
-    pub paid: u64,
-    /// Units of cancelled and expired rows.
-    pub settled_unpaid: u64,
-    /// Units of cancelled and expired rows already back on the sale's shelves.
-    pub returned: u64,
-}
-
 type DueRow = (String, String, i64, String);
 
 impl OrderDb {
@@ -236,58 +223,6 @@ impl OrderDb {
             })
         })
         .await
-    }
-
-    /// Units of `sale`'s rows per shard and lifecycle state.
-    pub async fn lifecycle_totals(&self, sale: &SaleId) -> Result<Vec<LifecycleTotals>, DbError> {
-        let rows: Vec<(i64, String, i64, i64)> = self
-            .bounded("sum orders by state", async {
-                Ok(match &self.backend {
-                    Backend::Postgres(pool) => sqlx::query_as(
-                        "SELECT shard::BIGINT, status, COALESCE(SUM(quantity), 0)::BIGINT, \
-                           COALESCE(SUM(CASE WHEN returned_at_ms IS NULL THEN 0 ELSE quantity END), 0)::BIGINT \
-                         FROM orders WHERE sale_id = $1 GROUP BY shard, status",
-                    )
-                    .bind(sale.as_str())
-                    .fetch_all(pool)
-                    .await?,
-                    Backend::Sqlite(store) => {
-                        sqlx::query_as(
-                            "SELECT shard, status, COALESCE(SUM(quantity), 0), \
-                               COALESCE(SUM(CASE WHEN returned_at_ms IS NULL THEN 0 ELSE quantity END), 0) \
-                             FROM orders WHERE sale_id = ? GROUP BY shard, status",
-                        )
-                        .bind(sale.as_str())
-                        .fetch_all(&store.reads)
-                        .await?
-                    }
-                })
-            })
-            .await?;
-        let mut totals: Vec<LifecycleTotals> = Vec::new();
-        for (shard, status, units, returned) in rows {
-            let bad_row = || DbError::BadRow(format!("{sale} shard {shard} status {status}"));
-            let shard = u32::try_from(shard).map_err(|_| bad_row())?;
-            let (units, returned) = (units as u64, returned as u64);
-            let at = match totals.iter().position(|t| t.shard == shard) {
-                Some(at) => at,
-                None => {
-                    totals.push(LifecycleTotals {
-                        shard,
-                        ..LifecycleTotals::default()
-                    });
-                    totals.len() - 1
-                }
-            };
-            let entry = &mut totals[at];
-            match OrderStatus::parse_stored(&status).ok_or_else(bad_row)? {
-                OrderStatus::Confirmed | OrderStatus::Pending => entry.awaiting += units,
-                OrderStatus::Paid => entry.paid += units,
-                OrderStatus::Cancelled | OrderStatus::Expired => entry.settled_unpaid += units,
-            }
-            entry.returned += returned;
-        }
-        Ok(totals)
     }
 }
 

@@ -3,6 +3,7 @@
 //! the writer and by recovery, say) is one row.
 
 mod error;
+mod ledger;
 mod lifecycle;
 mod postgres;
 mod reads;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 pub use error::DbError;
+pub use ledger::DbLedger;
 pub use lifecycle::{DueReturn, Transition};
 pub use sqlite::SqliteDb;
 

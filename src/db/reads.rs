@@ -2,7 +2,7 @@
 //! orders are rows, per-shard totals, a sale's order ids page by page, and a health probe.
 //! Every call is bounded by the database's call deadline.
 
-use super::{Backend, DbError, OrderDb, OrderRow, ShardTotals, sqlite};
+use super::{Backend, DbError, OrderDb, OrderRow, ShardTotals, ledger, sqlite};
 use crate::domain::{OrderId, OrderStatus, SaleId};
 
 impl OrderDb {
@@ -131,50 +131,28 @@ impl OrderDb {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let found = self
-            .bounded("find existing orders", async {
-                match &self.backend {
-                    Backend::Postgres(pool) => Ok(sqlx::query_scalar(
-                        "SELECT order_id FROM orders WHERE order_id = ANY($1)",
-                    )
-                    .bind(ids.iter().map(OrderId::text).collect::<Vec<_>>())
-                    .fetch_all(pool)
-                    .await?),
-                    Backend::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
-                }
-            })
-            .await?;
-        found.into_iter().map(parse_stored_id).collect()
+        self.bounded("find existing orders", async {
+            match &self.backend {
+                Backend::Postgres(pool) => ledger::pg_existing(pool, ids).await,
+                Backend::Sqlite(store) => sqlite::existing(&store.reads, ids)
+                    .await?
+                    .into_iter()
+                    .map(parse_stored_id)
+                    .collect(),
+            }
+        })
+        .await
     }
 
     /// Rows and units per shard of `sale`.
     pub async fn totals(&self, sale: &SaleId) -> Result<Vec<ShardTotals>, DbError> {
-        let rows: Vec<(i64, i64, i64)> = self
-            .bounded("sum orders", async {
-                Ok(match &self.backend {
-                    Backend::Postgres(pool) => {
-                        sqlx::query_as("SELECT shard::BIGINT, COUNT(*), COALESCE(SUM(quantity), 0)::BIGINT FROM orders WHERE sale_id = $1 GROUP BY shard")
-                            .bind(sale.as_str())
-                            .fetch_all(pool)
-                            .await?
-                    }
-                    Backend::Sqlite(store) => {
-                        sqlx::query_as("SELECT shard, COUNT(*), COALESCE(SUM(quantity), 0) FROM orders WHERE sale_id = ? GROUP BY shard")
-                            .bind(sale.as_str())
-                            .fetch_all(&store.reads)
-                            .await?
-                    }
-                })
-            })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(shard, rows, units)| ShardTotals {
-                shard: shard as u32,
-                rows: rows as u64,
-                units: units as u64,
-            })
-            .collect())
+        self.bounded("sum orders", async {
+            match &self.backend {
+                Backend::Postgres(pool) => ledger::pg_totals(pool, sale).await,
+                Backend::Sqlite(store) => ledger::sqlite_totals(&store.reads, sale).await,
+            }
+        })
+        .await
     }
 
     /// Checks the database answers (within the call deadline).

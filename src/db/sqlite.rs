@@ -157,7 +157,10 @@ fn insert_statements() -> &'static [String; CHUNKS.len()] {
 }
 
 /// The ids of those of `ids` that are rows.
-pub(super) async fn existing(pool: &SqlitePool, ids: &[OrderId]) -> Result<Vec<String>, DbError> {
+pub(super) async fn existing(
+    exec: impl sqlx::SqliteExecutor<'_>,
+    ids: &[OrderId],
+) -> Result<Vec<String>, DbError> {
     Ok(sqlx::query_scalar(concat!(
         "SELECT ",
         order_id!(),
@@ -165,7 +168,7 @@ pub(super) async fn existing(pool: &SqlitePool, ids: &[OrderId]) -> Result<Vec<S
         key_is_k!()
     ))
     .bind(keys_json(ids)?)
-    .fetch_all(pool)
+    .fetch_all(exec)
     .await?)
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flashgate::testing::domain::SaleId;
@@ -20,7 +19,7 @@ use crate::support::app::{
 };
 use crate::support::db::TestDb;
 use crate::support::redis::RedisCluster;
-use crate::support::scenarios::{Answer, assert_ledger, tally};
+use crate::support::scenarios::{Answer, Progress, assert_ledger, tally};
 
 /// The cluster's masters, each reached directly (not through a cluster client).
 struct Masters {
@@ -235,13 +234,14 @@ struct Bought {
 
 /// `buyers` distinct buyers, `attempts` one-unit purchases each (each with its own key),
 /// sent alternately through `apps`, at most 64 at once, the first `paced` of them one per
-/// 2 ms (so that a change lands while the stock sells); `accepted` counts the 202s.
+/// 2 ms (so that a change lands while the stock sells), and none while `progress` is at its
+/// ceiling; `progress` counts the 202s.
 async fn storm(
     apps: [&TestApp; 2],
     sale: &str,
     (buyers, attempts): (usize, usize),
     paced: usize,
-    accepted: &AtomicUsize,
+    progress: &Progress,
 ) -> Vec<Bought> {
     let gate = Arc::new(Semaphore::new(64));
     let start = tokio::time::Instant::now();
@@ -252,12 +252,13 @@ async fn storm(
             let pace = Duration::from_millis(2) * k.min(paced) as u32;
             tokio::time::sleep_until(start + pace).await;
             let _permit = gate.acquire().await.unwrap();
+            progress.below_ceiling().await;
             let user = format!("buyer-{i}");
             let key = format!("k-{i}-{attempt}");
             let app = apps[(i + attempt) % 2];
             let answer = Answer::of(app.purchase(sale, &user, &key, 1).await).await;
             if answer.status == 202 {
-                accepted.fetch_add(1, Ordering::Relaxed);
+                progress.accept();
             }
             Bought { user, answer }
         }
@@ -279,10 +280,10 @@ async fn shards_split_evenly_over_three_masters_and_so_do_two_gateways_script_ca
         assert!(spread(&counts) <= 1, "{sale}: shards per master {counts:?}");
 
         masters.reset_stats().await;
-        let accepted = AtomicUsize::new(0);
-        let bought = storm([&a, &b], sale, (3_000, 1), 0, &accepted).await;
+        let progress = Progress::up_to(usize::MAX);
+        let bought = storm([&a, &b], sale, (3_000, 1), 0, &progress).await;
         assert_eq!(
-            accepted.load(Ordering::Relaxed),
+            progress.accepted(),
             3_000,
             "{:?}",
             tally(&bought.iter().map(|b| b.answer.clone()).collect::<Vec<_>>())
@@ -337,11 +338,11 @@ async fn after_slots_move_a_rebalance_mid_storm_evens_the_shards_and_sells_exact
     let placed = current_shards(&a, "moved").await;
     empty_one_master(&a, &masters, "moved", &placed).await;
 
-    let accepted = AtomicUsize::new(0);
+    // At most 400 accepted (and 64 in flight) until the rebalance is done: it lands while
+    // the sale sells, however slow the machine.
+    let progress = Progress::up_to(400);
     let operator = async {
-        while accepted.load(Ordering::Relaxed) < 150 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        progress.when_accepted(150).await;
         let done = a
             .state
             .sales
@@ -351,10 +352,12 @@ async fn after_slots_move_a_rebalance_mid_storm_evens_the_shards_and_sells_exact
         assert_eq!(done.len(), 1, "{done:?}");
         let report = done[0].outcome.as_ref().expect("the rebalance reshards");
         assert_eq!(report.state, "done", "{report:?}");
-        accepted.load(Ordering::Relaxed)
+        let sold_before = progress.accepted();
+        progress.allow_up_to(usize::MAX);
+        sold_before
     };
     let (bought, sold_before) = tokio::join!(
-        storm([&a, &b], "moved", (3_000, 2), 2_000, &accepted),
+        storm([&a, &b], "moved", (3_000, 2), 2_000, &progress),
         operator
     );
     assert!(

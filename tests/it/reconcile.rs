@@ -104,6 +104,65 @@ async fn a_consistent_sale_has_no_findings_and_the_binary_exits_zero() {
     assert!(cli_reconciles(&app, &redis, "ok"));
 }
 
+/// Once no purchase is being accepted, every reconciliation is exact, also those that run
+/// while the order writer is still moving the orders from their streams to the database
+/// in batches of a few: a commit and its acknowledgement falling between the reads of the
+/// two sides must neither lose an order nor count it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_while_the_writer_persists_is_exact_every_time_on_sqlite() {
+    reconciling_while_the_writer_persists_on(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_while_the_writer_persists_is_exact_every_time_on_postgres() {
+    reconciling_while_the_writer_persists_on(TestDb::postgres()).await;
+}
+
+async fn reconciling_while_the_writer_persists_on(db: TestDb) {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&RedisTarget::Single(redis.url()));
+    settings.database.url = db.url();
+    // Small batches, one after the other: commits land all through the reconciliations.
+    settings.queue.batch_size = 4;
+    settings.queue.batch_wait_ms = 1;
+    let app = spawn_app_with(settings).await;
+    const BUYERS: usize = 400;
+    app.create_sale("busy", &live_sale(BUYERS as u64, SHARDS, 1, 1))
+        .await;
+    let buys = (0..BUYERS).map(|i| {
+        let app = &app;
+        async move {
+            app.purchase("busy", &format!("u{i}"), "k", 1)
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(buys).await;
+    assert!(statuses.iter().all(|s| s.as_u16() == 202), "{statuses:?}");
+    for round in 0..10_000 {
+        let ledger = app.reconcile("busy").await;
+        assert_eq!(
+            (
+                &ledger["deducted"],
+                &ledger["difference"],
+                &ledger["findings"]
+            ),
+            (&json!(BUYERS), &json!(0), &json!([])),
+            "{ledger}"
+        );
+        // Orders still pending at the first reconciliation: the writer was at work during
+        // at least one.
+        if ledger["pending"] == 0 {
+            assert!(
+                round > 0,
+                "the writer was done before the first reconciliation"
+            );
+            return;
+        }
+    }
+    panic!("the writer never finished");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_whose_allotments_do_not_sum_to_the_stock_are_found() {
     let (redis, app, _db) = app().await;

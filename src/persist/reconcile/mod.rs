@@ -28,6 +28,7 @@ use crate::store::StoreError;
 
 pub use findings::Finding;
 pub use shard::ShardLedger;
+use shard::ShardRead;
 
 /// Rows of the database read per page.
 const ROW_PAGE: u32 = 1000;
@@ -80,38 +81,37 @@ impl Reconciliation {
     }
 }
 
-/// Reconciles one sale. Exact when the sale is quiet; under traffic a figure read from
-/// Redis may be a moment older than the database's.
+/// Reconciles one sale. Exact when no purchase is being accepted, even while the order
+/// writer is still moving orders from the streams to the database; under traffic a figure
+/// read from Redis may be a moment older than the database's.
+///
+/// The writer moves an order with a commit, then deletes its stream entry. So Redis is read
+/// first, and the database after it in one snapshot (`OrderDb::ledger`), which also says
+/// which of the orders Redis still holds are rows by then: an order committed in between is
+/// a row, counted once, and one still uncommitted is pending. (Read the other way round, an
+/// order committed after the database was read and deleted from its stream before the
+/// stream was read would be counted nowhere.)
 pub async fn reconcile(
     persister: &Persister,
     rt: &SaleRuntime,
 ) -> Result<Reconciliation, ReconcileError> {
-    let db = persister.db().totals(&rt.sale.id).await?;
-    let states = persister.db().lifecycle_totals(&rt.sale.id).await?;
-    let mut shards = Vec::new();
+    let mut reads = Vec::new();
     let mut recorded = HashSet::new();
     let mut findings = Vec::new();
     let mut conn = persister.redis().bulk().await?;
     for index in rt.layout.every_shard() {
-        let mut ledger = shard::ledger(persister, &mut conn, rt, index).await?;
-        if let Some(t) = db.iter().find(|t| t.shard == index) {
-            ledger.orders_in_db = t.rows;
-            ledger.units_in_db = t.units;
-        }
-        if let Some(t) = states.iter().find(|t| t.shard == index) {
-            ledger.paid_units = t.paid;
-            ledger.awaiting_units = t.awaiting;
-            ledger.settled_unpaid_units = t.settled_unpaid;
-            ledger.returned_in_db = t.returned;
-        }
-        ledger.difference = ledger.deducted as i64
-            - (ledger.units_in_db + ledger.pending_units + ledger.dead_letter_units) as i64
-            - ledger.dropped_units as i64;
+        reads.push(shard::read(persister, &mut conn, rt, index).await?);
         let keys = persister.redis().keys().shard(&rt.sale.id, index);
-        let buyers = buyers::scan(&mut conn, &keys, index, &mut recorded).await?;
-        findings.extend(buyers);
-        shards.push(ledger);
+        findings.extend(buyers::scan(&mut conn, &keys, index, &mut recorded).await?);
     }
+    drop(conn);
+    let waiting: Vec<OrderId> = reads
+        .iter()
+        .flat_map(ShardRead::waiting_ids)
+        .cloned()
+        .collect();
+    let db = persister.db().ledger(&rt.sale.id, &waiting).await?;
+    let shards: Vec<ShardLedger> = reads.into_iter().map(|read| read.completed(&db)).collect();
     findings.extend(findings::of_sale(rt.sale.spec.stock(), &shards));
     findings.extend(unrecorded_rows(persister, &rt.sale.id, &recorded).await?);
     Ok(summed(rt.sale.id.clone(), shards, findings))

@@ -1,11 +1,12 @@
 //! One shard's side of reconciliation, read from Redis page by page: its counters, its
-//! pending orders and dead letters (and which of them are rows already), its loan records.
-
-use std::collections::HashSet;
+//! pending orders and dead letters, its loan records; then completed with the database's
+//! figures, read in one snapshot after it (which of those orders are rows already among
+//! them).
 
 use serde::Serialize;
 
 use super::ReconcileError;
+use crate::db::DbLedger;
 use crate::domain::OrderId;
 use crate::persist::Persister;
 use crate::stock::SaleRuntime;
@@ -60,87 +61,122 @@ pub struct ShardLedger {
     pub returned_in_db: u64,
 }
 
-/// Redis' side of shard `index` of `rt`, read on `conn` (of the bulk pool); the database's
-/// figures are filled in by the caller.
-pub async fn ledger(
+/// An order Redis holds for the database (a stream entry or a dead letter), with its
+/// units (0 when its record cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub order_id: OrderId,
+    pub units: u64,
+}
+
+/// Redis' side of one shard: its ledger without the database's figures, and the orders it
+/// holds for the database, which may be rows already.
+#[derive(Debug, Clone)]
+pub struct ShardRead {
+    ledger: ShardLedger,
+    entries: Vec<Waiting>,
+    letters: Vec<Waiting>,
+}
+
+impl ShardRead {
+    /// The ids of the orders this shard holds for the database.
+    pub fn waiting_ids(&self) -> impl Iterator<Item = &OrderId> {
+        self.entries
+            .iter()
+            .chain(&self.letters)
+            .map(|w| &w.order_id)
+    }
+
+    /// The ledger, with the database's figures of `db` (read after Redis): pending orders
+    /// and dead letters are those of the shard's that are no rows, and the difference is
+    /// what neither side accounts for.
+    pub fn completed(self, db: &DbLedger) -> ShardLedger {
+        let mut ledger = self.ledger;
+        let index = ledger.shard;
+        let not_rows = |waiting: &[Waiting]| {
+            waiting
+                .iter()
+                .filter(|w| !db.existing.contains(&w.order_id))
+                .fold((0, 0), |(count, units), w| (count + 1, units + w.units))
+        };
+        (ledger.pending, ledger.pending_units) = not_rows(&self.entries);
+        (ledger.dead_letters, ledger.dead_letter_units) = not_rows(&self.letters);
+        if let Some(t) = db.rows.iter().find(|t| t.shard == index) {
+            ledger.orders_in_db = t.rows;
+            ledger.units_in_db = t.units;
+        }
+        if let Some(t) = db.states.iter().find(|t| t.shard == index) {
+            ledger.paid_units = t.paid;
+            ledger.awaiting_units = t.awaiting;
+            ledger.settled_unpaid_units = t.settled_unpaid;
+            ledger.returned_in_db = t.returned;
+        }
+        ledger.difference = ledger.deducted as i64
+            - (ledger.units_in_db + ledger.pending_units + ledger.dead_letter_units) as i64
+            - ledger.dropped_units as i64;
+        ledger
+    }
+}
+
+/// Redis' side of shard `index` of `rt`, read on `conn` (of the bulk pool).
+pub async fn read(
     persister: &Persister,
     conn: &mut BulkConn,
     rt: &SaleRuntime,
     index: u32,
-) -> Result<ShardLedger, ReconcileError> {
+) -> Result<ShardRead, ReconcileError> {
     let keys = persister.redis().keys().shard(&rt.sale.id, index);
     let counters = shards::read_counters(conn, &keys).await?;
     let (allotted, dropped_units) = shards::allotted_and_dropped(conn, &keys).await?;
-    let (stream_entries, pending, pending_units) =
-        pending_orders(persister, conn, rt, index, &keys).await?;
-    let (dead_letters, dead_letter_units) =
-        dead_letters_not_rows(persister, conn, rt, index).await?;
-    Ok(ShardLedger {
+    let (stream_entries, entries) = stream_orders(conn, rt, index, &keys).await?;
+    let letters = dead_letters::list_shard(conn, persister.redis().keys(), &rt.sale.id, index)
+        .await?
+        .into_iter()
+        .map(|l| Waiting {
+            order_id: l.order_id,
+            units: u64::from(l.quantity.unwrap_or(0)),
+        })
+        .collect();
+    let ledger = ShardLedger {
         shard: index,
         deducted: counters.sold,
         allotted,
         lent: counters.lent,
         on_loan: loans::units_on_loan(conn, &keys, PAGE).await?,
-        pending,
-        pending_units,
         stream_entries,
         pending_units_counter: counters.pending_units,
-        dead_letters,
-        dead_letter_units,
         dropped_units,
         returned_units: returns::returned_units(conn, &keys).await?,
         ..ShardLedger::default()
+    };
+    Ok(ShardRead {
+        ledger,
+        entries,
+        letters,
     })
 }
 
-/// (stream entries, of which not rows, their units), read page by page.
-async fn pending_orders(
-    persister: &Persister,
+/// (stream entries, the orders of the readable ones), read page by page.
+async fn stream_orders(
     conn: &mut BulkConn,
     rt: &SaleRuntime,
     index: u32,
     keys: &ShardKeys,
-) -> Result<(u64, u64, u64), ReconcileError> {
-    let (mut entries, mut pending, mut units) = (0, 0, 0);
+) -> Result<(u64, Vec<Waiting>), ReconcileError> {
+    let (mut entries, mut orders) = (0, Vec::new());
     let mut from = "-".to_owned();
     loop {
         // An unreadable entry is left to recovery, which dead-letters it; until then it
         // counts as an entry, with no units known.
         let page = orders::order_page(conn, keys, (&rt.sale.id, index), &from, PAGE).await?;
         entries += page.entries as u64;
-        let ids: Vec<OrderId> = page.orders.iter().map(|o| o.order_id.clone()).collect();
-        let rows = rows_among(persister, &ids).await?;
-        for order in page.orders.iter().filter(|o| !rows.contains(&o.order_id)) {
-            pending += 1;
-            units += u64::from(order.quantity.get());
-        }
+        orders.extend(page.orders.into_iter().map(|o| Waiting {
+            order_id: o.order_id,
+            units: u64::from(o.quantity.get()),
+        }));
         match page.next {
             Some(next) => from = next,
-            None => return Ok((entries, pending, units)),
+            None => return Ok((entries, orders)),
         }
     }
-}
-
-/// (dead letters that are not rows, their units).
-async fn dead_letters_not_rows(
-    persister: &Persister,
-    conn: &mut BulkConn,
-    rt: &SaleRuntime,
-    index: u32,
-) -> Result<(u64, u64), ReconcileError> {
-    let keys = persister.redis().keys();
-    let letters = dead_letters::list_shard(conn, keys, &rt.sale.id, index).await?;
-    let ids: Vec<OrderId> = letters.iter().map(|l| l.order_id.clone()).collect();
-    let rows = rows_among(persister, &ids).await?;
-    let waiting = letters.iter().filter(|l| !rows.contains(&l.order_id));
-    Ok(waiting.fold((0, 0), |(count, units), letter| {
-        (count + 1, units + u64::from(letter.quantity.unwrap_or(0)))
-    }))
-}
-
-async fn rows_among(
-    persister: &Persister,
-    ids: &[OrderId],
-) -> Result<HashSet<OrderId>, ReconcileError> {
-    Ok(persister.db().existing(ids).await?.into_iter().collect())
 }

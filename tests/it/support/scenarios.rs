@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use reqwest::Response;
 use serde_json::Value;
@@ -199,4 +201,60 @@ pub async fn mixed_quantities_sell_every_unit(app: &TestApp, sale: &str, stock: 
         .filter(|a| !matches!(a.slug.as_deref(), Some("sold-out" | "insufficient-stock")));
     assert_eq!(refused_early.count(), 0, "{:?}", tally(&answers));
     assert_ledger(app, sale, shards, stock, &answers).await;
+}
+
+/// How far a storm has got, and how far the operator lets it go: the storm sends no new
+/// request once `accepted` reaches the ceiling, so an operator's change lands while stock
+/// remains however slow the machine (the requests already in flight still run beside it,
+/// so a ceiling must leave room for them). The operator raises the ceiling once its change is done.
+pub struct Progress {
+    accepted: AtomicUsize,
+    ceiling: AtomicUsize,
+}
+
+impl Progress {
+    /// A storm that may have `ceiling` purchases accepted (plus those in flight) before
+    /// the operator raises the ceiling.
+    pub fn up_to(ceiling: usize) -> Self {
+        Self {
+            accepted: AtomicUsize::new(0),
+            ceiling: AtomicUsize::new(ceiling),
+        }
+    }
+
+    /// Counts one accepted purchase.
+    pub fn accept(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Purchases accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Lets the storm go on up to `ceiling` (`usize::MAX`: to the end).
+    pub fn allow_up_to(&self, ceiling: usize) {
+        self.ceiling.store(ceiling, Ordering::Relaxed);
+    }
+
+    /// Waits until `n` purchases were accepted (or the storm is long over: 120 s).
+    pub async fn when_accepted(&self, n: usize) {
+        for _ in 0..12_000 {
+            if self.accepted() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the storm may send another request (at most 120 s: an operator that
+    /// never raises the ceiling fails its own assertions, not a hang).
+    pub async fn below_ceiling(&self) {
+        for _ in 0..12_000 {
+            if self.accepted() < self.ceiling.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
