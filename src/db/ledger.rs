@@ -92,12 +92,7 @@ impl OrderDb {
                 let mut existing = HashSet::new();
                 for page in ids.chunks(ID_PAGE) {
                     let found = self
-                        .bounded("find existing orders", async {
-                            let ids = sqlite::existing(&mut *tx, page).await?;
-                            ids.into_iter()
-                                .map(reads::parse_stored_id)
-                                .collect::<Result<Vec<_>, _>>()
-                        })
+                        .bounded("find existing orders", sqlite::existing(&mut *tx, page))
                         .await?;
                     existing.extend(found);
                 }

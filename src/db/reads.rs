@@ -134,11 +134,7 @@ impl OrderDb {
         self.bounded("find existing orders", async {
             match &self.backend {
                 Backend::Postgres(pool) => ledger::pg_existing(pool, ids).await,
-                Backend::Sqlite(store) => sqlite::existing(&store.reads, ids)
-                    .await?
-                    .into_iter()
-                    .map(parse_stored_id)
-                    .collect(),
+                Backend::Sqlite(store) => sqlite::existing(&store.reads, ids).await,
             }
         })
         .await

@@ -160,8 +160,8 @@ fn insert_statements() -> &'static [String; CHUNKS.len()] {
 pub(super) async fn existing(
     exec: impl sqlx::SqliteExecutor<'_>,
     ids: &[OrderId],
-) -> Result<Vec<String>, DbError> {
-    Ok(sqlx::query_scalar(concat!(
+) -> Result<Vec<OrderId>, DbError> {
+    let found: Vec<String> = sqlx::query_scalar(concat!(
         "SELECT ",
         order_id!(),
         " FROM json_each(?1) AS k JOIN orders ON ",
@@ -169,7 +169,11 @@ pub(super) async fn existing(
     ))
     .bind(keys_json(ids)?)
     .fetch_all(exec)
-    .await?)
+    .await?;
+    found
+        .into_iter()
+        .map(super::reads::parse_stored_id)
+        .collect()
 }
 
 #[cfg(test)]

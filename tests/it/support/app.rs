@@ -498,8 +498,13 @@ impl TestApp {
     /// `stock.loan_grace_ms`: until then, this runs recovery and waits.
     pub async fn settled_counters(&self, sale: &str, shards: u32) -> Vec<ShardCounters> {
         let settled = eventually(Duration::from_secs(10), || async move {
+            // The shards are read one after the other while this gateway's own recovery may
+            // credit and settle a loan: a read is kept only once the next one is the same,
+            // so that no move of units fell between two of its shards.
             let counters = self.shard_counters(sale, shards).await;
-            if counters.iter().all(|c| c.lent == 0) {
+            if counters.iter().all(|c| c.lent == 0)
+                && self.shard_counters(sale, shards).await == counters
+            {
                 return Some(counters);
             }
             self.recovery.loans_once().await;
